@@ -1,0 +1,3 @@
+"""contextrast: semantic segmentation with contextual pixel contrastive learning."""
+
+__version__ = "0.1.0"

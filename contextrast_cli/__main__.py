@@ -1,0 +1,5 @@
+"""Allows ``python -m contextrast_cli``."""
+
+from contextrast_cli.cli import main
+
+main()

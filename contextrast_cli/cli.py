@@ -1,0 +1,257 @@
+"""The ``contextrast`` command line: parse, load the config, one library call, print."""
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from contextrast_cli import __version__
+from contextrast_cli.errors import ContextrastError, NotImplementedYet
+
+app = typer.Typer(name="contextrast", no_args_is_help=True, pretty_exceptions_enable=False,
+                  add_completion=False, rich_markup_mode="rich",
+                  help="Train semantic segmentation networks with contextual contrastive learning.")
+presets_app = typer.Typer(no_args_is_help=False, invoke_without_command=True,
+                          help="List presets, or show one resolved.")
+prepare_app = typer.Typer(no_args_is_help=True, help="Convert a dataset into the prepared layout.")
+app.add_typer(presets_app, name="presets")
+app.add_typer(prepare_app, name="prepare-data")
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+PresetOpt = Annotated[Optional[str], typer.Option("--preset", "-p", help="Preset name (see `contextrast presets`).")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file laid over the preset.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override key.path=value (repeatable).")]
+DataRootOpt = Annotated[Optional[Path], typer.Option("--data-root", help="Prepared dataset folder.")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+
+
+@contextlib.contextmanager
+def guarded(ctx: typer.Context):
+    """Turn library errors into one red line and their exit code (tracebacks with --debug)."""
+    debug = bool((ctx.find_root().obj or {}).get("debug"))
+    try:
+        yield
+    except ContextrastError as exc:
+        if debug:
+            raise
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # an internal failure: keep it to one line unless --debug
+        if debug:
+            raise
+        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc).splitlines()[0] if str(exc) else '')}"
+                  f" (re-run with --debug for the traceback)")
+        raise typer.Exit(1) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"contextrast {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(ctx: typer.Context,
+         version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                               help="Print the version and exit.")] = False,
+         debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")] = False) -> None:
+    """Contextrast: CCL + BANE pixel contrastive learning for semantic segmentation."""
+    ctx.obj = {"debug": debug}
+
+
+@presets_app.callback()
+def presets_list(ctx: typer.Context) -> None:
+    """List the presets with their one-line descriptions."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from contextrast_cli.config import list_presets, resolve_config
+
+    table = Table("preset", "description", title="presets")
+    with guarded(ctx):
+        for name in list_presets():
+            table.add_row(name, resolve_config(preset=name).description)
+    out.print(table)
+
+
+@presets_app.command("show")
+def presets_show(ctx: typer.Context, name: str, overrides: SetOpt = None) -> None:
+    """Print preset NAME fully resolved (defaults filled in) as YAML."""
+    from contextrast_cli.config import resolve_config
+
+    with guarded(ctx):
+        print(resolve_config(preset=name, overrides=overrides or []).to_yaml(), end="")
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=err)
+
+
+def _print_dataset(prepared) -> None:
+    table = Table("split", "images", title=f"{prepared.name} -> {prepared.root}")
+    for split, count in prepared.splits.items():
+        table.add_row(split, str(count))
+    out.print(table)
+    freq = prepared.meta.get("class_frequencies", {})
+    if freq:
+        out.print("train pixel share: " + ", ".join(f"{k} {v:.1%}" for k, v in freq.items()))
+
+
+@prepare_app.command("camvid")
+def prepare_camvid(
+    ctx: typer.Context,
+    source: Annotated[Path, typer.Option(help="SegNet CamVid folder (train/, trainannot/, val/, ...).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Prepared dataset folder to create.")] = Path("data/camvid"),
+    force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
+) -> None:
+    """Convert the SegNet CamVid folder (void 11 -> ignore 255)."""
+    from contextrast_cli.data.camvid import convert_camvid, find_camvid_splits
+
+    with guarded(ctx), _progress() as progress:
+        total = sum(len(p) for p in find_camvid_splits(source).values())
+        task = progress.add_task("converting CamVid", total=total)
+        prepared = convert_camvid(source, out_dir, force=force,
+                                  on_sample=lambda _: progress.advance(task))
+    _print_dataset(prepared)
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    height, sep, width = text.lower().partition("x")
+    if not sep or not height.isdigit() or not width.isdigit() or not int(height) or not int(width):
+        raise typer.BadParameter(f"expected HxW such as 120x160, got {text!r}")
+    return int(height), int(width)
+
+
+@prepare_app.command("synthetic")
+def prepare_synthetic_cmd(
+    ctx: typer.Context,
+    out_dir: Annotated[Path, typer.Option("--out", help="Prepared dataset folder to create.")] = Path("data/synthetic"),
+    num_train: Annotated[int, typer.Option(min=1)] = 200,
+    num_val: Annotated[int, typer.Option(min=1)] = 40,
+    size: Annotated[str, typer.Option(help="Scene size HxW.")] = "120x160",
+    seed: int = 0,
+    force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
+) -> None:
+    """Draw procedural street scenes (deterministic per seed)."""
+    from contextrast_cli.config import SyntheticData
+    from contextrast_cli.data.build import prepare_synthetic
+
+    params = SyntheticData(num_train=num_train, num_val=num_val, size=_parse_size(size), seed=seed)
+    with guarded(ctx), _progress() as progress:
+        task = progress.add_task("drawing scenes", total=num_train + num_val)
+        prepared = prepare_synthetic(out_dir, params, force=force,
+                                     on_sample=lambda _: progress.advance(task))
+    _print_dataset(prepared)
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    preset: PresetOpt = None,
+    config: ConfigOpt = None,
+    overrides: SetOpt = None,
+    data_root: DataRootOpt = None,
+    output_dir: Annotated[Optional[Path], typer.Option(help="Parent of run folders (default runs/).")] = None,
+    device: DeviceOpt = None,
+    iterations: Annotated[Optional[int], typer.Option(help="Override train.iterations.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Override train.batch_size.")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Run folder or last.pt to continue.")] = None,
+) -> None:
+    """Train a segmentation network; writes runs/<preset>/<time>/ with checkpoints and metrics."""
+    from contextrast_cli.config import resolve_config
+    from contextrast_cli.engine.checkpoint import load_checkpoint
+    from contextrast_cli.engine.reporting import RichReporter
+    from contextrast_cli.engine.trainer import Trainer
+
+    flags = {"data.root": str(data_root.resolve()) if data_root else None,
+             "train.output_dir": str(output_dir) if output_dir else None, "train.device": device,
+             "train.iterations": iterations, "train.batch_size": batch_size}
+    with guarded(ctx):
+        payload = load_checkpoint(resume) if resume else None
+        cfg = resolve_config(preset, config, overrides or [], flags,
+                             base=payload["config"] if payload else None)
+        run_dir = (resume if resume.is_dir() else resume.parent) if resume else None
+        result = Trainer(cfg, resume=payload, run_dir=run_dir, reporter=RichReporter(err)).run()
+    best = f"{result.best_miou:.4f}" if result.best_miou is not None else "n/a"
+    out.print(f"[bold green]done[/]: {result.iterations} iterations, best val mIoU {best}; "
+              f"checkpoints in {result.run_dir}")
+
+
+def _metrics_table(metrics: dict) -> Table:
+    table = Table("class", "IoU", "Acc", title=f"{metrics['split']} ({metrics['num_images']} images)")
+    for name, iou in metrics["IoU"].items():
+        acc = metrics["Acc"][name]
+        table.add_row(name, "-" if iou is None else f"{iou * 100:.2f}", "-" if acc is None else f"{acc * 100:.2f}")
+    table.add_section()
+    table.add_row("[bold]mean", f"[bold]{metrics['mIoU'] * 100:.2f}", f"[bold]{metrics['mAcc'] * 100:.2f}")
+    table.caption = f"mIoU {metrics['mIoU'] * 100:.2f}  aAcc {metrics['aAcc'] * 100:.2f}  mAcc {metrics['mAcc'] * 100:.2f}"
+    return table
+
+
+@app.command()
+def evaluate(
+    ctx: typer.Context,
+    checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint (default: newest best.pt under runs/).")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Split to evaluate (default: the config's eval.split).")] = None,
+    data_root: DataRootOpt = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the metrics as JSON.")] = None,
+    device: DeviceOpt = "auto",
+    runs_dir: Annotated[Path, typer.Option(help="Where to look for the newest best.pt.")] = Path("runs"),
+) -> None:
+    """Evaluate a checkpoint: per-class IoU, mIoU, pixel and mean accuracy."""
+    from contextrast_cli.atomic import atomic_write_text
+    from contextrast_cli.engine.checkpoint import newest_checkpoint
+    from contextrast_cli.engine.evaluator import evaluate_checkpoint
+
+    with guarded(ctx), _progress() as progress:
+        if checkpoint is None:
+            checkpoint = newest_checkpoint(runs_dir)
+            err.print(f"using {checkpoint}")
+        task = progress.add_task("evaluating", total=None)
+        metrics = evaluate_checkpoint(checkpoint, split=split, data_root=data_root, device=device,
+                                      on_batch=lambda i, n: progress.update(task, completed=i, total=n))
+        if json_out:
+            atomic_write_text(json_out, json.dumps(metrics, indent=2))
+    out.print(_metrics_table(metrics))
+
+
+_LATER = {"context_settings": {"allow_extra_args": True, "ignore_unknown_options": True}}
+
+
+@app.command("visualize-boundaries", **_LATER)
+def visualize_boundaries(ctx: typer.Context) -> None:
+    """Overlay BANE-selected negatives on images (not yet implemented)."""
+    _not_yet(ctx, "visualize-boundaries")
+
+
+@app.command("visualize", hidden=True, **_LATER)
+def visualize(ctx: typer.Context) -> None:
+    """Alias of visualize-boundaries."""
+    _not_yet(ctx, "visualize-boundaries")
+
+
+@app.command(**_LATER)
+def export(ctx: typer.Context) -> None:
+    """Export the contrastive-free network to ONNX (not yet implemented)."""
+    _not_yet(ctx, "export")
+
+
+def _not_yet(ctx: typer.Context, name: str) -> None:
+    with guarded(ctx):
+        raise NotImplementedYet(f"`contextrast {name}` is not yet implemented in contextrast {__version__}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

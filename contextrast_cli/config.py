@@ -1,0 +1,304 @@
+"""The preset schema (pydantic v2), preset discovery, and config resolution.
+
+Precedence, lowest first: preset < ``--config`` file < ``--set key=value`` <
+explicit command-line flags. Every problem is reported with its field path and
+the place (file and line, or the override) that set it. No torch import here.
+"""
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from contextrast_cli.config_sources import Sources, load_yaml, merge, parse_override
+from contextrast_cli.data.specs import DATASETS
+from contextrast_cli.errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+PosInt = Annotated[int, Field(gt=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+Unit = Annotated[float, Field(ge=0, le=1)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class SyntheticData(_Section):
+    """How the synthetic scenes of the ``synthetic`` dataset are generated."""
+
+    num_train: PosInt = 200
+    """Training scenes."""
+    num_val: PosInt = 40
+    """Validation scenes."""
+    size: tuple[PosInt, PosInt] = (120, 160)
+    """Scene size (height, width) in pixels."""
+    seed: int = 0
+    """Generator seed; the scenes are a pure function of (seed, index)."""
+
+
+class ColorJitter(_Section):
+    """Photometric augmentation (torchvision ColorJitter); 0 disables a term."""
+
+    brightness: Unit = 0.25
+    contrast: Unit = 0.25
+    saturation: Unit = 0.25
+    hue: Annotated[float, Field(ge=0, le=0.5)] = 0.0
+
+
+class DataConfig(_Section):
+    """Dataset, augmentation and loading."""
+
+    dataset: str
+    """Dataset name: synthetic, camvid, cityscapes, ade20k, pascal-context, coco-stuff."""
+    root: Path | None = None
+    """Prepared dataset folder. Default: $CONTEXTRAST_DATA/<dataset>, else data/<dataset>."""
+    crop_size: tuple[PosInt, PosInt]
+    """Training crop (height, width); labels are padded with 255 where the image is smaller."""
+    scale_range: tuple[PosFloat, PosFloat] = (0.5, 2.0)
+    """Random rescaling factor range applied before cropping (paper: 0.5-2.0)."""
+    hflip: bool = True
+    """Random horizontal flip with probability 0.5."""
+    color_jitter: ColorJitter = ColorJitter()
+    """Colour jitter strengths."""
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    """Per-channel mean of RGB in [0, 1], subtracted before the network."""
+    std: tuple[PosFloat, PosFloat, PosFloat] = IMAGENET_STD
+    """Per-channel standard deviation of RGB in [0, 1]."""
+    workers: Annotated[int, Field(ge=0)] = 4
+    """DataLoader worker processes (0 loads in the training process)."""
+    synthetic: SyntheticData | None = None
+    """Generation settings; only for dataset ``synthetic``, generated on first use."""
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        if value not in DATASETS:
+            raise ValueError(f"unknown dataset {value!r}; choose one of: {', '.join(DATASETS)}")
+        return value
+
+    @field_validator("scale_range")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if value[0] > value[1]:
+            raise ValueError(f"scale_range must be (low, high) with low <= high, got {list(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _synthetic_only(self) -> "DataConfig":
+        if self.synthetic is not None and self.dataset != "synthetic":
+            raise ValueError("data.synthetic is only valid with dataset: synthetic")
+        return self
+
+
+class ModelConfig(_Section):
+    """The segmentation network (see ``contextrast presets`` and the README for names)."""
+
+    name: str = "deeplabv3"
+    """Registered segmentor name."""
+    backbone: str = "resnet50"
+    """Backbone name understood by the segmentor (resnet18, resnet50, resnet101)."""
+    output_stride: Literal[8, 16, 32] = 8
+    """Backbone output stride (dilated ResNets: 8 as in the paper)."""
+    pretrained: bool = False
+    """Load ImageNet weights through torchvision / timm (needs network access)."""
+    weights: Path | None = None
+    """Local backbone weights file (a state dict), loaded with weights_only=True."""
+    options: dict[str, Any] = {}
+    """Extra keyword arguments for the segmentor builder."""
+
+
+class ContrastConfig(_Section):
+    """The contrastive loss. Only ``none`` (plain cross-entropy) exists so far."""
+
+    method: Literal["none"] = "none"
+    """none: cross-entropy only."""
+
+
+class OptimConfig(_Section):
+    """SGD with a poly learning-rate schedule (paper: momentum 0.9, wd 5e-4, power 0.9)."""
+
+    name: Literal["sgd"] = "sgd"
+    lr: PosFloat = 0.01
+    """Base learning rate."""
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    weight_decay: Annotated[float, Field(ge=0)] = 5e-4
+    poly_power: Annotated[float, Field(ge=0)] = 0.9
+    """lr = base_lr * (1 - it / iterations) ** poly_power."""
+    warmup_iters: Annotated[int, Field(ge=0)] = 0
+    """Linear warm-up iterations (default, not in paper)."""
+
+
+class TrainConfig(_Section):
+    """The training loop."""
+
+    iterations: PosInt
+    """Optimizer steps."""
+    batch_size: PosInt
+    """Images per step (per process under torchrun)."""
+    eval_interval: PosInt = 1000
+    """Validate every N iterations and at the end; best.pt follows val mIoU."""
+    checkpoint_interval: PosInt = 500
+    """Write last.pt every N iterations (and at the end, and on Ctrl-C)."""
+    log_interval: PosInt = 20
+    """Append to metrics.jsonl every N iterations."""
+    seed: int = 0
+    """Seeds weights, data order and augmentation."""
+    device: str = "auto"
+    """auto (CUDA when available), cpu, cuda or cuda:N."""
+    amp: bool = True
+    """Mixed precision (bfloat16 autocast) on CUDA; ignored on the CPU."""
+    output_dir: Path = Path("runs")
+    """Run folders are created as <output_dir>/<preset name>/<timestamp>/."""
+
+    @field_validator("device")
+    @classmethod
+    def _device_syntax(cls, value: str) -> str:
+        head, _, index = value.partition(":")
+        if head not in ("auto", "cpu", "cuda") or (index and (head != "cuda" or not index.isdigit())):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {value!r}")
+        return value
+
+
+class EvalConfig(_Section):
+    """Validation and ``contextrast evaluate``."""
+
+    split: str = "val"
+    """Split folder evaluated during training."""
+    batch_size: PosInt = 1
+    """Images per forward pass (images of one batch must share a size)."""
+    scales: tuple[PosFloat, ...] = (1.0,)
+    """Test scales; several give multi-scale testing (paper: 0.75-2.0 step 0.25)."""
+    flip: bool = False
+    """Also average the horizontally flipped prediction."""
+
+
+class Config(_Section):
+    """A complete, validated run configuration."""
+
+    name: str
+    """Preset name; run folders are grouped by it."""
+    description: str = ""
+    """One line shown by ``contextrast presets``."""
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    contrast: ContrastConfig = ContrastConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig
+    eval: EvalConfig = EvalConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML/JSON-friendly dict (paths as strings)."""
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        """The resolved config as YAML."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def presets_dir() -> Path:
+    """The folder holding the preset YAMLs (repo checkout or installed package)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "presets", here.parent / "presets"):
+        if candidate.is_dir():
+            return candidate
+    raise ConfigError(f"no presets folder found next to {here}; reinstall contextrast")
+
+
+def list_presets() -> dict[str, Path]:
+    """Preset name -> YAML path, sorted by name."""
+    return {path.stem: path for path in sorted(presets_dir().glob("*.yaml"))}
+
+
+def preset_path(name: str) -> Path:
+    """The YAML of preset ``name``; a ConfigError listing the presets on a miss."""
+    presets = list_presets()
+    if name not in presets:
+        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(presets)} "
+                          f"(or pass your own file with --config FILE.yaml)")
+    return presets[name]
+
+
+def resolve_config(
+    preset: str | None = None,
+    config_file: Path | None = None,
+    overrides: list[str] = (),
+    flags: dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+) -> Config:
+    """Merge the sources in precedence order and validate once.
+
+    Args:
+        preset: name of a preset in ``presets/``.
+        config_file: a YAML file laid over the preset (or standing alone).
+        overrides: ``key.path=value`` strings; values are parsed as YAML.
+        flags: dotted key -> value from explicit command-line flags (None values skipped).
+        base: a starting dict (a checkpoint's resolved config when resuming).
+
+    Raises:
+        ConfigError: listing every problem with field path and source.
+    """
+    if preset is None and config_file is None and base is None:
+        raise ConfigError("no configuration given: pass --preset NAME or --config FILE.yaml "
+                          "(see `contextrast presets`)")
+    data: dict[str, Any] = {}
+    sources = Sources()
+    if base is not None:
+        merge(data, base, sources, lambda path: "the checkpoint's config")
+    for path in ([preset_path(preset)] if preset else []) + ([config_file] if config_file else []):
+        doc, lines = load_yaml(path)
+        merge(data, doc, sources, lambda key, p=path, ln=lines: f"{p}:{ln.get(key, 1)}")
+    if preset and config_file is None and "name" not in data:
+        data["name"] = preset
+    for text in overrides:
+        key, value = parse_override(text)
+        merge(data, _nest(key, value), sources, lambda _, t=text: f"--set {t}")
+    for dotted, value in (flags or {}).items():
+        if value is not None:
+            merge(data, _nest(tuple(dotted.split(".")), value), sources,
+                  lambda _, d=dotted: f"--{d.split('.')[-1].replace('_', '-')}")
+    if config_file is not None and "name" not in data:
+        data["name"] = config_file.stem
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, sources)) from None
+
+
+def _nest(key: tuple[str, ...], value: Any) -> dict[str, Any]:
+    for part in reversed(key):
+        value = {part: value}
+    return value
+
+
+def _format_errors(exc: ValidationError, sources: Sources) -> str:
+    """One line per problem: ``source: field.path: message``."""
+    lines = []
+    for error in exc.errors():
+        loc = tuple(str(part) for part in error["loc"])
+        dotted = ".".join(loc) or "(top level)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = f"unknown key; valid keys here: {', '.join(_valid_keys(loc[:-1]))}"
+        elif error["type"] == "missing":
+            message = "required field is missing"
+        message = message.removeprefix("Value error, ")
+        lines.append(f"{sources.origin(loc)}: {dotted}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _valid_keys(loc: tuple[str, ...]) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in loc:
+        if part not in model.model_fields:
+            return []
+        annotation = model.model_fields[part].annotation
+        candidates = [a for a in getattr(annotation, "__args__", (annotation,))
+                      if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not candidates:
+            return []
+        model = candidates[0]
+    return list(model.model_fields)

@@ -1,0 +1,97 @@
+"""The one module that knows about devices, precision, seeds and processes.
+
+Everything else receives a ``Runtime``. Multi-process training (torchrun) will
+initialise its process group here and fill ``rank`` / ``world_size``.
+"""
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from contextrast_cli.errors import ConfigError, ContextrastError
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how tensors are computed.
+
+    Attributes:
+        device: the torch device of this process.
+        amp_dtype: autocast dtype, or None for full float32.
+        rank: process index under torchrun (0 otherwise).
+        world_size: number of processes.
+    """
+
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed-precision context for forward passes (a no-op without AMP)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available else CPU; a CUDA request without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device: {name} requested but CUDA is not available here; "
+                              f"use --device cpu (or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"train.device: {name} does not exist; this machine has "
+                              f"{torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+def setup_runtime(device: str = "auto", amp: bool = True, seed: int | None = None) -> Runtime:
+    """Pick the device and precision, and seed every RNG (offset by rank)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ContextrastError("multi-process (torchrun) training is not supported yet; "
+                               "run a single process")
+    torch_device = resolve_device(device)
+    if torch_device.type == "cuda":
+        torch.cuda.set_device(torch_device)
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    use_amp = amp and torch_device.type == "cuda" and torch.cuda.is_bf16_supported()
+    runtime = Runtime(torch_device, torch.bfloat16 if use_amp else None)
+    if seed is not None:
+        seed_everything(seed + runtime.rank)
+    return runtime
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """The torch RNG state (CPU and CUDA) as tensors, for checkpoints."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what ``rng_state`` returned."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,95 @@
+"""Inference (multi-scale, flip) and confusion-matrix evaluation over a split."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from contextrast_cli.config import EvalConfig
+from contextrast_cli.data.loading import SegmentationFolder, eval_loader
+from contextrast_cli.data.prepared import PreparedDataset
+from contextrast_cli.data.transforms import eval_transform
+from contextrast_cli.engine.device import Runtime
+from contextrast_cli.engine.metrics import confusion_matrix, summarize
+
+
+@torch.no_grad()
+def predict_probs(model: torch.nn.Module, images: torch.Tensor, scales=(1.0,), flip=False) -> torch.Tensor:
+    """Class probabilities (B, K, H, W) averaged over scales and optional flips.
+
+    Args:
+        images: (B, 3, H, W) normalised float images on the model's device.
+    """
+    size = images.shape[-2:]
+    total = None
+    for scale in scales:
+        x = images if scale == 1.0 else F.interpolate(
+            images, scale_factor=scale, mode="bilinear", align_corners=False)
+        for flipped in ((False, True) if flip else (False,)):
+            inp = x.flip(-1) if flipped else x
+            logits = model(inp)["out"].float()
+            logits = logits.flip(-1) if flipped else logits
+            probs = F.interpolate(logits, size=size, mode="bilinear", align_corners=False).softmax(1)
+            total = probs if total is None else total + probs
+    return total
+
+
+def evaluate_split(model: torch.nn.Module, dataset: PreparedDataset, split: str, cfg: EvalConfig,
+                   runtime: Runtime, mean, std, workers: int = 0,
+                   on_batch: Callable[[int, int], None] | None = None) -> dict:
+    """Metrics of ``model`` on one split of a prepared dataset.
+
+    Returns:
+        ``summarize`` output plus ``num_images`` and ``split``.
+    """
+    folder = SegmentationFolder(dataset.root, split, eval_transform(mean, std))
+    loader = eval_loader(folder, cfg.batch_size, workers)
+    conf = torch.zeros(dataset.num_classes, dataset.num_classes, dtype=torch.int64,
+                       device=runtime.device)
+    was_training = model.training
+    model.eval()
+    for index, (images, labels) in enumerate(loader):
+        images = images.to(runtime.device, non_blocking=True)
+        labels = labels.to(runtime.device, non_blocking=True)
+        with runtime.autocast():
+            pred = predict_probs(model, images, cfg.scales, cfg.flip).argmax(1)
+        conf += confusion_matrix(pred, labels, dataset.num_classes, dataset.ignore_index)
+        if on_batch:
+            on_batch(index + 1, len(loader))
+    model.train(was_training)
+    return {"split": split, "num_images": len(folder), **summarize(conf.cpu(), dataset.classes)}
+
+
+def evaluate_checkpoint(checkpoint: Path, *, split: str | None = None, data_root: Path | None = None,
+                        device: str = "auto", on_batch: Callable[[int, int], None] | None = None) -> dict:
+    """Rebuild the network from a checkpoint and evaluate it on a prepared split.
+
+    Raises:
+        CheckpointError: unreadable checkpoint. DataError: missing data or other classes.
+    """
+    from contextrast_cli.data.build import locate_dataset
+    from contextrast_cli.engine.checkpoint import (config_from_checkpoint, load_checkpoint,
+                                                   model_from_checkpoint)
+    from contextrast_cli.engine.device import setup_runtime
+
+    payload = load_checkpoint(checkpoint)
+    cfg = config_from_checkpoint(payload)
+    runtime = setup_runtime(device, cfg.train.amp)
+    dataset = locate_dataset(cfg.data, data_root)
+    check_classes(dataset, payload["dataset"]["classes"], checkpoint)
+    model = model_from_checkpoint(payload).to(runtime.device)
+    metrics = evaluate_split(model, dataset, split or cfg.eval.split, cfg.eval, runtime,
+                             cfg.data.mean, cfg.data.std, on_batch=on_batch)
+    return {"checkpoint": str(checkpoint), "iteration": payload.get("iteration"),
+            "dataset": str(dataset.root), **metrics}
+
+
+def check_classes(dataset: PreparedDataset, classes: list[str], source: Path) -> None:
+    """DataError unless the prepared dataset has exactly the model's classes."""
+    from contextrast_cli.errors import DataError
+
+    if list(dataset.classes) != list(classes):
+        raise DataError(f"{dataset.root} has classes {list(dataset.classes)[:4]}... "
+                        f"({dataset.num_classes}) but {source} was trained on "
+                        f"{list(classes)[:4]}... ({len(classes)}); pass the matching --data-root")

@@ -1,0 +1,27 @@
+"""Losses as pure functions returning named terms; the loop sums and logs them."""
+
+import torch
+import torch.nn.functional as F
+
+from contextrast_cli.data.specs import IGNORE_INDEX
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor,
+                  ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Mean pixel cross-entropy over non-ignored pixels, in float32.
+
+    Args:
+        logits: (B, K, H, W).
+        target: (B, H, W) int64 train ids, ``ignore_index`` ignored.
+
+    Returns:
+        A scalar; 0 (with a gradient path) when every pixel is ignored.
+    """
+    total = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="sum")
+    count = (target != ignore_index).sum().clamp_min(1)
+    return total / count
+
+
+def segmentation_losses(outputs: dict, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The supervised terms of a segmentor's outputs: ``{"loss_ce": ...}``."""
+    return {"loss_ce": cross_entropy(outputs["out"], target)}

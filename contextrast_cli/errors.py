@@ -1,0 +1,31 @@
+"""Domain exceptions. Only ``cli.py`` turns them into messages and exit codes."""
+
+
+class ContextrastError(Exception):
+    """Base class: a problem the user can fix; its message is one line saying how."""
+
+    exit_code = 1
+
+
+class ConfigError(ContextrastError):
+    """A preset, config file or override is invalid."""
+
+    exit_code = 2
+
+
+class DataError(ContextrastError):
+    """A dataset is missing, malformed or inconsistent."""
+
+    exit_code = 2
+
+
+class CheckpointError(ContextrastError):
+    """A checkpoint is missing, unreadable or not a contextrast checkpoint."""
+
+    exit_code = 2
+
+
+class NotImplementedYet(ContextrastError):
+    """A command that a later release provides."""
+
+    exit_code = 2

@@ -1,0 +1,105 @@
+"""Backbones with multi-scale taps: ``forward(x) -> [F_1, ..., F_I]`` (F_I deepest).
+
+Each backbone exposes ``channels`` and ``strides`` of its taps, which the heads
+and the contrastive projection heads are built from.
+"""
+
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+from torchvision.models import resnet
+
+from contextrast_cli.errors import ConfigError
+
+TORCHVISION_RESNETS = {
+    "resnet50": (resnet.resnet50, resnet.ResNet50_Weights.IMAGENET1K_V2),
+    "resnet101": (resnet.resnet101, resnet.ResNet101_Weights.IMAGENET1K_V2),
+}
+TIMM_RESNETS = ("resnet18", "resnet34")
+DILATION = {8: [False, True, True], 16: [False, False, True], 32: [False, False, False]}
+
+
+class Backbone(nn.Module):
+    """Base class: ``channels`` and ``strides`` describe the taps, shallow to deep."""
+
+    channels: list[int]
+    strides: list[int]
+
+
+class TorchvisionResNet(Backbone):
+    """A torchvision ResNet-50/101, dilated to ``output_stride``, tapped after layer1..layer4."""
+
+    def __init__(self, name: str, output_stride: int, pretrained: bool) -> None:
+        super().__init__()
+        builder, weights = TORCHVISION_RESNETS[name]
+        net = builder(weights=weights if pretrained else None,
+                      replace_stride_with_dilation=DILATION[output_stride])
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
+        self.layers = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
+        self.channels = [256, 512, 1024, 2048]
+        self.strides = [4, 8, min(16, output_stride), output_stride]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        features = []
+        for layer in self.layers:
+            x = layer(x)
+            features.append(x)
+        return features
+
+
+class TimmBackbone(Backbone):
+    """Any timm model with ``features_only``; taps = the last four feature levels."""
+
+    def __init__(self, name: str, output_stride: int, pretrained: bool) -> None:
+        super().__init__()
+        kwargs = {"output_stride": output_stride} if output_stride != 32 else {}
+        self.body = timm.create_model(name, features_only=True, out_indices=(1, 2, 3, 4),
+                                      pretrained=pretrained, **kwargs)
+        self.channels = list(self.body.feature_info.channels())
+        self.strides = list(self.body.feature_info.reduction())
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.body(x))
+
+
+def build_backbone(name: str, output_stride: int, pretrained: bool = False,
+                   weights: Path | None = None) -> Backbone:
+    """Build a tapped backbone; ``weights`` is a local state dict (weights_only).
+
+    Raises:
+        ConfigError: unknown name, or pretrained weights that cannot be fetched.
+    """
+    if name in TORCHVISION_RESNETS:
+        factory = TorchvisionResNet
+    elif name in TIMM_RESNETS:
+        factory = TimmBackbone
+    else:
+        choices = ", ".join([*TIMM_RESNETS, *TORCHVISION_RESNETS])
+        raise ConfigError(f"model.backbone: unknown backbone {name!r}; choose one of: {choices}")
+    try:
+        backbone = factory(name, output_stride, pretrained)
+    except OSError as exc:  # urllib/hub failures are OSErrors
+        raise ConfigError(f"model.pretrained: could not download ImageNet weights for {name} "
+                          f"({type(exc).__name__}); this machine may be offline: download them "
+                          f"elsewhere and pass model.weights=PATH, or set model.pretrained=false") from None
+    if weights is not None:
+        load_backbone_weights(backbone, Path(weights))
+    return backbone
+
+
+def load_backbone_weights(backbone: Backbone, path: Path) -> None:
+    """Load a local state dict into ``backbone`` (tensor-only, never executes code)."""
+    if not path.is_file():
+        raise ConfigError(f"model.weights: {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(f"model.weights: {path} is not a loadable state dict ({exc})") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    result = backbone.load_state_dict(state, strict=False)
+    if len(result.missing_keys) == len(backbone.state_dict()):
+        raise ConfigError(f"model.weights: no key of {path} matches the backbone; "
+                          f"expected keys like {next(iter(backbone.state_dict()))!r}")

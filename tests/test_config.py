@@ -1,0 +1,101 @@
+"""Preset schema, sources and precedence."""
+
+import pytest
+
+from contextrast_cli.config import Config, list_presets, resolve_config
+from contextrast_cli.errors import ConfigError
+
+
+@pytest.mark.parametrize("name", sorted(list_presets()))
+def test_every_preset_validates(name):
+    cfg = resolve_config(preset=name)
+    assert isinstance(cfg, Config)
+    assert cfg.name == name
+    assert cfg.description
+    # the resolved YAML round-trips to the same config
+    assert Config.model_validate(cfg.to_dict()) == cfg
+
+
+def test_expected_presets_exist():
+    assert {"toy", "camvid", "cityscapes", "ade20k", "pascal-context", "coco-stuff"} <= set(list_presets())
+
+
+def test_camvid_preset_is_the_paper_recipe():
+    cfg = resolve_config(preset="camvid")
+    assert cfg.data.crop_size == (360, 480)
+    assert (cfg.train.batch_size, cfg.train.iterations, cfg.optim.lr) == (16, 6000, 0.02)
+    assert (cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.poly_power) == (0.9, 5e-4, 0.9)
+    assert cfg.data.scale_range == (0.5, 2.0)
+
+
+def test_precedence_preset_file_set_flag(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("train:\n  iterations: 11\n  batch_size: 3\n  seed: 5\n")
+    cfg = resolve_config("toy", path, ["train.batch_size=4", "train.seed=6"], {"train.seed": 7})
+    assert cfg.train.iterations == 11      # file beats preset
+    assert cfg.train.batch_size == 4       # --set beats file
+    assert cfg.train.seed == 7             # flag beats --set
+    assert cfg.data.dataset == "synthetic"  # untouched preset value survives the merge
+    assert cfg.name == "toy"
+
+
+def test_set_values_are_parsed_as_yaml():
+    cfg = resolve_config("toy", overrides=["data.crop_size=[64, 80]", "data.hflip=false", "optim.lr=1e-3"])
+    assert cfg.data.crop_size == (64, 80)
+    assert cfg.data.hflip is False
+    assert cfg.optim.lr == pytest.approx(1e-3)
+
+
+def test_config_is_frozen():
+    cfg = resolve_config("toy")
+    with pytest.raises(Exception):
+        cfg.train.iterations = 3  # type: ignore[misc]
+
+
+def test_unknown_key_names_file_line_and_choices(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("data:\n  dataset: camvid\n  crop_size: [8, 8]\ntrain:\n  iterations: 1\n  batch_sise: 2\n")
+    with pytest.raises(ConfigError) as info:
+        resolve_config(config_file=path)
+    message = str(info.value)
+    assert f"{path}:6: train.batch_sise: unknown key" in message
+    assert "batch_size" in message  # the valid keys are listed
+    assert "train.batch_size: required field is missing" in message  # every problem, not the first
+
+
+def test_bad_value_from_set_names_the_override():
+    with pytest.raises(ConfigError) as info:
+        resolve_config("toy", overrides=["train.iterations=-3", "data.dataset=mnist"])
+    message = str(info.value)
+    assert "--set train.iterations=-3: train.iterations:" in message
+    assert "--set data.dataset=mnist: data.dataset: unknown dataset 'mnist'" in message
+
+
+def test_bad_device_and_scale_range():
+    with pytest.raises(ConfigError, match="device must be auto, cpu, cuda or cuda:N"):
+        resolve_config("toy", overrides=["train.device=gpu0"])
+    with pytest.raises(ConfigError, match="low <= high"):
+        resolve_config("toy", overrides=["data.scale_range=[2.0, 0.5]"])
+
+
+def test_yaml_syntax_error_has_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("train:\n  iterations: 1\n  batch_size: [2\n")
+    with pytest.raises(ConfigError, match=rf"{path}:\d+: not valid YAML"):
+        resolve_config(config_file=path)
+
+
+@pytest.mark.parametrize("text", ["train.iterations", "=3", "train..x=1"])
+def test_malformed_override(text):
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        resolve_config("toy", overrides=[text])
+
+
+def test_unknown_preset_lists_choices():
+    with pytest.raises(ConfigError, match="unknown preset 'nope'; available: .*toy"):
+        resolve_config("nope")
+
+
+def test_synthetic_section_only_for_synthetic():
+    with pytest.raises(ConfigError, match="only valid with dataset: synthetic"):
+        resolve_config("camvid", overrides=["data.synthetic={num_train: 2}"])
