@@ -99,7 +99,7 @@ def load_backbone_weights(backbone: Backbone, path: Path) -> None:
     except Exception as exc:
         raise ConfigError(f"model.weights: {path} is not a loadable state dict ({exc})") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
-    result = backbone.load_state_dict(state, strict=False)
-    if len(result.missing_keys) == len(backbone.state_dict()):
+    if not isinstance(state, dict) or not set(state) & set(backbone.state_dict()):
         raise ConfigError(f"model.weights: no key of {path} matches the backbone; "
                           f"expected keys like {next(iter(backbone.state_dict()))!r}")
+    backbone.load_state_dict(state, strict=False)
