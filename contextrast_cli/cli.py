@@ -95,11 +95,11 @@ def presets_show(ctx: typer.Context, name: str, overrides: SetOpt = None) -> Non
 
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), console=err)
+                    TimeRemainingColumn(), console=err, transient=True)
 
 
 def _print_dataset(prepared) -> None:
-    table = Table("split", "images", title=f"{prepared.name} -> {prepared.root}")
+    table = Table("split", "images", title=f"{prepared.name}: {prepared.root}")
     for split, count in prepared.splits.items():
         table.add_row(split, str(count))
     out.print(table)

@@ -1,6 +1,7 @@
 """The training loop: SGD + poly schedule, periodic validation, resumable checkpoints."""
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +101,8 @@ class Trainer:
         sampler = InfiniteSampler(len(folder), cfg.train.seed,
                                   start=self.iteration * cfg.train.batch_size,
                                   rank=self.runtime.rank, world_size=self.runtime.world_size)
-        loader = train_loader(folder, cfg.train.batch_size, cfg.data.workers, sampler,
+        workers = min(cfg.data.workers, os.cpu_count() or 1)
+        loader = train_loader(folder, cfg.train.batch_size, workers, sampler,
                               pin_memory=self.runtime.device.type == "cuda",
                               seed=hash((cfg.train.seed, self.iteration, self.runtime.rank)))
         return iter(loader)
