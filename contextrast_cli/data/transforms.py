@@ -1,0 +1,52 @@
+"""Joint image/mask augmentation with torchvision.transforms.v2 and tv_tensors.Mask."""
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from contextrast_cli.config import DataConfig
+from contextrast_cli.data.specs import IGNORE_INDEX
+
+
+class RandomScale(torch.nn.Module):
+    """Rescale image and mask by one factor drawn uniformly from ``scale_range``.
+
+    The image is resized bilinearly (antialiased), the mask by nearest neighbour
+    (tv_tensors.Mask dispatch).
+    """
+
+    def __init__(self, scale_range: tuple[float, float]) -> None:
+        super().__init__()
+        self.low, self.high = scale_range
+
+    def forward(self, image: tv_tensors.Image, mask: tv_tensors.Mask):
+        scale = torch.empty(()).uniform_(self.low, self.high).item()
+        height, width = image.shape[-2:]
+        size = [max(1, round(height * scale)), max(1, round(width * scale))]
+        return F.resize(image, size, antialias=True), F.resize(mask, size)
+
+
+def _to_float(mean, std) -> list[v2.Transform]:
+    return [v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
+            v2.Normalize(mean=list(mean), std=list(std))]
+
+
+def train_transform(cfg: DataConfig) -> v2.Compose:
+    """Random scale -> crop (labels padded with 255) -> flip -> colour jitter -> normalise."""
+    jitter = cfg.color_jitter
+    steps = [
+        RandomScale(cfg.scale_range),
+        v2.RandomCrop(list(cfg.crop_size), pad_if_needed=True,
+                      fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}),
+    ]
+    if cfg.hflip:
+        steps.append(v2.RandomHorizontalFlip(0.5))
+    if any((jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue)):
+        steps.append(v2.ColorJitter(jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue))
+    return v2.Compose(steps + _to_float(cfg.mean, cfg.std))
+
+
+def eval_transform(mean, std) -> v2.Compose:
+    """Normalise only; evaluation runs on full images."""
+    return v2.Compose(_to_float(mean, std))

@@ -1,0 +1,90 @@
+"""Transforms, sampler and dataset over the prepared layout."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from torchvision import tv_tensors
+
+from contextrast_cli.config import resolve_config
+from contextrast_cli.data.build import locate_dataset, prepare_synthetic
+from contextrast_cli.data.loading import InfiniteSampler, SegmentationFolder
+from contextrast_cli.data.transforms import RandomScale, eval_transform, train_transform
+from contextrast_cli.errors import DataError
+
+
+def coded_pair(height=10, width=12):
+    """An image whose red channel equals the label, so geometry can be checked exactly."""
+    label = torch.randint(0, 8, (height, width), dtype=torch.uint8)
+    image = torch.stack([label * 30, torch.zeros_like(label), torch.zeros_like(label)])
+    return tv_tensors.Image(image), tv_tensors.Mask(label)
+
+
+def test_train_transform_keeps_image_and_mask_aligned():
+    cfg = resolve_config("toy", overrides=["data.crop_size=[8, 8]", "data.scale_range=[1.0, 1.0]",
+                                            "data.color_jitter={brightness: 0, contrast: 0, saturation: 0}",
+                                            "data.mean=[0, 0, 0]", "data.std=[1, 1, 1]"]).data
+    torch.manual_seed(0)
+    for _ in range(10):
+        image, mask = train_transform(cfg)(*coded_pair())
+        assert image.shape == (3, 8, 8) and mask.shape == (8, 8)
+        decoded = torch.round(image[0] * 255 / 30).to(torch.int64)
+        assert torch.equal(decoded, mask.as_subclass(torch.Tensor).long())
+
+
+def test_crop_larger_than_image_pads_labels_with_ignore():
+    cfg = resolve_config("toy", overrides=["data.crop_size=[16, 20]", "data.scale_range=[1.0, 1.0]"]).data
+    _, mask = train_transform(cfg)(*coded_pair(10, 12))
+    assert mask.shape == (16, 20)
+    assert (mask == 255).sum() == 16 * 20 - 10 * 12
+
+
+def test_random_scale_uses_nearest_for_masks():
+    torch.manual_seed(1)
+    image, mask = RandomScale((1.7, 1.7))(*coded_pair(10, 12))
+    assert mask.shape == (17, 20) and image.shape == (3, 17, 20)
+    assert set(mask.unique().tolist()) <= set(range(8))
+
+
+def test_sampler_resumes_exactly_and_shards():
+    full = list(itertools.islice(iter(InfiniteSampler(7, seed=3)), 30))
+    assert sorted(full[:7]) == list(range(7))  # each epoch is a permutation
+    assert full[:7] != full[7:14]  # and epochs differ
+    assert list(itertools.islice(iter(InfiniteSampler(7, seed=3, start=11)), 19)) == full[11:]
+    shards = [list(itertools.islice(iter(InfiniteSampler(7, seed=3, rank=r, world_size=2)), 10))
+              for r in range(2)]
+    assert shards[0] == full[0:20:2] and shards[1] == full[1:20:2]
+
+
+def test_synthetic_generated_on_first_use(tmp_path):
+    cfg = resolve_config("toy", overrides=[f"data.root={tmp_path / 's'}",
+                                            "data.synthetic={num_train: 3, num_val: 2, size: [24, 32]}"]).data
+    prepared = locate_dataset(cfg)
+    assert prepared.splits == {"train": 3, "val": 2}
+    image, label = SegmentationFolder(prepared.root, "val", eval_transform(cfg.mean, cfg.std))[1]
+    assert image.shape == (3, 24, 32) and image.dtype == torch.float32
+    assert label.dtype == torch.int64 and int(label.max()) < 8
+    # the same scenes are found again, not regenerated
+    assert locate_dataset(cfg).meta == prepared.meta
+
+
+def test_synthetic_parameter_mismatch_is_reported(tmp_path):
+    prepare_synthetic(tmp_path / "s", resolve_config("toy").data.synthetic.model_copy(
+        update={"num_train": 2, "num_val": 1, "size": (16, 16)}))
+    cfg = resolve_config("toy", overrides=[f"data.root={tmp_path / 's'}"]).data
+    with pytest.raises(DataError, match="regenerate with `contextrast prepare-data synthetic"):
+        locate_dataset(cfg)
+
+
+def test_missing_camvid_says_how_to_prepare(tmp_path, monkeypatch):
+    monkeypatch.delenv("CONTEXTRAST_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError) as info:
+        locate_dataset(resolve_config("camvid").data)
+    message = str(info.value)
+    assert "expected a prepared dataset at data/camvid" in message
+    assert "contextrast prepare-data camvid --source" in message
+    monkeypatch.setenv("CONTEXTRAST_DATA", str(tmp_path / "datasets"))
+    with pytest.raises(DataError, match=f"at {tmp_path / 'datasets' / 'cityscapes'}.*no Cityscapes converter"):
+        locate_dataset(resolve_config("cityscapes").data)
