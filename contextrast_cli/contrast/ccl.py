@@ -1,0 +1,81 @@
+"""Contextual contrastive learning: class-mean anchors, the cross-layer update and
+the pixel-anchor InfoNCE of METHOD.md section 2. Pure functions, float32."""
+
+import torch
+import torch.nn.functional as F
+
+NEG_FILL = -1e4  # logit of a padded negative: contributes exp(-1e4) ~ 0, keeps gradients finite
+
+
+def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean embedding per class over all labelled pixels.
+
+    Args:
+        emb: (P, D) embeddings.
+        labels: (P,) class ids; values outside [0, K) (ignore) take no part.
+
+    Returns:
+        means (K, D) (zero rows for absent classes) and counts (K,) int64.
+    """
+    bins = torch.where((labels >= 0) & (labels < num_classes), labels, num_classes)
+    sums = emb.new_zeros(num_classes + 1, emb.shape[1]).index_add_(0, bins, emb)[:num_classes]
+    counts = torch.bincount(bins, minlength=num_classes + 1)[:num_classes]
+    return sums / counts.clamp_min(1)[:, None].to(sums.dtype), counts
+
+
+def contextual_anchors(means: list[torch.Tensor], counts: list[torch.Tensor], w_low: float, w_high: float,
+                       stop_grad: bool = False) -> list[torch.Tensor]:
+    """Cross-layer anchor update, then L2 normalisation.
+
+    For layer i < I and a class present at both i and I: w_low * a_i + w_high * a_I;
+    otherwise a_i. The deepest layer keeps its own anchors.
+
+    Args:
+        means: per layer (K, D) class means, shallow to deep.
+        counts: per layer (K,) pixel counts.
+        stop_grad: detach a_I inside the shallower layers' anchors.
+    """
+    deep, deep_present = means[-1], counts[-1] > 0
+    deep_term = deep.detach() if stop_grad else deep
+    anchors = []
+    for index, (mean, count) in enumerate(zip(means, counts)):
+        if index < len(means) - 1:
+            both = ((count > 0) & deep_present)[:, None]
+            mean = torch.where(both, w_low * mean + w_high * deep_term, mean)
+        anchors.append(F.normalize(mean, dim=1))
+    return anchors
+
+
+def pixel_anchor_loss(anchors: torch.Tensor, emb: torch.Tensor, pos_index: torch.Tensor, pos_valid: torch.Tensor,
+                      neg_index: torch.Tensor, neg_valid: torch.Tensor, tau: float) -> dict[str, torch.Tensor]:
+    """L_i of METHOD.md: mean over present classes of the mean positive InfoNCE term.
+
+    -log( e^{a.v+/tau} / (e^{a.v+/tau} + sum_{v-} e^{a.v-/tau}) ) = softplus(LSE(neg) - pos).
+
+    Args:
+        anchors: (K, D) unit anchors.
+        emb: (P, D) unit embeddings of the layer.
+        pos_index, pos_valid: (K, Mp) positives per anchor.
+        neg_index, neg_valid: (K, Mn) negatives per anchor.
+
+    Returns:
+        ``loss`` (scalar; 0 when no class has a positive), ``pos_sim`` and ``neg_sim``
+        (mean cosine similarity, detached).
+    """
+    dtype = torch.promote_types(emb.dtype, torch.float32)  # float32 under autocast, float64 stays
+    anchors, emb = anchors.to(dtype), emb.to(dtype)
+    pos_cos = torch.einsum("kd,kmd->km", anchors, emb[pos_index])
+    neg_cos = torch.einsum("kd,kmd->km", anchors, emb[neg_index])
+    neg_lse = torch.where(neg_valid, neg_cos / tau, torch.full_like(neg_cos, NEG_FILL)).logsumexp(1)
+    per_pos = F.softplus(neg_lse[:, None] - pos_cos / tau) * pos_valid
+    n_pos = pos_valid.sum(1)
+    present = n_pos > 0
+    per_class = per_pos.sum(1) / n_pos.clamp_min(1)
+    loss = (per_class * present).sum() / present.sum().clamp_min(1)
+    return {"loss": loss,
+            "pos_sim": _masked_mean(pos_cos.detach(), pos_valid),
+            "neg_sim": _masked_mean(neg_cos.detach(), neg_valid)}
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (values * mask).sum() / mask.sum().clamp_min(1)

@@ -1,0 +1,109 @@
+"""Positive sampling and boundary-aware negative (BANE) sampling, vectorised.
+
+All functions work on one tapped layer with the batch flattened to P pixels and
+return fixed-shape (K, M) index matrices with a validity mask, so no host
+synchronisation is needed. K is the number of classes (anchors), not only the
+present ones; rows of absent classes are simply all-invalid.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from contextrast_cli.contrast.edt import region_distance
+
+BANE_PRIORITY = 2.0  # scores >= this are BANE picks; random top-up scores lie in [0, 1)
+
+
+@dataclass
+class BaneMaps:
+    """What BANE sees at one layer (also what visualize-boundaries draws).
+
+    Attributes:
+        error: (B, h, w) bool, pixels predicted as a class they are not (E^n for n = pred).
+        distance: (B, h, w) float32 distance to the error region's boundary (inf outside errors).
+        selected: (B, h, w) bool, the fraction ``ratio`` of each E^n nearest its boundary.
+        pred: (B, h, w) int64 prediction at this layer's size.
+    """
+
+    error: torch.Tensor
+    distance: torch.Tensor
+    selected: torch.Tensor
+    pred: torch.Tensor
+
+
+def bane_maps(pred: torch.Tensor, labels: torch.Tensor, num_classes: int, ratio: float,
+              ignore_index: int = 255) -> BaneMaps:
+    """Error masks, exact boundary distances and the BANE selection at one layer.
+
+    For anchor class n, E^n = (pred == n) & (label != n) & (label != ignore); its
+    pixels are ranked by Euclidean distance to the nearest pixel outside E^n and
+    the ``ceil(ratio * |E^n|)`` nearest (over the whole batch) are selected.
+
+    Args:
+        pred: (B, h, w) predicted class ids (detached).
+        labels: (B, h, w) ground truth, ``ignore_index`` ignored.
+    """
+    error = (pred != labels) & (labels != ignore_index)
+    distance = region_distance(torch.where(error, pred, -1))
+    distance = torch.where(error, distance, torch.full_like(distance, float("inf")))
+    return BaneMaps(error, distance, _nearest_fraction(pred, error, distance, num_classes, ratio), pred)
+
+
+def _nearest_fraction(pred, error, distance, num_classes: int, ratio: float) -> torch.Tensor:
+    """Per class n, mark the ceil(ratio * |E^n|) error pixels of E^n with the smallest distance."""
+    flat_pred, flat_error = pred.reshape(-1), error.reshape(-1)
+    span = float(sum(pred.shape[-2:]) + 2)  # larger than any finite in-image distance
+    dist = distance.reshape(-1).clamp_max(span - 1)
+    key = torch.where(flat_error, flat_pred * span + dist, torch.full_like(dist, float("inf")))
+    order = key.argsort(stable=True)
+    counts = torch.bincount(flat_pred[flat_error], minlength=num_classes)
+    starts = counts.cumsum(0) - counts
+    keep_per_class = torch.ceil(counts * ratio).long()
+    sorted_class = flat_pred[order].clamp(0, num_classes - 1)
+    rank = torch.arange(order.numel(), device=order.device) - starts[sorted_class]
+    keep = flat_error[order] & (rank < keep_per_class[sorted_class])
+    selected = torch.zeros_like(flat_error)
+    selected[order] = keep
+    return selected.view_as(error)
+
+
+def sample_positives(labels: torch.Tensor, num_classes: int, max_positives: int,
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to ``max_positives`` random pixels of each class.
+
+    Args:
+        labels: (P,) class ids (anything outside [0, K) never sampled).
+
+    Returns:
+        index (K, M) into the P pixels and valid (K, M) bool.
+    """
+    classes = torch.arange(num_classes, device=labels.device)[:, None]
+    scores = torch.rand(num_classes, labels.numel(), device=labels.device, generator=generator)
+    scores = torch.where(labels[None] == classes, scores, torch.full_like(scores, -1.0))
+    top = scores.topk(min(max_positives, labels.numel()), dim=1)
+    return top.indices, top.values >= 0
+
+
+def sample_negatives(labels: torch.Tensor, num_classes: int, max_negatives: int,
+                     bane: BaneMaps | None = None, ignore_index: int = 255,
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Negatives per anchor: BANE picks first (nearest the boundary first), then random top-up.
+
+    Args:
+        labels: (P,) ground truth of the flattened layer.
+        bane: the layer's BANE maps, or None for random negatives only.
+
+    Returns:
+        index (K, M), valid (K, M) bool, and is_bane (K, M) bool.
+    """
+    classes = torch.arange(num_classes, device=labels.device)[:, None]
+    other = (labels[None] != classes) & (labels[None] != ignore_index)  # (K, P)
+    scores = torch.rand(num_classes, labels.numel(), device=labels.device, generator=generator)
+    if bane is not None:
+        pick = bane.selected.reshape(-1)[None] & (bane.pred.reshape(-1)[None] == classes)
+        closeness = 1.0 / (1.0 + bane.distance.reshape(-1).clamp_max(1e6))  # in (0, 1]
+        scores = torch.where(pick, BANE_PRIORITY + closeness[None], scores)
+    scores = torch.where(other, scores, torch.full_like(scores, -1.0))
+    top = scores.topk(min(max_negatives, labels.numel()), dim=1)
+    return top.indices, top.values >= 0, top.values >= BANE_PRIORITY
