@@ -111,11 +111,58 @@ class ModelConfig(_Section):
     """Extra keyword arguments for the segmentor builder."""
 
 
-class ContrastConfig(_Section):
-    """The contrastive loss. Only ``none`` (plain cross-entropy) exists so far."""
+class BaneConfig(_Section):
+    """Boundary-aware negative sampling (METHOD.md section 3)."""
 
-    method: Literal["none"] = "none"
-    """none: cross-entropy only."""
+    enabled: bool = True
+    """Take hard negatives from the boundaries of wrongly predicted regions."""
+    ratio: Annotated[float, Field(gt=0, le=1)] = 0.5
+    """Fraction K of each error region nearest its boundary (follow-up paper's value)."""
+
+
+class ContrastConfig(_Section):
+    """The contrastive loss, training only (METHOD.md section 2).
+
+    Paper values: alpha 0.1, lambdas (0.1, 0.4, 0.7, 1.0), embed_dim 256 (follow-up).
+    Our defaults, not in the paper: tau, anchor_weights, the sampling caps, BANE top-up.
+    """
+
+    method: Literal["none", "contextrast"] = "none"
+    """none: cross-entropy only; contextrast: CCL + BANE."""
+    alpha: Annotated[float, Field(ge=0)] = 0.1
+    """Weight of L_PA in L = L_CE + alpha * L_PA (paper)."""
+    tau: PosFloat = 0.1
+    """Temperature (default, not in paper)."""
+    layers: tuple[PosInt, ...] = (1, 2, 3, 4)
+    """Tapped encoder layers used, 1 = shallowest (paper: all four HRNet stages)."""
+    lambdas: tuple[Annotated[float, Field(ge=0)], ...] = (0.1, 0.4, 0.7, 1.0)
+    """Per-layer weights, one per entry of ``layers`` (paper)."""
+    embed_dim: PosInt = 256
+    """Projection output width d."""
+    hidden_cap: PosInt = 512
+    """Projection hidden width h_i = min(C_i, hidden_cap) (default, not in paper)."""
+    anchor_weights: tuple[Unit, Unit] = (0.7, 0.3)
+    """(w_l, w_h) of the cross-layer anchor update; must sum to 1 (default, not in paper)."""
+    anchor_stop_grad: bool = False
+    """Detach the deepest layer's anchors inside shallower layers' anchors."""
+    max_positives: PosInt = 1024
+    """Positives sampled per class and layer (default, not in paper)."""
+    max_negatives: PosInt = 2048
+    """Negatives per anchor and layer, BANE picks first then random top-up (default, not in paper)."""
+    warmup_iters: Annotated[int, Field(ge=0)] = 0
+    """Iterations of plain cross-entropy before the contrastive loss switches on."""
+    bane: BaneConfig = BaneConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ContrastConfig":
+        if len(self.lambdas) != len(self.layers):
+            raise ValueError(f"contrast.lambdas has {len(self.lambdas)} entries but contrast.layers "
+                             f"has {len(self.layers)}; give one weight per layer")
+        if list(self.layers) != sorted(set(self.layers)):
+            raise ValueError(f"contrast.layers must be distinct and ascending, got {list(self.layers)}")
+        if abs(sum(self.anchor_weights) - 1.0) > 1e-6:
+            raise ValueError(f"contrast.anchor_weights must sum to 1, got {list(self.anchor_weights)}")
+        return self
 
 
 class OptimConfig(_Section):

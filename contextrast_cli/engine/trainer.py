@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 
 from contextrast_cli.config import Config
+from contextrast_cli.contrast.heads import build_projectors
+from contextrast_cli.contrast.loss import contextrast_losses
 from contextrast_cli.data.build import locate_dataset
 from contextrast_cli.data.loading import InfiniteSampler, SegmentationFolder, train_loader
 from contextrast_cli.data.transforms import train_transform
@@ -69,8 +71,12 @@ class Trainer:
         self.runtime = setup_runtime(cfg.train.device, cfg.train.amp, cfg.train.seed)
         self.dataset = locate_dataset(cfg.data, data_root)
         self.model = build_model(cfg.model, self.dataset.num_classes).to(self.runtime.device)
+        self.projectors = None
+        if cfg.contrast.method == "contextrast":
+            self.projectors = build_projectors(self.model.feature_channels, cfg.contrast).to(self.runtime.device)
+        params = list(self.model.parameters()) + (list(self.projectors.parameters()) if self.projectors else [])
         self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+            params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
             weight_decay=cfg.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, poly_factor(
             cfg.train.iterations, cfg.optim.poly_power, cfg.optim.warmup_iters))
@@ -85,6 +91,8 @@ class Trainer:
 
     def _restore(self, payload: dict) -> None:
         self.model.load_state_dict(payload["model"])
+        if self.projectors is not None:
+            self.projectors.load_state_dict(payload["contrast"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         set_rng_state(payload["rng"])
@@ -126,6 +134,8 @@ class Trainer:
     def _loop(self, total: int) -> None:
         cfg = self.cfg.train
         self.model.train()
+        if self.projectors is not None:
+            self.projectors.train()
         batches = self._batches()
         window = _Window()
         while self.iteration < total:
@@ -145,8 +155,11 @@ class Trainer:
         images, labels = (t.to(self.runtime.device, non_blocking=True) for t in batch)
         with self.runtime.autocast():
             outputs = self.model(images)
-        terms = segmentation_losses(outputs, labels)
-        loss = sum(terms.values())
+            terms = segmentation_losses(outputs, labels)
+            if self.projectors is not None and self.iteration >= self.cfg.contrast.warmup_iters:
+                terms.update(contextrast_losses(outputs["features"], outputs["out"], labels,
+                                                self.projectors, self.cfg.contrast))
+        loss = sum(v for k, v in terms.items() if k.startswith("loss_"))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -185,6 +198,7 @@ class Trainer:
 
     def _payload(self, full: bool) -> dict:
         payload = {**self.meta, "model": self.model.state_dict(), "iteration": self.iteration,
+                   "contrast": self.projectors.state_dict() if self.projectors is not None else None,
                    "metrics": self.last_metrics, "best_miou": self.best_miou}
         if full:
             payload.update(optimizer=self.optimizer.state_dict(),

@@ -1,0 +1,63 @@
+"""The Contextrast loss over all used layers: named, already-weighted terms plus diagnostics."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from contextrast_cli.config import ContrastConfig
+from contextrast_cli.contrast.ccl import class_means, contextual_anchors, pixel_anchor_loss
+from contextrast_cli.contrast.sampling import bane_maps, sample_negatives, sample_positives
+from contextrast_cli.data.specs import IGNORE_INDEX
+
+
+def resize_labels(labels: torch.Tensor, size) -> torch.Tensor:
+    """Nearest-neighbour resize of (B, H, W) ids to (B, h, w)."""
+    return F.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest")[:, 0].long()
+
+
+def contextrast_losses(features: list[torch.Tensor], logits: torch.Tensor, target: torch.Tensor,
+                       projectors: nn.ModuleList, cfg: ContrastConfig) -> dict[str, torch.Tensor]:
+    """alpha * lambda_i * L_i for every used layer, as ``loss_ccl_l{i}``, plus diagnostics.
+
+    Args:
+        features: the segmentor's tapped maps [F_1 .. F_I].
+        logits: (B, K, H, W) current prediction logits (detached for BANE).
+        target: (B, H, W) ground truth, 255 ignored.
+        projectors: one head per entry of ``cfg.layers``.
+
+    Returns:
+        ``loss_ccl_l{i}`` terms and ``ccl_*`` diagnostics (classes present, BANE and top-up
+        negatives per layer, mean anchor-positive / anchor-negative similarity).
+    """
+    num_classes = logits.shape[1]
+    pred = logits.detach().argmax(1)
+    layers = []
+    for layer, head in zip(cfg.layers, projectors):
+        emb = head(features[layer - 1])  # (B, D, h, w)
+        labels = resize_labels(target, emb.shape[-2:])
+        flat = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1])  # (P, D)
+        layers.append((layer, flat, labels, class_means(flat.float(), labels.reshape(-1), num_classes)))
+    anchors = contextual_anchors([m for *_, (m, _) in layers], [c for *_, (_, c) in layers],
+                                 *cfg.anchor_weights, stop_grad=cfg.anchor_stop_grad)
+    terms: dict[str, torch.Tensor] = {}
+    for (layer, flat, labels, (_, counts)), anchor, weight in zip(layers, anchors, cfg.lambdas):
+        terms.update(_layer_terms(layer, flat, labels, pred, anchor, counts, weight, num_classes, cfg))
+    return terms
+
+
+def _layer_terms(layer, flat, labels, pred, anchor, counts, weight, num_classes, cfg) -> dict:
+    flat_labels = labels.reshape(-1)
+    maps = None
+    if cfg.bane.enabled:
+        maps = bane_maps(resize_labels(pred, labels.shape[-2:]), labels, num_classes, cfg.bane.ratio, IGNORE_INDEX)
+    pos_index, pos_valid = sample_positives(flat_labels, num_classes, cfg.max_positives)
+    neg_index, neg_valid, is_bane = sample_negatives(flat_labels, num_classes, cfg.max_negatives, maps)
+    out = pixel_anchor_loss(anchor, flat, pos_index, pos_valid, neg_index, neg_valid, cfg.tau)
+    present = (counts > 0).sum().float()
+    bane = is_bane.sum().float()
+    return {f"loss_ccl_l{layer}": cfg.alpha * weight * out["loss"],
+            f"ccl_l{layer}_classes": present,
+            f"ccl_l{layer}_bane": bane / present.clamp_min(1),
+            f"ccl_l{layer}_topup": (neg_valid.sum() - bane) / present.clamp_min(1),
+            f"ccl_l{layer}_pos_sim": out["pos_sim"],
+            f"ccl_l{layer}_neg_sim": out["neg_sim"]}
