@@ -64,8 +64,8 @@ def pixel_anchor_loss(anchors: torch.Tensor, emb: torch.Tensor, pos_index: torch
     """
     dtype = torch.promote_types(emb.dtype, torch.float32)  # float32 under autocast, float64 stays
     anchors, emb = anchors.to(dtype), emb.to(dtype)
-    pos_cos = torch.einsum("kd,kmd->km", anchors, emb[pos_index])
-    neg_cos = torch.einsum("kd,kmd->km", anchors, emb[neg_index])
+    sim = anchors @ emb.T  # (K, P): one matmul, then cheap gathers (no (K, M, D) copies)
+    pos_cos, neg_cos = sim.gather(1, pos_index), sim.gather(1, neg_index)
     neg_lse = torch.where(neg_valid, neg_cos / tau, torch.full_like(neg_cos, NEG_FILL)).logsumexp(1)
     per_pos = F.softplus(neg_lse[:, None] - pos_cos / tau) * pos_valid
     n_pos = pos_valid.sum(1)
