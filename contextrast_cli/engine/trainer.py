@@ -20,7 +20,7 @@ from contextrast_cli.engine.evaluator import evaluate_split
 from contextrast_cli.engine.losses import segmentation_losses
 from contextrast_cli.engine.reporting import Reporter
 from contextrast_cli.engine.runs import MetricsLog, new_run_dir, write_config
-from contextrast_cli.errors import ContextrastError
+from contextrast_cli.errors import CheckpointError, ContextrastError
 from contextrast_cli.models.registry import build_model
 
 
@@ -90,6 +90,10 @@ class Trainer:
         self.meta = describe(cfg, self.dataset)
 
     def _restore(self, payload: dict) -> None:
+        if (payload.get("contrast") is None) != (self.projectors is None):
+            raise CheckpointError(f"the checkpoint was trained with contrast.method "
+                                  f"{payload['config']['contrast']['method']!r}; resume with the same "
+                                  f"method (start a new run to change it)")
         self.model.load_state_dict(payload["model"])
         if self.projectors is not None:
             self.projectors.load_state_dict(payload["contrast"])

@@ -3,6 +3,7 @@
 import json
 import math
 
+import pytest
 import torch
 
 from contextrast_cli.config import resolve_config
@@ -11,6 +12,7 @@ from contextrast_cli.contrast.loss import contextrast_losses
 from contextrast_cli.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from contextrast_cli.engine.losses import segmentation_losses
 from contextrast_cli.engine.trainer import Trainer
+from contextrast_cli.errors import CheckpointError
 from contextrast_cli.models.registry import build_model
 from tests.conftest import tiny_overrides
 
@@ -59,3 +61,11 @@ def test_contextrast_run_logs_and_checkpoint_drops_heads(tmp_path):
     plain = model_from_checkpoint(payload)
     heads = sum(v.numel() for v in payload["contrast"].values())
     assert heads > 0 and set(plain.state_dict()) == set(payload["model"])
+
+
+def test_resume_cannot_switch_method(tmp_path):
+    result = Trainer(resolve_config("toy", overrides=tiny_overrides(tmp_path, 2))).run()
+    payload = load_checkpoint(result.run_dir)
+    cfg = resolve_config(base=payload["config"], overrides=["contrast.method=contextrast"])
+    with pytest.raises(CheckpointError, match="resume with the same method"):
+        Trainer(cfg, resume=payload, run_dir=result.run_dir)
