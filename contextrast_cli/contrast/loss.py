@@ -31,17 +31,19 @@ def contextrast_losses(features: list[torch.Tensor], logits: torch.Tensor, targe
     """
     num_classes = logits.shape[1]
     pred = logits.detach().argmax(1)
-    layers = []
+    flats, labels, means, counts = [], [], [], []
     for layer, head in zip(cfg.layers, projectors):
         emb = head(features[layer - 1])  # (B, D, h, w)
-        labels = resize_labels(target, emb.shape[-2:])
-        flat = emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1])  # (P, D)
-        layers.append((layer, flat, labels, class_means(flat.float(), labels.reshape(-1), num_classes)))
-    anchors = contextual_anchors([m for *_, (m, _) in layers], [c for *_, (_, c) in layers],
-                                 *cfg.anchor_weights, stop_grad=cfg.anchor_stop_grad)
+        flats.append(emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1]))  # (P, D)
+        labels.append(resize_labels(target, emb.shape[-2:]))  # (B, h, w)
+        mean, count = class_means(flats[-1].float(), labels[-1].reshape(-1), num_classes)
+        means.append(mean)
+        counts.append(count)
+    anchors = contextual_anchors(means, counts, *cfg.anchor_weights, stop_grad=cfg.anchor_stop_grad)
     terms: dict[str, torch.Tensor] = {}
-    for (layer, flat, labels, (_, counts)), anchor, weight in zip(layers, anchors, cfg.lambdas):
-        terms.update(_layer_terms(layer, flat, labels, pred, anchor, counts, weight, num_classes, cfg))
+    for index, layer in enumerate(cfg.layers):
+        terms.update(_layer_terms(layer, flats[index], labels[index], pred, anchors[index], counts[index],
+                                  cfg.lambdas[index], num_classes, cfg))
     return terms
 
 

@@ -59,17 +59,16 @@ class Trainer:
 
     Args:
         cfg: the resolved config.
-        data_root: explicit dataset folder (``--data-root``).
         resume: a loaded ``last.pt`` payload to continue from.
         run_dir: the run folder to continue in (with ``resume``).
         reporter: progress display.
     """
 
-    def __init__(self, cfg: Config, *, data_root: Path | None = None, resume: dict | None = None,
+    def __init__(self, cfg: Config, *, resume: dict | None = None,
                  run_dir: Path | None = None, reporter: Reporter | None = None) -> None:
         self.cfg, self.reporter = cfg, reporter or Reporter()
         self.runtime = setup_runtime(cfg.train.device, cfg.train.amp, cfg.train.seed)
-        self.dataset = locate_dataset(cfg.data, data_root)
+        self.dataset = locate_dataset(cfg.data)  # --data-root arrives as data.root, so checkpoints record it
         self.model = build_model(cfg.model, self.dataset.num_classes).to(self.runtime.device)
         self.projectors = None
         if cfg.contrast.method == "contextrast":
