@@ -18,7 +18,7 @@ from tests.conftest import tiny_overrides
 
 
 def test_method_none_is_exactly_cross_entropy(tmp_path):
-    cfg = resolve_config("toy", overrides=tiny_overrides(tmp_path, 2))
+    cfg = resolve_config("toy", overrides=tiny_overrides(tmp_path, 2) + ["contrast.method=none"])
     trainer = Trainer(cfg)
     assert trainer.projectors is None
     batch = next(trainer._batches())
@@ -64,7 +64,7 @@ def test_contextrast_run_logs_and_checkpoint_drops_heads(tmp_path):
 
 
 def test_resume_cannot_switch_method(tmp_path):
-    result = Trainer(resolve_config("toy", overrides=tiny_overrides(tmp_path, 2))).run()
+    result = Trainer(resolve_config("toy", overrides=tiny_overrides(tmp_path, 2) + ["contrast.method=none"])).run()
     payload = load_checkpoint(result.run_dir)
     cfg = resolve_config(base=payload["config"], overrides=["contrast.method=contextrast"])
     with pytest.raises(CheckpointError, match="resume with the same method"):
