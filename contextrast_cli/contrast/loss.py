@@ -6,7 +6,7 @@ from torch import nn
 
 from contextrast_cli.config import ContrastConfig
 from contextrast_cli.contrast.ccl import class_means, contextual_anchors, pixel_anchor_loss
-from contextrast_cli.contrast.sampling import bane_maps, sample_negatives, sample_positives
+from contextrast_cli.contrast.sampling import sample_positives, select_negatives
 from contextrast_cli.data.specs import IGNORE_INDEX
 
 
@@ -48,13 +48,11 @@ def contextrast_losses(features: list[torch.Tensor], logits: torch.Tensor, targe
 
 
 def _layer_terms(layer, flat, labels, pred, anchor, counts, weight, num_classes, cfg) -> dict:
-    flat_labels = labels.reshape(-1)
-    maps = None
-    if cfg.bane.enabled:
-        maps = bane_maps(resize_labels(pred, labels.shape[-2:]), labels, num_classes, cfg.bane.ratio, IGNORE_INDEX)
-    pos_index, pos_valid = sample_positives(flat_labels, num_classes, cfg.max_positives)
-    neg_index, neg_valid, is_bane = sample_negatives(flat_labels, num_classes, cfg.max_negatives, maps)
-    out = pixel_anchor_loss(anchor, flat, pos_index, pos_valid, neg_index, neg_valid, cfg.tau)
+    pos_index, pos_valid = sample_positives(labels.reshape(-1), num_classes, cfg.max_positives)
+    negatives = select_negatives(resize_labels(pred, labels.shape[-2:]), labels, num_classes, cfg.max_negatives,
+                                 cfg.bane.ratio if cfg.bane.enabled else None, IGNORE_INDEX)
+    neg_valid, is_bane = negatives.valid, negatives.is_bane
+    out = pixel_anchor_loss(anchor, flat, pos_index, pos_valid, negatives.index, neg_valid, cfg.tau)
     present = (counts > 0).sum().float()
     bane = is_bane.sum().float()
     return {f"loss_ccl_l{layer}": cfg.alpha * weight * out["loss"],

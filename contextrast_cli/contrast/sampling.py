@@ -107,3 +107,37 @@ def sample_negatives(labels: torch.Tensor, num_classes: int, max_negatives: int,
     scores = torch.where(other, scores, torch.full_like(scores, -1.0))
     top = scores.topk(min(max_negatives, labels.numel()), dim=1)
     return top.indices, top.values >= 0, top.values >= BANE_PRIORITY
+
+
+@dataclass
+class NegativeSelection:
+    """The negatives one layer contributes: BANE maps plus the per-anchor picks.
+
+    Attributes:
+        maps: the layer's BANE maps (None when BANE is off).
+        index: (K, M) pixel indices into the flattened (B, h, w) layer.
+        valid: (K, M) bool, a real negative.
+        is_bane: (K, M) bool, picked by BANE (the rest of ``valid`` is random top-up).
+    """
+
+    maps: BaneMaps | None
+    index: torch.Tensor
+    valid: torch.Tensor
+    is_bane: torch.Tensor
+
+
+def select_negatives(pred: torch.Tensor, labels: torch.Tensor, num_classes: int, max_negatives: int,
+                     bane_ratio: float | None, ignore_index: int = 255,
+                     generator: torch.Generator | None = None) -> NegativeSelection:
+    """BANE maps and negatives for every anchor at one layer: the one code path the loss
+    and ``visualize-boundaries`` share.
+
+    Args:
+        pred: (B, h, w) detached prediction resized (nearest) to the layer.
+        labels: (B, h, w) ground truth at the layer.
+        bane_ratio: BANE's fraction K, or None for random negatives only.
+    """
+    maps = None if bane_ratio is None else bane_maps(pred, labels, num_classes, bane_ratio, ignore_index)
+    index, valid, is_bane = sample_negatives(labels.reshape(-1), num_classes, max_negatives, maps,
+                                             ignore_index, generator)
+    return NegativeSelection(maps, index, valid, is_bane)
