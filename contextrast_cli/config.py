@@ -120,6 +120,17 @@ class BaneConfig(_Section):
     """Fraction K of each error region nearest its boundary (follow-up paper's value)."""
 
 
+class PixelContrastConfig(_Section):
+    """The pixel-to-pixel baseline of Wang et al., ICCV 2021 (their published values)."""
+
+    base_tau: PosFloat = 0.07
+    """Base temperature: the loss is scaled by tau / base_tau (paper)."""
+    max_samples: PosInt = 1024
+    """Pixels sampled over all qualifying (image, class) pairs (paper)."""
+    max_views: PosInt = 100
+    """Pixels per (image, class) pair at most; a pair qualifies with more pixels than this (paper)."""
+
+
 class ContrastConfig(_Section):
     """The contrastive loss, training only (METHOD.md section 2).
 
@@ -127,12 +138,13 @@ class ContrastConfig(_Section):
     Our defaults, not in the paper: tau, anchor_weights, the sampling caps, BANE top-up.
     """
 
-    method: Literal["none", "contextrast"] = "none"
-    """none: cross-entropy only; contextrast: CCL + BANE."""
+    method: Literal["none", "contextrast", "pixel-contrast"] = "none"
+    """none: cross-entropy only; contextrast: CCL + BANE on every entry of ``layers``;
+    pixel-contrast: the Wang et al. (ICCV 2021) baseline on the last entry of ``layers``."""
     alpha: Annotated[float, Field(ge=0)] = 0.1
-    """Weight of L_PA in L = L_CE + alpha * L_PA (paper)."""
+    """Weight of L_PA in L = L_CE + alpha * L_PA (paper; also pixel-contrast's published weight)."""
     tau: PosFloat = 0.1
-    """Temperature (default, not in paper)."""
+    """Temperature (default, not in paper; pixel-contrast: its paper's value)."""
     layers: tuple[PosInt, ...] = (1, 2, 3, 4)
     """Tapped encoder layers used, 1 = shallowest (paper: all four HRNet stages)."""
     lambdas: tuple[Annotated[float, Field(ge=0)], ...] = (0.1, 0.4, 0.7, 1.0)
@@ -152,6 +164,14 @@ class ContrastConfig(_Section):
     warmup_iters: Annotated[int, Field(ge=0)] = 0
     """Iterations of plain cross-entropy before the contrastive loss switches on."""
     bane: BaneConfig = BaneConfig()
+    pixel_contrast: PixelContrastConfig = PixelContrastConfig()
+
+    @property
+    def used_layers(self) -> tuple[int, ...]:
+        """The tapped layers that get a projection head under ``method``."""
+        if self.method == "pixel-contrast":
+            return self.layers[-1:]
+        return self.layers if self.method == "contextrast" else ()
 
     @model_validator(mode="after")
     def _consistent(self) -> "ContrastConfig":

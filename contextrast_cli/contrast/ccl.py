@@ -8,18 +8,19 @@ NEG_FILL = -1e4  # logit of a padded negative: contributes exp(-1e4) ~ 0, keeps 
 
 
 def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean embedding per class over all labelled pixels.
+    """Mean embedding per class over all labelled pixels of the batch.
 
     Args:
-        emb: (P, D) embeddings.
-        labels: (P,) class ids; values outside [0, K) (ignore) take no part.
+        emb: (B, D, N) embeddings, channels first (a feature map flattened: no copy).
+        labels: (B, N) class ids; values outside [0, K) (ignore) take no part.
 
     Returns:
         means (K, D) (zero rows for absent classes) and counts (K,) int64.
     """
     bins = torch.where((labels >= 0) & (labels < num_classes), labels, num_classes)
-    sums = emb.new_zeros(num_classes + 1, emb.shape[1]).index_add_(0, bins, emb)[:num_classes]
-    counts = torch.bincount(bins, minlength=num_classes + 1)[:num_classes]
+    one_hot = F.one_hot(bins, num_classes + 1)[..., :num_classes].to(emb.dtype)  # (B, N, K)
+    sums = torch.bmm(emb, one_hot).sum(0).T  # (K, D): a batched matmul, no (B*N, D) copy
+    counts = torch.bincount(bins.reshape(-1), minlength=num_classes + 1)[:num_classes]
     return sums / counts.clamp_min(1)[:, None].to(sums.dtype), counts
 
 
@@ -54,8 +55,8 @@ def pixel_anchor_loss(anchors: torch.Tensor, emb: torch.Tensor, pos_index: torch
 
     Args:
         anchors: (K, D) unit anchors.
-        emb: (P, D) unit embeddings of the layer.
-        pos_index, pos_valid: (K, Mp) positives per anchor.
+        emb: (B, D, N) unit embeddings of the layer, channels first.
+        pos_index, pos_valid: (K, Mp) positives per anchor, indices into the B*N pixels.
         neg_index, neg_valid: (K, Mn) negatives per anchor.
 
     Returns:
@@ -64,7 +65,9 @@ def pixel_anchor_loss(anchors: torch.Tensor, emb: torch.Tensor, pos_index: torch
     """
     dtype = torch.promote_types(emb.dtype, torch.float32)  # float32 under autocast, float64 stays
     anchors, emb = anchors.to(dtype), emb.to(dtype)
-    sim = anchors @ emb.T  # (K, P): one matmul, then cheap gathers (no (K, M, D) copies)
+    # one matmul (B, K, N), then cheap gathers: no (K, M, D) copies, no (B*N, D) transpose
+    batched = anchors.expand(emb.shape[0], *anchors.shape)  # (B, K, D), a view
+    sim = torch.bmm(batched, emb).transpose(0, 1).reshape(anchors.shape[0], -1)  # (K, B*N)
     pos_cos, neg_cos = sim.gather(1, pos_index), sim.gather(1, neg_index)
     neg_lse = torch.where(neg_valid, neg_cos / tau, torch.full_like(neg_cos, NEG_FILL)).logsumexp(1)
     per_pos = F.softplus(neg_lse[:, None] - pos_cos / tau) * pos_valid

@@ -21,7 +21,7 @@ class ProjectionHead(nn.Module):
 
 
 def build_projectors(feature_channels: list[int], cfg: ContrastConfig) -> nn.ModuleList:
-    """One head per used layer (``cfg.layers`` are 1-based tap indices).
+    """One head per used layer (``cfg.used_layers``: 1-based tap indices).
 
     Raises:
         ConfigError: a layer the network does not tap.
@@ -31,4 +31,4 @@ def build_projectors(feature_channels: list[int], cfg: ContrastConfig) -> nn.Mod
                           f"{len(feature_channels)} layers (1..{len(feature_channels)})")
     return nn.ModuleList(
         ProjectionHead(feature_channels[i - 1], min(feature_channels[i - 1], cfg.hidden_cap), cfg.embed_dim)
-        for i in cfg.layers)
+        for i in cfg.used_layers)

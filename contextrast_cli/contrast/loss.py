@@ -1,4 +1,4 @@
-"""The Contextrast loss over all used layers: named, already-weighted terms plus diagnostics."""
+"""The contrastive losses over the used layers: named, already-weighted terms plus diagnostics."""
 
 import torch
 import torch.nn.functional as F
@@ -6,6 +6,7 @@ from torch import nn
 
 from contextrast_cli.config import ContrastConfig
 from contextrast_cli.contrast.ccl import class_means, contextual_anchors, pixel_anchor_loss
+from contextrast_cli.contrast.pixel_contrast import pixel_contrast_loss
 from contextrast_cli.contrast.sampling import sample_positives, select_negatives
 from contextrast_cli.data.specs import IGNORE_INDEX
 
@@ -13,6 +14,28 @@ from contextrast_cli.data.specs import IGNORE_INDEX
 def resize_labels(labels: torch.Tensor, size) -> torch.Tensor:
     """Nearest-neighbour resize of (B, H, W) ids to (B, h, w)."""
     return F.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest")[:, 0].long()
+
+
+def contrast_losses(features: list[torch.Tensor], logits: torch.Tensor, target: torch.Tensor,
+                    projectors: nn.ModuleList, cfg: ContrastConfig) -> dict[str, torch.Tensor]:
+    """The terms of ``cfg.method`` (contextrast or pixel-contrast); see those functions."""
+    if cfg.method == "pixel-contrast":
+        return pixel_contrast_losses(features, logits, target, projectors, cfg)
+    return contextrast_losses(features, logits, target, projectors, cfg)
+
+
+def pixel_contrast_losses(features: list[torch.Tensor], logits: torch.Tensor, target: torch.Tensor,
+                          projectors: nn.ModuleList, cfg: ContrastConfig) -> dict[str, torch.Tensor]:
+    """alpha * the Wang et al. baseline on the last entry of ``cfg.layers``, as ``loss_pc``,
+    plus ``pc_pairs`` (qualifying image-class pairs) and ``pc_views`` (pixels per pair)."""
+    (layer,) = cfg.used_layers
+    emb = projectors[0](features[layer - 1])
+    labels = resize_labels(target, emb.shape[-2:])
+    pred = resize_labels(logits.detach().argmax(1), emb.shape[-2:])
+    with torch.autocast(emb.device.type, enabled=False):  # the loss runs in float32
+        out = pixel_contrast_loss(emb.float(), labels, pred, logits.shape[1], cfg.tau, cfg.pixel_contrast,
+                                  IGNORE_INDEX)
+    return {"loss_pc": cfg.alpha * out["loss"], "pc_pairs": out["pairs"], "pc_views": out["views"]}
 
 
 def contextrast_losses(features: list[torch.Tensor], logits: torch.Tensor, target: torch.Tensor,
@@ -34,16 +57,18 @@ def contextrast_losses(features: list[torch.Tensor], logits: torch.Tensor, targe
     flats, labels, means, counts = [], [], [], []
     for layer, head in zip(cfg.layers, projectors):
         emb = head(features[layer - 1])  # (B, D, h, w)
-        flats.append(emb.permute(0, 2, 3, 1).reshape(-1, emb.shape[1]))  # (P, D)
         labels.append(resize_labels(target, emb.shape[-2:]))  # (B, h, w)
-        mean, count = class_means(flats[-1].float(), labels[-1].reshape(-1), num_classes)
+        with torch.autocast(emb.device.type, enabled=False):  # the loss runs in float32
+            flats.append(emb.float().flatten(2))  # (B, D, h*w), a view
+            mean, count = class_means(flats[-1], labels[-1].flatten(1), num_classes)
         means.append(mean)
         counts.append(count)
-    anchors = contextual_anchors(means, counts, *cfg.anchor_weights, stop_grad=cfg.anchor_stop_grad)
     terms: dict[str, torch.Tensor] = {}
-    for index, layer in enumerate(cfg.layers):
-        terms.update(_layer_terms(layer, flats[index], labels[index], pred, anchors[index], counts[index],
-                                  cfg.lambdas[index], num_classes, cfg))
+    with torch.autocast(logits.device.type, enabled=False):
+        anchors = contextual_anchors(means, counts, *cfg.anchor_weights, stop_grad=cfg.anchor_stop_grad)
+        for index, layer in enumerate(cfg.layers):
+            terms.update(_layer_terms(layer, flats[index], labels[index], pred, anchors[index], counts[index],
+                                      cfg.lambdas[index], num_classes, cfg))
     return terms
 
 

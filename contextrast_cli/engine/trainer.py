@@ -10,7 +10,7 @@ import torch
 
 from contextrast_cli.config import Config
 from contextrast_cli.contrast.heads import build_projectors
-from contextrast_cli.contrast.loss import contextrast_losses
+from contextrast_cli.contrast.loss import contrast_losses
 from contextrast_cli.data.build import locate_dataset
 from contextrast_cli.data.loading import InfiniteSampler, SegmentationFolder, train_loader
 from contextrast_cli.data.transforms import train_transform
@@ -54,6 +54,30 @@ def poly_factor(iterations: int, power: float, warmup: int):
     return factor
 
 
+def training_step(model, optimizer, images: torch.Tensor, labels: torch.Tensor, autocast,
+                  projectors=None, contrast_cfg=None) -> dict[str, torch.Tensor]:
+    """One optimisation step: forward, the named loss terms, backward, SGD update.
+
+    Args:
+        images: (B, 3, H, W) on the model's device; labels (B, H, W).
+        autocast: a context-manager factory (the Runtime's precision policy).
+        projectors: the contrastive heads, or None for cross-entropy only.
+
+    Returns:
+        ``loss`` and every term, detached (no host synchronisation).
+    """
+    with autocast():
+        outputs = model(images)
+        terms = segmentation_losses(outputs, labels)
+        if projectors is not None:
+            terms.update(contrast_losses(outputs["features"], outputs["out"], labels, projectors, contrast_cfg))
+    loss = sum(v for k, v in terms.items() if k.startswith("loss_"))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
+
+
 class Trainer:
     """Builds everything a run needs from a config, then ``run()`` trains.
 
@@ -71,7 +95,7 @@ class Trainer:
         self.dataset = locate_dataset(cfg.data)  # --data-root arrives as data.root, so checkpoints record it
         self.model = build_model(cfg.model, self.dataset.num_classes).to(self.runtime.device)
         self.projectors = None
-        if cfg.contrast.method == "contextrast":
+        if cfg.contrast.method != "none":
             self.projectors = build_projectors(self.model.feature_channels, cfg.contrast).to(self.runtime.device)
         params = list(self.model.parameters()) + (list(self.projectors.parameters()) if self.projectors else [])
         self.optimizer = torch.optim.SGD(
@@ -89,10 +113,10 @@ class Trainer:
         self.meta = describe(cfg, self.dataset)
 
     def _restore(self, payload: dict) -> None:
-        if (payload.get("contrast") is None) != (self.projectors is None):
-            raise CheckpointError(f"the checkpoint was trained with contrast.method "
-                                  f"{payload['config']['contrast']['method']!r}; resume with the same "
-                                  f"method (start a new run to change it)")
+        trained = payload["config"]["contrast"]["method"]
+        if trained != self.cfg.contrast.method:
+            raise CheckpointError(f"the checkpoint was trained with contrast.method {trained!r}; resume "
+                                  f"with the same method (start a new run to change it)")
         self.model.load_state_dict(payload["model"])
         if self.projectors is not None:
             self.projectors.load_state_dict(payload["contrast"])
@@ -156,18 +180,11 @@ class Trainer:
 
     def _step(self, batch) -> dict[str, torch.Tensor]:
         images, labels = (t.to(self.runtime.device, non_blocking=True) for t in batch)
-        with self.runtime.autocast():
-            outputs = self.model(images)
-            terms = segmentation_losses(outputs, labels)
-            if self.projectors is not None and self.iteration >= self.cfg.contrast.warmup_iters:
-                terms.update(contextrast_losses(outputs["features"], outputs["out"], labels,
-                                                self.projectors, self.cfg.contrast))
-        loss = sum(v for k, v in terms.items() if k.startswith("loss_"))
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        contrast = self.projectors is not None and self.iteration >= self.cfg.contrast.warmup_iters
+        terms = training_step(self.model, self.optimizer, images, labels, self.runtime.autocast,
+                              self.projectors if contrast else None, self.cfg.contrast)
         self.scheduler.step()
-        return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
+        return terms
 
     def _log(self, window: "_Window") -> dict:
         stats = window.flush()

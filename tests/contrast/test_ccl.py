@@ -43,16 +43,16 @@ def test_pixel_anchor_loss_equals_formula():
     pi, pv = padded(pos, 3)
     ni, nv = padded(neg, 4)
     expected = reference_loss(anchors, emb, pos, neg, 0.1)
-    ours = pixel_anchor_loss(anchors, emb, pi, pv, ni, nv, tau=0.1)["loss"]
+    ours = pixel_anchor_loss(anchors, emb.T[None], pi, pv, ni, nv, tau=0.1)["loss"]
     assert ours.item() == pytest.approx(expected, abs=1e-6)
-    ours32 = pixel_anchor_loss(anchors.half(), emb.half(), pi, pv, ni, nv, tau=0.1)["loss"]
+    ours32 = pixel_anchor_loss(anchors.half(), emb.T[None].half(), pi, pv, ni, nv, tau=0.1)["loss"]
     assert ours32.dtype == torch.float32  # half inputs are computed in float32
 
 
 def test_class_means_and_contextual_update():
     emb = torch.tensor([[1.0, 0], [3, 0], [0, 2], [5, 5]], dtype=torch.float64)
     labels = torch.tensor([0, 0, 1, 255])
-    means, counts = class_means(emb, labels, 3)
+    means, counts = class_means(emb.T[None], labels[None], 3)
     assert counts.tolist() == [2, 1, 0]
     assert means.tolist() == [[2.0, 0.0], [0.0, 2.0], [0.0, 0.0]]
     deep = torch.tensor([[0.0, 1], [1, 0], [1, 1]], dtype=torch.float64)
@@ -63,6 +63,18 @@ def test_class_means_and_contextual_update():
     assert torch.allclose(shallow_anchor[0], expected0)
     assert torch.allclose(shallow_anchor[1], torch.tensor([0.0, 1.0], dtype=torch.float64))
     assert torch.allclose(deep_anchor[2], torch.tensor([1, 1], dtype=torch.float64) / math.sqrt(2))
+
+
+def test_class_means_over_a_batch_of_images():
+    torch.manual_seed(3)
+    emb = torch.randn(3, 5, 40, dtype=torch.float64)  # (B, D, N)
+    labels = torch.randint(0, 4, (3, 40))
+    labels[1, :7] = 255
+    means, counts = class_means(emb, labels, 4)
+    pixels, flat = emb.transpose(1, 2).reshape(-1, 5), labels.reshape(-1)
+    for k in range(4):
+        assert counts[k] == (flat == k).sum()
+        assert torch.allclose(means[k], pixels[flat == k].mean(0))
 
 
 def test_stop_gradient_option():
@@ -77,7 +89,8 @@ def test_stop_gradient_option():
 
 def layer_loss(emb, labels, num_classes, generator_seed=0):
     gen = torch.Generator().manual_seed(generator_seed)
-    means, counts = class_means(emb, labels, num_classes)
+    emb = emb.T.reshape(emb.shape[1], 2, -1).transpose(0, 1)  # (P, D) -> two images (2, D, P/2)
+    means, counts = class_means(emb, labels.view(2, -1), num_classes)
     (anchors,) = contextual_anchors([means], [counts], 0.7, 0.3)
     pi, pv = sample_positives(labels, num_classes, 1024, gen)
     ni, nv, _ = sample_negatives(labels, num_classes, 2048, generator=gen)

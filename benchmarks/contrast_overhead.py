@@ -1,0 +1,152 @@
+"""Training-step time and peak memory: cross-entropy only vs cross-entropy + a contrastive
+loss, side by side in one run, for a network given on the command line.
+
+Each measurement runs in its own child process (so peak memory is that configuration's
+alone); children alternate CE / contrast for ``--rounds`` rounds so machine noise hits
+both. A step is the real ``training_step`` (forward, loss terms, backward, SGD update) on
+a fixed batch of synthetic street scenes; the prediction BANE sees is the network's own.
+
+Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` over the timed steps; on the
+CPU, the child's peak resident set size (``ru_maxrss``), also reported above the RSS
+measured once model, optimizer state and batch exist (the step's own working memory).
+
+    python benchmarks/contrast_overhead.py --model deeplabv3 --backbone resnet50 --output-stride 8
+    python benchmarks/contrast_overhead.py --preset camvid          # the preset's network
+"""
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import machine, scene_batch  # noqa: E402
+from contextrast_cli.config import resolve_config  # noqa: E402
+from contextrast_cli.contrast.heads import build_projectors  # noqa: E402
+from contextrast_cli.engine.device import setup_runtime  # noqa: E402
+from contextrast_cli.engine.trainer import training_step  # noqa: E402
+from contextrast_cli.models.registry import build_model  # noqa: E402
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="camvid", help="network and contrast settings come from here")
+    parser.add_argument("--model", help="override model.name")
+    parser.add_argument("--backbone", help="override model.backbone")
+    parser.add_argument("--output-stride", type=int, help="override model.output_stride")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", help="any key=value")
+    parser.add_argument("--method", default="contextrast", choices=["contextrast", "pixel-contrast"])
+    parser.add_argument("--height", type=int, default=360)
+    parser.add_argument("--width", type=int, default=480)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--num-classes", type=int, default=11)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per child")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per child")
+    parser.add_argument("--rounds", type=int, default=2, help="CE / contrast child pairs")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--child", choices=["none", "contextrast", "pixel-contrast"], help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def overrides(args: argparse.Namespace, method: str) -> list[str]:
+    items = [f"contrast.method={method}", f"train.device={args.device}", f"train.amp={str(args.amp).lower()}"]
+    for key, value in (("name", args.model), ("backbone", args.backbone), ("output_stride", args.output_stride)):
+        if value is not None:
+            items.append(f"model.{key}={value}")
+    return items + args.overrides
+
+
+def child(args: argparse.Namespace) -> dict:
+    """Build one configuration, time its steps, report time and memory."""
+    cfg = resolve_config(args.preset, overrides=overrides(args, args.child))
+    runtime = setup_runtime(cfg.train.device, cfg.train.amp, seed=0)
+    model = build_model(cfg.model, args.num_classes).to(runtime.device).train()
+    projectors = None
+    if cfg.contrast.method != "none":
+        projectors = build_projectors(model.feature_channels, cfg.contrast).to(runtime.device).train()
+    params = list(model.parameters()) + (list(projectors.parameters()) if projectors else [])
+    optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=5e-4)
+    images, labels = (t.to(runtime.device) for t in scene_batch(args.batch, args.height, args.width))
+    cuda = runtime.device.type == "cuda"
+    base_rss = _rss_mb()
+    times = []
+    for index in range(args.warmup + args.steps):
+        if index == args.warmup and cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        training_step(model, optimizer, images, labels, runtime.autocast, projectors, cfg.contrast)
+        if cuda:
+            torch.cuda.synchronize()
+        if index >= args.warmup:
+            times.append(time.perf_counter() - start)
+    result = {"method": args.child, "step_s": statistics.median(times), "steps": times,
+              "peak_rss_mb": _rss_mb(), "base_rss_mb": base_rss,
+              "params": sum(p.numel() for p in params), "machine": machine(runtime.device)}
+    if cuda:
+        result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def run_child(args: argparse.Namespace, method: str) -> dict:
+    command = [sys.executable, __file__, "--child", method] + [a for a in sys.argv[1:]]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    args = parse()
+    if args.child:
+        print(json.dumps(child(args)))
+        return
+    results: dict[str, list[dict]] = {"none": [], args.method: []}
+    for round_index in range(args.rounds):
+        order = ("none", args.method) if round_index % 2 == 0 else (args.method, "none")
+        for method in order:
+            results[method].append(run_child(args, method))
+            r = results[method][-1]
+            print(f"round {round_index + 1} {method:>14}: step {r['step_s']:.3f} s  peak RSS "
+                  f"{r['peak_rss_mb']:.0f} MB" + (f"  peak CUDA {r['peak_cuda_mb']:.0f} MB"
+                                                 if "peak_cuda_mb" in r else ""), file=sys.stderr)
+    print(json.dumps(summary(args, results), indent=1))
+
+
+def summary(args: argparse.Namespace, results: dict[str, list[dict]]) -> dict:
+    """Medians per configuration and contrast / CE ratios."""
+    ce, ct = results["none"], results[args.method]
+
+    def med(rows, key):
+        return statistics.median(r[key] for r in rows)
+
+    out = {"network": resolve_config(args.preset, overrides=overrides(args, "none")).model.model_dump(mode="json"),
+           "method": args.method, "input": [args.batch, 3, args.height, args.width], "amp": args.amp,
+           "machine": ce[0]["machine"], "ce_step_s": med(ce, "step_s"), "contrast_step_s": med(ct, "step_s"),
+           "time_ratio": med(ct, "step_s") / med(ce, "step_s"),
+           "params": {"ce": ce[0]["params"], "contrast": ct[0]["params"]}}
+    if "peak_cuda_mb" in ce[0]:
+        out.update(ce_peak_mb=med(ce, "peak_cuda_mb"), contrast_peak_mb=med(ct, "peak_cuda_mb"),
+                   memory_ratio=med(ct, "peak_cuda_mb") / med(ce, "peak_cuda_mb"), memory="cuda allocated")
+    else:
+        step_ce = med(ce, "peak_rss_mb") - med(ce, "base_rss_mb")
+        step_ct = med(ct, "peak_rss_mb") - med(ct, "base_rss_mb")
+        out.update(ce_peak_mb=med(ce, "peak_rss_mb"), contrast_peak_mb=med(ct, "peak_rss_mb"),
+                   memory_ratio=med(ct, "peak_rss_mb") / med(ce, "peak_rss_mb"),
+                   ce_step_mb=step_ce, contrast_step_mb=step_ct, step_memory_ratio=step_ct / step_ce,
+                   memory="process peak RSS")
+    return out
+
+
+if __name__ == "__main__":
+    main()

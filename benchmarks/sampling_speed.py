@@ -1,0 +1,95 @@
+"""The contrastive loss alone, forward + backward: Contextrast (4 layers, BANE) vs the
+pixel-contrast baseline (1 layer), on identical random embeddings and labels.
+
+B = 8, 11 classes, 256-d unit embeddings; Contextrast's layers are the stride 4/8/16/32
+maps of a 360x480 input (HRNet's branches), pixel-contrast uses the stride-4 map. Labels
+are synthetic street scenes; the prediction BANE and the hard/easy split see is the label
+map shifted by a few pixels with random wrong blobs (error regions along boundaries and
+inside objects, as mid-training). The variants run interleaved, ``--repeats`` times each,
+through the same ``contrast_losses`` the trainer calls (identity projection heads).
+
+    python benchmarks/sampling_speed.py [--device cuda] [--repeats 20]
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import machine, scene_batch  # noqa: E402
+from contextrast_cli.config import ContrastConfig  # noqa: E402
+from contextrast_cli.contrast.loss import contrast_losses  # noqa: E402
+
+STRIDES = (4, 8, 16, 32)
+
+
+def inputs(batch: int, height: int, width: int, classes: int, dim: int, device: torch.device, seed: int = 0):
+    """Embeddings per stride, labels (B, H, W) and prediction logits (B, K, H, W)."""
+    generator = torch.Generator().manual_seed(seed)
+    _, labels = scene_batch(batch, height, width, seed)
+    pred = labels.roll(shifts=(3, 5), dims=(1, 2))
+    for _ in range(6 * batch):  # wrong blobs
+        b = int(torch.randint(batch, (1,), generator=generator))
+        y, x = (int(torch.randint(s - 40, (1,), generator=generator)) for s in (height, width))
+        pred[b, y:y + 40, x:x + 40] = int(torch.randint(classes, (1,), generator=generator))
+    logits = F.one_hot(pred, classes).permute(0, 3, 1, 2).float() * 5.0
+    feats = [F.normalize(torch.randn(batch, dim, -(-height // s), -(-width // s), generator=generator), dim=1)
+             for s in STRIDES]
+    return [f.to(device) for f in feats], labels.to(device), logits.to(device)
+
+
+def variants() -> dict[str, ContrastConfig]:
+    return {
+        "contextrast_4_layers_bane": ContrastConfig(method="contextrast"),
+        "contextrast_4_layers_no_bane": ContrastConfig(method="contextrast", bane={"enabled": False}),
+        "pixel_contrast_1_layer": ContrastConfig(method="pixel-contrast", layers=(1,), lambdas=(1.0,)),
+    }
+
+
+def time_once(cfg: ContrastConfig, feats, labels, logits, device: torch.device) -> float:
+    leaves = [f.detach().requires_grad_() for f in feats]
+    heads = nn.ModuleList(nn.Identity() for _ in cfg.used_layers)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    terms = contrast_losses(leaves, logits, labels, heads, cfg)
+    sum(v for k, v in terms.items() if k.startswith("loss_")).backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--classes", type=int, default=11)
+    parser.add_argument("--dim", type=int, default=256)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    feats, labels, logits = inputs(args.batch, 360, 480, args.classes, args.dim, device)
+    configs = variants()
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    for name, cfg in configs.items():  # warm-up (allocator, kernels)
+        time_once(cfg, feats, labels, logits, device)
+    for _ in range(args.repeats):
+        for name, cfg in configs.items():
+            times[name].append(time_once(cfg, feats, labels, logits, device))
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    base = medians["pixel_contrast_1_layer"]
+    print(json.dumps({"machine": machine(device), "batch": args.batch, "classes": args.classes, "dim": args.dim,
+                      "repeats": args.repeats, "median_s": medians,
+                      "ratio_to_pixel_contrast": {name: m / base for name, m in medians.items()}}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The pixel-contrast baseline: Wang et al., "Exploring Cross-Image Pixel Contrast for
+Semantic Segmentation" (ICCV 2021), the method Contextrast is compared against.
+
+Per (image, class) pair with more than ``max_views`` labelled pixels (a qualifying pair),
+``n_view = min(max_samples // pairs, max_views)`` pixels are sampled, half "hard"
+(labelled the class, predicted otherwise) and half "easy" (predicted correctly), the
+shortfall of one kind filled from the other. The sampled embeddings enter a supervised
+contrastive (SupCon) loss where every sample is an anchor, positives share its class and
+negatives are all samples of other classes, scaled by tau / base_tau.
+
+Deliberate departures from the authors' code: the loss always contributes (no
+``0 * loss`` path), and a batch with no qualifying pair gives a zero loss (with a
+gradient path) instead of an exception. Sampling is vectorised over pixels, images and
+classes; the number of qualifying pairs is the one host synchronisation (it sets shapes).
+"""
+
+import torch
+
+from contextrast_cli.config import PixelContrastConfig
+
+
+def sample_views(labels: torch.Tensor, pred: torch.Tensor, num_classes: int, max_samples: int,
+                 max_views: int, ignore_index: int = 255,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard/easy anchor sampling over qualifying (image, class) pairs.
+
+    Args:
+        labels: (B, h, w) ground truth at the embedding's size.
+        pred: (B, h, w) detached prediction at the same size.
+
+    Returns:
+        index (A, V) into the flattened B*h*w pixels and the class of each pair (A,);
+        A = 0 (and V = 0) when no pair qualifies.
+    """
+    batch = labels.shape[0]
+    flat, flat_pred = labels.reshape(-1), pred.reshape(-1)
+    image = torch.arange(batch, device=labels.device).repeat_interleave(flat.numel() // batch)
+    valid = (flat >= 0) & (flat < num_classes) & (flat != ignore_index)
+    pair = torch.where(valid, image * num_classes + flat, batch * num_classes)  # (P,), last bin = ignored
+    counts = torch.bincount(pair, minlength=batch * num_classes + 1)[:-1]
+    qualifying = counts > max_views
+    num_pairs = int(qualifying.sum())  # the one host sync: it fixes the output shape
+    if num_pairs == 0:
+        return flat.new_zeros(0, 0), flat.new_zeros(0)
+    views = min(max_samples // num_pairs, max_views)
+    hard = (flat_pred != flat) & valid
+    group = pair * 2 + (~hard).long()  # per pair: the hard group, then the easy one; last pair = ignored
+    group_counts = torch.bincount(group, minlength=2 * batch * num_classes + 2)
+    n_hard, n_easy = group_counts[0::2], group_counts[1::2]  # (B*K + 1,)
+    keep_hard = torch.minimum(n_hard, torch.clamp(views - n_easy, min=views // 2))
+    keep = torch.stack([keep_hard, views - keep_hard], 1).reshape(-1)  # per group
+    eligible = torch.cat([qualifying, qualifying.new_zeros(1)])  # (B*K + 1,)
+    # a random order inside each group: sort by group, then by a random score
+    score = torch.rand(flat.numel(), device=flat.device, generator=generator, dtype=torch.float64)
+    order = torch.argsort(group.double() + score)
+    sorted_group = group[order]
+    sorted_pair = sorted_group // 2
+    rank = torch.arange(order.numel(), device=flat.device) - (group_counts.cumsum(0) - group_counts)[sorted_group]
+    take = eligible[sorted_pair] & (rank < keep[sorted_group])
+    slot = rank + torch.where(sorted_group % 2 == 1, keep_hard[sorted_pair], 0)  # easy views after hard ones
+    row = torch.cumsum(eligible.long(), 0) - 1  # pair -> output row
+    index = flat.new_zeros(num_pairs, views)
+    index[row[sorted_pair][take], slot[take]] = order[take]
+    pair_class = torch.arange(batch * num_classes, device=flat.device)[qualifying] % num_classes
+    return index, pair_class
+
+
+def supcon_loss(samples: torch.Tensor, classes: torch.Tensor, tau: float, base_tau: float) -> torch.Tensor:
+    """Supervised contrastive loss over all sampled views (every view an anchor).
+
+    For anchor i and positive p (same class, p != i):
+    log_prob = s_ip - log(exp(s_ip) + sum_{n: other class} exp(s_in)), s = cosine / tau;
+    loss = -(tau / base_tau) * mean over anchors of the mean log_prob over its positives.
+
+    Args:
+        samples: (A, V, D) unit embeddings, V views of A (image, class) pairs.
+        classes: (A,) class of each pair.
+    """
+    feats = samples.float().reshape(-1, samples.shape[-1])  # (A*V, D), pair-major
+    labels = classes.repeat_interleave(samples.shape[1])
+    logits = feats @ feats.T / tau
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool, device=feats.device)
+    positive = same & ~eye
+    neg_lse = torch.where(same, torch.full_like(logits, float("-inf")), logits).logsumexp(1, keepdim=True)
+    log_prob = logits - torch.logaddexp(logits, neg_lse)
+    n_pos = positive.sum(1)
+    mean_log_prob = (log_prob * positive).sum(1) / n_pos.clamp_min(1)
+    has_pos = n_pos > 0
+    return -(tau / base_tau) * (mean_log_prob * has_pos).sum() / has_pos.sum().clamp_min(1)
+
+
+def pixel_contrast_loss(emb: torch.Tensor, labels: torch.Tensor, pred: torch.Tensor, num_classes: int,
+                        tau: float, cfg: PixelContrastConfig, ignore_index: int = 255) -> dict[str, torch.Tensor]:
+    """The baseline's loss on one layer.
+
+    Args:
+        emb: (B, D, h, w) unit embeddings.
+        labels, pred: (B, h, w) ground truth and detached prediction at the embedding's size.
+
+    Returns:
+        ``loss`` (0 with a gradient path when no pair qualifies), ``pairs`` and ``views``.
+    """
+    flat = emb.flatten(2)  # (B, D, N), a view
+    index, classes = sample_views(labels, pred, num_classes, cfg.max_samples, cfg.max_views, ignore_index)
+    if index.numel() == 0:
+        return {"loss": emb.sum() * 0.0, "pairs": emb.new_zeros(()), "views": emb.new_zeros(())}
+    pixels = flat.shape[-1]
+    samples = flat[index // pixels, :, index % pixels]  # (A, V, D): only the sampled pixels move
+    loss = supcon_loss(samples, classes, tau, cfg.base_tau)
+    return {"loss": loss, "pairs": emb.new_tensor(float(index.shape[0])),
+            "views": emb.new_tensor(float(index.shape[1]))}
