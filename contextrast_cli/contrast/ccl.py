@@ -4,22 +4,30 @@ the pixel-anchor InfoNCE of METHOD.md section 2. Pure functions, float32."""
 import torch
 import torch.nn.functional as F
 
+from contextrast_cli.contrast.fused import AnchorSimilarity, ClassSums, GradLink
+
 NEG_FILL = -1e4  # logit of a padded negative: contributes exp(-1e4) ~ 0, keeps gradients finite
 
 
-def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                link: GradLink | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean embedding per class over all labelled pixels of the batch.
 
     Args:
         emb: (B, D, N) embeddings, channels first (a feature map flattened: no copy).
         labels: (B, N) class ids; values outside [0, K) (ignore) take no part.
+        link: shared with the layer's ``pixel_anchor_loss`` to write dL/demb in one pass
+            (see ``contrast.fused``); None = plain autograd.
 
     Returns:
         means (K, D) (zero rows for absent classes) and counts (K,) int64.
     """
     bins = torch.where((labels >= 0) & (labels < num_classes), labels, num_classes)
-    one_hot = F.one_hot(bins, num_classes + 1)[..., :num_classes].to(emb.dtype)  # (B, N, K)
-    sums = torch.bmm(emb, one_hot).sum(0).T  # (K, D): a batched matmul, no (B*N, D) copy
+    one_hot = F.one_hot(bins, num_classes + 1)[..., :num_classes].transpose(1, 2).to(emb.dtype)  # (B, K, N)
+    if link is None:
+        sums = torch.bmm(one_hot, emb.transpose(1, 2)).sum(0)  # (K, D): a batched matmul, no copy of emb
+    else:
+        sums = ClassSums.apply(emb, one_hot, link)
     counts = torch.bincount(bins.reshape(-1), minlength=num_classes + 1)[:num_classes]
     return sums / counts.clamp_min(1)[:, None].to(sums.dtype), counts
 
@@ -48,7 +56,8 @@ def contextual_anchors(means: list[torch.Tensor], counts: list[torch.Tensor], w_
 
 
 def pixel_anchor_loss(anchors: torch.Tensor, emb: torch.Tensor, pos_index: torch.Tensor, pos_valid: torch.Tensor,
-                      neg_index: torch.Tensor, neg_valid: torch.Tensor, tau: float) -> dict[str, torch.Tensor]:
+                      neg_index: torch.Tensor, neg_valid: torch.Tensor, tau: float,
+                      link: GradLink | None = None) -> dict[str, torch.Tensor]:
     """L_i of METHOD.md: mean over present classes of the mean positive InfoNCE term.
 
     -log( e^{a.v+/tau} / (e^{a.v+/tau} + sum_{v-} e^{a.v-/tau}) ) = softplus(LSE(neg) - pos).
@@ -58,6 +67,7 @@ def pixel_anchor_loss(anchors: torch.Tensor, emb: torch.Tensor, pos_index: torch
         emb: (B, D, N) unit embeddings of the layer, channels first.
         pos_index, pos_valid: (K, Mp) positives per anchor, indices into the B*N pixels.
         neg_index, neg_valid: (K, Mn) negatives per anchor.
+        link: the layer's link from ``class_means`` (one fused gradient pass), or None.
 
     Returns:
         ``loss`` (scalar; 0 when no class has a positive), ``pos_sim`` and ``neg_sim``
@@ -66,8 +76,11 @@ def pixel_anchor_loss(anchors: torch.Tensor, emb: torch.Tensor, pos_index: torch
     dtype = torch.promote_types(emb.dtype, torch.float32)  # float32 under autocast, float64 stays
     anchors, emb = anchors.to(dtype), emb.to(dtype)
     # one matmul (B, K, N), then cheap gathers: no (K, M, D) copies, no (B*N, D) transpose
-    batched = anchors.expand(emb.shape[0], *anchors.shape)  # (B, K, D), a view
-    sim = torch.bmm(batched, emb).transpose(0, 1).reshape(anchors.shape[0], -1)  # (K, B*N)
+    if link is None:
+        sim = torch.bmm(anchors.expand(emb.shape[0], *anchors.shape), emb)  # (B, K, N)
+    else:
+        sim = AnchorSimilarity.apply(anchors, emb, link)
+    sim = sim.transpose(0, 1).reshape(anchors.shape[0], -1)  # (K, B*N), small
     pos_cos, neg_cos = sim.gather(1, pos_index), sim.gather(1, neg_index)
     neg_lse = torch.where(neg_valid, neg_cos / tau, torch.full_like(neg_cos, NEG_FILL)).logsumexp(1)
     per_pos = F.softplus(neg_lse[:, None] - pos_cos / tau) * pos_valid

@@ -6,6 +6,7 @@ from torch import nn
 
 from contextrast_cli.config import ContrastConfig
 from contextrast_cli.contrast.ccl import class_means, contextual_anchors, pixel_anchor_loss
+from contextrast_cli.contrast.fused import GradLink
 from contextrast_cli.contrast.pixel_contrast import pixel_contrast_loss
 from contextrast_cli.contrast.sampling import sample_positives, select_negatives
 from contextrast_cli.data.specs import IGNORE_INDEX
@@ -54,13 +55,14 @@ def contextrast_losses(features: list[torch.Tensor], logits: torch.Tensor, targe
     """
     num_classes = logits.shape[1]
     pred = logits.detach().argmax(1)
-    flats, labels, means, counts = [], [], [], []
+    flats, labels, means, counts, links = [], [], [], [], []
     for layer, head in zip(cfg.layers, projectors):
         emb = head(features[layer - 1])  # (B, D, h, w)
         labels.append(resize_labels(target, emb.shape[-2:]))  # (B, h, w)
         with torch.autocast(emb.device.type, enabled=False):  # the loss runs in float32
             flats.append(emb.float().flatten(2))  # (B, D, h*w), a view
-            mean, count = class_means(flats[-1], labels[-1].flatten(1), num_classes)
+            links.append(GradLink())
+            mean, count = class_means(flats[-1], labels[-1].flatten(1), num_classes, links[-1])
         means.append(mean)
         counts.append(count)
     terms: dict[str, torch.Tensor] = {}
@@ -68,16 +70,16 @@ def contextrast_losses(features: list[torch.Tensor], logits: torch.Tensor, targe
         anchors = contextual_anchors(means, counts, *cfg.anchor_weights, stop_grad=cfg.anchor_stop_grad)
         for index, layer in enumerate(cfg.layers):
             terms.update(_layer_terms(layer, flats[index], labels[index], pred, anchors[index], counts[index],
-                                      cfg.lambdas[index], num_classes, cfg))
+                                      cfg.lambdas[index], num_classes, cfg, links[index]))
     return terms
 
 
-def _layer_terms(layer, flat, labels, pred, anchor, counts, weight, num_classes, cfg) -> dict:
+def _layer_terms(layer, flat, labels, pred, anchor, counts, weight, num_classes, cfg, link) -> dict:
     pos_index, pos_valid = sample_positives(labels.reshape(-1), num_classes, cfg.max_positives)
     negatives = select_negatives(resize_labels(pred, labels.shape[-2:]), labels, num_classes, cfg.max_negatives,
                                  cfg.bane.ratio if cfg.bane.enabled else None, IGNORE_INDEX)
     neg_valid, is_bane = negatives.valid, negatives.is_bane
-    out = pixel_anchor_loss(anchor, flat, pos_index, pos_valid, negatives.index, neg_valid, cfg.tau)
+    out = pixel_anchor_loss(anchor, flat, pos_index, pos_valid, negatives.index, neg_valid, cfg.tau, link)
     present = (counts > 0).sum().float()
     bane = is_bane.sum().float()
     return {f"loss_ccl_l{layer}": cfg.alpha * weight * out["loss"],
