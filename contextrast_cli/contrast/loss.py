@@ -17,6 +17,12 @@ def resize_labels(labels: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest")[:, 0].long()
 
 
+def predict_at(logits: torch.Tensor, size) -> torch.Tensor:
+    """The prediction resized (nearest) to ``size``: argmax of the logits sampled at the
+    nearest positions, equal to resizing the full-size argmax at a fraction of the cost."""
+    return F.interpolate(logits.detach(), size=tuple(size), mode="nearest").argmax(1)
+
+
 def contrast_losses(features: list[torch.Tensor], logits: torch.Tensor, target: torch.Tensor,
                     projectors: nn.ModuleList, cfg: ContrastConfig) -> dict[str, torch.Tensor]:
     """The terms of ``cfg.method`` (contextrast or pixel-contrast); see those functions."""
@@ -32,7 +38,7 @@ def pixel_contrast_losses(features: list[torch.Tensor], logits: torch.Tensor, ta
     (layer,) = cfg.used_layers
     emb = projectors[0](features[layer - 1])
     labels = resize_labels(target, emb.shape[-2:])
-    pred = resize_labels(logits.detach().argmax(1), emb.shape[-2:])
+    pred = predict_at(logits, emb.shape[-2:])
     with torch.autocast(emb.device.type, enabled=False):  # the loss runs in float32
         out = pixel_contrast_loss(emb.float(), labels, pred, logits.shape[1], cfg.tau, cfg.pixel_contrast,
                                   IGNORE_INDEX)
@@ -54,7 +60,6 @@ def contextrast_losses(features: list[torch.Tensor], logits: torch.Tensor, targe
         negatives per layer, mean anchor-positive / anchor-negative similarity).
     """
     num_classes = logits.shape[1]
-    pred = logits.detach().argmax(1)
     flats, labels, means, counts, links = [], [], [], [], []
     for layer, head in zip(cfg.layers, projectors):
         emb = head(features[layer - 1])  # (B, D, h, w)
@@ -69,14 +74,14 @@ def contextrast_losses(features: list[torch.Tensor], logits: torch.Tensor, targe
     with torch.autocast(logits.device.type, enabled=False):
         anchors = contextual_anchors(means, counts, *cfg.anchor_weights, stop_grad=cfg.anchor_stop_grad)
         for index, layer in enumerate(cfg.layers):
-            terms.update(_layer_terms(layer, flats[index], labels[index], pred, anchors[index], counts[index],
+            terms.update(_layer_terms(layer, flats[index], labels[index], logits, anchors[index], counts[index],
                                       cfg.lambdas[index], num_classes, cfg, links[index]))
     return terms
 
 
-def _layer_terms(layer, flat, labels, pred, anchor, counts, weight, num_classes, cfg, link) -> dict:
+def _layer_terms(layer, flat, labels, logits, anchor, counts, weight, num_classes, cfg, link) -> dict:
     pos_index, pos_valid = sample_positives(labels.reshape(-1), num_classes, cfg.max_positives)
-    negatives = select_negatives(resize_labels(pred, labels.shape[-2:]), labels, num_classes, cfg.max_negatives,
+    negatives = select_negatives(predict_at(logits, labels.shape[-2:]), labels, num_classes, cfg.max_negatives,
                                  cfg.bane.ratio if cfg.bane.enabled else None, IGNORE_INDEX)
     neg_valid, is_bane = negatives.valid, negatives.is_bane
     out = pixel_anchor_loss(anchor, flat, pos_index, pos_valid, negatives.index, neg_valid, cfg.tau, link)

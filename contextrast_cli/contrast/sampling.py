@@ -78,11 +78,17 @@ def sample_positives(labels: torch.Tensor, num_classes: int, max_positives: int,
     Returns:
         index (K, M) into the P pixels and valid (K, M) bool.
     """
-    classes = torch.arange(num_classes, device=labels.device)[:, None]
-    scores = torch.rand(num_classes, labels.numel(), device=labels.device, generator=generator)
-    scores = torch.where(labels[None] == classes, scores, torch.full_like(scores, -1.0))
-    top = scores.topk(min(max_positives, labels.numel()), dim=1)
-    return top.indices, top.values >= 0
+    valid_label = (labels >= 0) & (labels < num_classes)
+    bins = torch.where(valid_label, labels, num_classes)
+    # one sort of the P pixels by (class, random score) instead of a (K, P) top-k
+    score = torch.rand(labels.numel(), device=labels.device, generator=generator, dtype=torch.float64)
+    order = torch.argsort(bins.double() + score)
+    counts = torch.bincount(bins, minlength=num_classes + 1)[:num_classes]
+    starts = counts.cumsum(0) - counts
+    slots = torch.arange(min(max_positives, labels.numel()), device=labels.device)
+    valid = slots[None] < counts[:, None]  # (K, M)
+    index = order[(starts[:, None] + slots[None]).clamp_max(labels.numel() - 1)]
+    return torch.where(valid, index, 0), valid
 
 
 def sample_negatives(labels: torch.Tensor, num_classes: int, max_negatives: int,

@@ -52,3 +52,28 @@ def test_negatives_take_bane_picks_then_top_up():
     # without BANE every negative is random and none is flagged
     _, _, no_bane = sample_negatives(flat_labels, 3, 20)
     assert not no_bane.any()
+
+
+def test_prediction_at_layer_size_equals_resized_argmax():
+    from contextrast_cli.contrast.loss import predict_at, resize_labels
+
+    torch.manual_seed(2)
+    logits = torch.randn(2, 5, 37, 53)
+    for size in ((10, 14), (5, 7), (37, 53)):
+        assert torch.equal(predict_at(logits, size), resize_labels(logits.argmax(1), size))
+
+
+def test_positives_are_distinct_pixels_of_their_class_up_to_the_cap():
+    from contextrast_cli.contrast.sampling import sample_positives
+
+    labels = torch.tensor([0] * 7 + [2] * 3 + [255] * 4 + [0] * 2)  # class 0: 9 px, 1: none, 2: 3 px
+    index, valid = sample_positives(labels, 3, 5, torch.Generator().manual_seed(0))
+    assert index.shape == (3, 5) and valid.sum(1).tolist() == [5, 0, 3]
+    for k in (0, 2):
+        picked = index[k][valid[k]].tolist()
+        assert len(set(picked)) == len(picked) and all(labels[p] == k for p in picked)
+    seen = set()
+    for seed in range(30):  # random subsets: every class-0 pixel is reachable
+        index, valid = sample_positives(labels, 3, 5, torch.Generator().manual_seed(seed))
+        seen |= set(index[0][valid[0]].tolist())
+    assert seen == {i for i in range(16) if labels[i] == 0}
