@@ -101,7 +101,7 @@ def test_real_camvid_prepare_train_evaluate(camvid_source, tmp_path):
     data = tmp_path / "camvid"
     assert invoke("prepare-data", "camvid", "--source", camvid_source, "--out", data).exit_code == 0
     trained = invoke("train", "--preset", "camvid", "--data-root", data,
-                     "--set", "model.backbone=resnet18", "--set", "model.output_stride=32",
+                     "--set", "model.name=deeplabv3", "--set", "model.backbone=resnet18", "--set", "model.output_stride=32",
                      "--set", "data.crop_size=[96, 128]",
                      "--set", "data.workers=0", "--set", "train.device=cpu",
                      "--set", f"train.output_dir={tmp_path / 'runs'}", "--set", "eval.split=val",

@@ -23,5 +23,13 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor,
 
 
 def segmentation_losses(outputs: dict, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The supervised terms of a segmentor's outputs: ``{"loss_ce": ...}``."""
-    return {"loss_ce": cross_entropy(outputs["out"], target)}
+    """The supervised terms of a segmentor's outputs: ``{"loss_ce": ...}``.
+
+    A segmentor with an auxiliary head (OCRNet, training mode) also returns
+    ``"aux"`` logits and their weight ``"aux_weight"`` (paper: 0.4); this adds
+    ``loss_aux = aux_weight * CE(aux)``.
+    """
+    terms = {"loss_ce": cross_entropy(outputs["out"], target)}
+    if "aux" in outputs:
+        terms["loss_aux"] = outputs["aux_weight"] * cross_entropy(outputs["aux"], target)
+    return terms

@@ -18,6 +18,7 @@ TORCHVISION_RESNETS = {
     "resnet101": (resnet.resnet101, resnet.ResNet101_Weights.IMAGENET1K_V2),
 }
 TIMM_RESNETS = ("resnet18", "resnet34")
+TIMM_HRNETS = ("hrnet_w18_small_v2", "hrnet_w18", "hrnet_w48")
 DILATION = {8: [False, True, True], 16: [False, False, True], 32: [False, False, False]}
 
 
@@ -26,6 +27,8 @@ class Backbone(nn.Module):
 
     channels: list[int]
     strides: list[int]
+    size_divisor: int = 1
+    """Input height and width must be multiples of this; the segmentor pads and crops back."""
 
 
 class TorchvisionResNet(Backbone):
@@ -65,9 +68,31 @@ class TimmBackbone(Backbone):
         return list(self.body(x))
 
 
+class TimmHRNet(Backbone):
+    """A timm HRNet; taps = the four raw branch outputs of the last stage (strides 4-32).
+
+    ``feature_location=""`` keeps timm from building the classification "incre"
+    modules (whose widened channels are not HRNetV2's features); the rest of the
+    classification head (downsampling, final layer, classifier) is never built.
+    The stages fuse branches by exact 2x upsampling, hence ``size_divisor = 32``.
+    """
+
+    size_divisor = 32
+
+    def __init__(self, name: str, output_stride: int, pretrained: bool) -> None:
+        super().__init__()
+        self.body = timm.create_model(name, features_only=True, feature_location="", out_indices=(1, 2, 3, 4),
+                                      pretrained=pretrained)
+        self.channels = list(self.body.feature_info.channels())
+        self.strides = list(self.body.feature_info.reduction())
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.body(x))
+
+
 def build_backbone(name: str, output_stride: int, pretrained: bool = False,
                    weights: Path | None = None) -> Backbone:
-    """Build a tapped backbone; ``weights`` is a local state dict (weights_only).
+    """Build a tapped (dilatable) ResNet; ``weights`` is a local state dict (weights_only).
 
     Raises:
         ConfigError: unknown name, or pretrained weights that cannot be fetched.
@@ -79,6 +104,22 @@ def build_backbone(name: str, output_stride: int, pretrained: bool = False,
     else:
         choices = ", ".join([*TIMM_RESNETS, *TORCHVISION_RESNETS])
         raise ConfigError(f"model.backbone: unknown backbone {name!r}; choose one of: {choices}")
+    return _instantiate(factory, name, output_stride, pretrained, weights)
+
+
+def build_hrnet_backbone(name: str, pretrained: bool = False, weights: Path | None = None) -> Backbone:
+    """Build a tapped HRNet (fixed strides 4, 8, 16, 32); ``weights`` as in ``build_backbone``.
+
+    Raises:
+        ConfigError: not an HRNet name, or pretrained weights that cannot be fetched.
+    """
+    if name not in TIMM_HRNETS:
+        raise ConfigError(f"model.backbone: unknown HRNet backbone {name!r}; choose one of: {', '.join(TIMM_HRNETS)}")
+    return _instantiate(TimmHRNet, name, 32, pretrained, weights)
+
+
+def _instantiate(factory: type[Backbone], name: str, output_stride: int, pretrained: bool,
+                 weights: Path | None) -> Backbone:
     try:
         backbone = factory(name, output_stride, pretrained)
     except OSError as exc:  # urllib/hub failures are OSErrors
@@ -99,7 +140,10 @@ def load_backbone_weights(backbone: Backbone, path: Path) -> None:
     except Exception as exc:
         raise ConfigError(f"model.weights: {path} is not a loadable state dict ({exc})") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict) or not set(state) & set(backbone.state_dict()):
+    own = backbone.state_dict()
+    if isinstance(state, dict) and not set(state) & set(own) and any(f"body.{k}" in own for k in state):
+        state = {f"body.{k}": v for k, v in state.items()}  # a plain timm checkpoint of a wrapped body
+    if not isinstance(state, dict) or not set(state) & set(own):
         raise ConfigError(f"model.weights: no key of {path} matches the backbone; "
-                          f"expected keys like {next(iter(backbone.state_dict()))!r}")
+                          f"expected keys like {next(iter(own))!r}")
     backbone.load_state_dict(state, strict=False)

@@ -9,15 +9,20 @@ from contextrast_cli.registry import Registry
 MODELS = Registry("model", "model.name")
 
 
+def load_builders() -> Registry:
+    """``MODELS`` after importing every module that registers a builder."""
+    from contextrast_cli.models import deeplab, hrnet, ocrnet  # noqa: F401  (register their builders)
+
+    return MODELS
+
+
 def build_model(cfg: ModelConfig, num_classes: int):
     """Build the registered segmentor named by ``cfg.name``.
 
     Raises:
         ConfigError: unknown name or an option the builder does not take.
     """
-    from contextrast_cli.models import deeplab  # noqa: F401  (registers its builders)
-
-    builder = MODELS.get(cfg.name)
+    builder = load_builders().get(cfg.name)
     kwargs = dict(num_classes=num_classes, backbone=cfg.backbone, output_stride=cfg.output_stride,
                   pretrained=cfg.pretrained, weights=cfg.weights, **cfg.options)
     accepted = inspect.signature(builder).parameters

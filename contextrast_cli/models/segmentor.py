@@ -12,14 +12,32 @@ class Segmentor(nn.Module):
 
     ``forward`` returns ``{"out": logits (B, K, H, W)}`` at the input size and,
     in training mode, ``"features"``: the tapped encoder maps ``[F_1 .. F_I]``
-    that the contrastive loss uses.
+    that the contrastive loss uses, F_i of size ceil(H / s_i) x ceil(W / s_i).
+
+    A head returns logits, or a dict ``{"out": ..., "aux": ...}`` when it has an
+    auxiliary classifier (OCRNet's soft object regions); in training mode the
+    output then also holds ``"aux"`` (logits at input size) and ``"aux_weight"``
+    (its loss weight). In eval mode only ``"out"`` is returned.
+
+    A backbone with ``size_divisor > 1`` (HRNet) gets its input zero-padded at
+    the bottom/right to a multiple of it; logits and features are cropped back.
     """
 
-    def __init__(self, backbone: Backbone, head: nn.Module, num_classes: int) -> None:
+    def __init__(self, backbone: Backbone, head: nn.Module, num_classes: int, aux_weight: float = 0.0) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.num_classes = num_classes
+        self.aux_weight = aux_weight
+
+    def training_only_modules(self) -> list[str]:
+        """Prefixes of submodules that only training uses, which an exporter may drop.
+
+        Empty for every registered network: OCRNet's auxiliary head is *not*
+        training-only (its logits are the soft object regions the OCR block
+        gathers); only its loss is.
+        """
+        return []
 
     @property
     def feature_channels(self) -> list[int]:
@@ -29,10 +47,34 @@ class Segmentor(nn.Module):
     def feature_strides(self) -> list[int]:
         return list(self.backbone.strides)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
-        features = self.backbone(x)
-        logits = self.head(features)
-        out = {"out": F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)}
-        if self.training:
-            out["features"] = features
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor] | float]:
+        size = x.shape[-2:]
+        divisor = self.backbone.size_divisor
+        padded = pad_to_multiple(x, divisor) if divisor > 1 else x
+        features = self.backbone(padded)
+        heads = self.head(features)
+        heads = heads if isinstance(heads, dict) else {"out": heads}
+        if not self.training:
+            return {"out": resize_logits(heads["out"], padded.shape[-2:], size, divisor > 1)}
+        out = {k: resize_logits(v, padded.shape[-2:], size, divisor > 1) for k, v in heads.items()}
+        out["features"] = crop_features(features, self.feature_strides, size) if divisor > 1 else features
+        if "aux" in out:
+            out["aux_weight"] = self.aux_weight
         return out
+
+
+def pad_to_multiple(x: torch.Tensor, divisor: int) -> torch.Tensor:
+    """Zero-pad (B, C, H, W) at the bottom/right so H and W are multiples of ``divisor``."""
+    h, w = x.shape[-2:]
+    return F.pad(x, (0, (-w) % divisor, 0, (-h) % divisor))
+
+
+def resize_logits(logits: torch.Tensor, padded: torch.Size, size: torch.Size, crop: bool) -> torch.Tensor:
+    """Bilinear upsampling to the (padded) input size, then the crop back to ``size``."""
+    logits = F.interpolate(logits, size=padded, mode="bilinear", align_corners=False)
+    return logits[..., :size[0], :size[1]] if crop else logits
+
+
+def crop_features(features: list[torch.Tensor], strides: list[int], size: torch.Size) -> list[torch.Tensor]:
+    """Each tap cropped to ceil(H / s) x ceil(W / s): the cells that cover the unpadded image."""
+    return [f[..., :-(-size[0] // s), :-(-size[1] // s)] for f, s in zip(features, strides)]
