@@ -98,11 +98,12 @@ class ModelConfig(_Section):
     """The segmentation network (see ``contextrast presets`` and the README for names)."""
 
     name: str = "deeplabv3"
-    """Registered segmentor name."""
+    """Registered segmentor: hrnet, ocrnet, deeplabv3, deeplabv3plus."""
     backbone: str = "resnet50"
-    """Backbone name understood by the segmentor (resnet18, resnet50, resnet101)."""
+    """Backbone for the segmentor: hrnet_w48 / hrnet_w18 / hrnet_w18_small_v2 (hrnet, ocrnet);
+    resnet18 / resnet34 / resnet50 / resnet101 (deeplabv3, deeplabv3plus)."""
     output_stride: Literal[8, 16, 32] = 8
-    """Backbone output stride (dilated ResNets: 8 as in the paper)."""
+    """Backbone output stride of dilated ResNets (8 as in the paper); HRNet ignores it."""
     pretrained: bool = False
     """Load ImageNet weights through torchvision / timm (needs network access)."""
     weights: Path | None = None

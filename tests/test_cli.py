@@ -38,13 +38,6 @@ def test_presets_list_and_show():
     assert missing.exit_code == 2 and "unknown preset 'nope'" in missing.output
 
 
-@pytest.mark.parametrize("command", [["export", "--onnx"], ["visualize", "img.png"],
-                                     ["visualize-boundaries", "img.png"]])
-def test_later_commands_say_not_yet(command):
-    result = invoke(*command)
-    assert result.exit_code == 2 and "not yet implemented" in result.output
-
-
 def test_bad_override_is_one_clear_line_without_traceback(tmp_path):
     result = invoke("train", "--preset", "toy", "--set", "train.batch_size=zero")
     assert result.exit_code == 2
