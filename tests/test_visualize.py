@@ -9,7 +9,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import contextrast_cli.visualize as viz
+import contextrast_cli.visualize as visualize
+from contextrast_cli import viz
 from contextrast_cli.cli import app
 from contextrast_cli.config import resolve_config
 from contextrast_cli.contrast.loss import resize_labels
@@ -53,7 +54,7 @@ def constructed_case(cell: int = 8):
 
 def test_constructed_case_marks_exactly_the_pixels_bane_must_pick():
     pred, label = constructed_case()
-    (view,) = viz.bane_view(pred, label, {1: (10, 12)}, num_classes=3, max_negatives=20, ratio=0.62)
+    (view,) = visualize.bane_view(pred, label, {1: (10, 12)}, num_classes=3, max_negatives=20, ratio=0.62)
     ring = {(y, x) for y in range(2, 7) for x in range(2, 7) if y in (2, 6) or x in (2, 6)}
     strip = {(8 * 6 + 4, 8 * 8 + 4, 2), (8 * 7 + 4, 8 * 8 + 4, 2)}  # the first two of the 1x3 strip
     expected = {(8 * x + 4, 8 * y + 4, 1) for y, x in ring} | strip
@@ -85,7 +86,7 @@ def independent_selection(model, image, label, payload):
     for layer in contrast.layers:
         labels = resize_labels(target, features[layer - 1].shape[-2:])
         sel = select_negatives(resize_labels(pred, labels.shape[-2:]), labels, num_classes, contrast.max_negatives,
-                               contrast.bane.ratio, 255, torch.Generator().manual_seed(viz.SEED))
+                               contrast.bane.ratio, 255, torch.Generator().manual_seed(visualize.SEED))
         (h, w), (H, W) = labels.shape[-2:], image.shape[:2]
         centre = lambda i: (int((int(i) % w + 0.5) * W / w), int((int(i) // w + 0.5) * H / h))  # noqa: E731
         picks[layer] = {(*centre(i), anchor) for anchor in range(num_classes)
@@ -97,9 +98,9 @@ def independent_selection(model, image, label, payload):
 def test_real_model_markers_are_the_selection_of_the_loss(trained, monkeypatch, tmp_path):
     run_dir, image_path, label_path = trained
     captured = {}
-    real_draw = viz.draw_grid
-    monkeypatch.setattr(viz, "draw_grid", lambda *a: captured.setdefault("args", a) and real_draw(*a))
-    viz.visualize_images([image_path], [run_dir / "best.pt"], out_dir=tmp_path, device="cpu")
+    real_draw = visualize.draw_grid
+    monkeypatch.setattr(visualize, "draw_grid", lambda *a: captured.setdefault("args", a) and real_draw(*a))
+    visualize.visualize_images([image_path], [run_dir / "best.pt"], out_dir=tmp_path, device="cpu")
     image, pred, label, views, meta, _ = captured["args"]
     payload = load_checkpoint(run_dir / "best.pt")
     expected, topups = independent_selection(model_from_checkpoint(payload), image, label, payload)
