@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from contextrast_cli import __version__
-from contextrast_cli.errors import ContextrastError, NotImplementedYet
+from contextrast_cli.errors import ContextrastError
 
 app = typer.Typer(name="contextrast", no_args_is_help=True, pretty_exceptions_enable=False,
                   add_completion=False, rich_markup_mode="rich",
@@ -208,25 +208,33 @@ def evaluate(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the metrics as JSON.")] = None,
     device: DeviceOpt = "auto",
     runs_dir: Annotated[Path, typer.Option(help="Where to look for the newest best.pt.")] = Path("runs"),
+    onnx: Annotated[Optional[Path], typer.Option("--onnx", help="Evaluate an exported FILE.onnx (with its "
+                                                 "FILE.onnx.json) with onnxruntime on the CPU instead.")] = None,
 ) -> None:
-    """Evaluate a checkpoint: per-class IoU, mIoU, pixel and mean accuracy."""
+    """Evaluate a checkpoint (or an exported ONNX graph): per-class IoU, mIoU, pixel and mean accuracy."""
     from contextrast_cli.atomic import atomic_write_text
     from contextrast_cli.engine.checkpoint import newest_checkpoint
     from contextrast_cli.engine.evaluator import evaluate_checkpoint
+    from contextrast_cli.errors import ConfigError
 
     with guarded(ctx), _progress() as progress:
-        if checkpoint is None:
+        if onnx is not None and checkpoint is not None:
+            raise ConfigError("pass either --checkpoint or --onnx, not both")
+        if checkpoint is None and onnx is None:
             checkpoint = newest_checkpoint(runs_dir)
             err.print(f"using {checkpoint}")
         task = progress.add_task("evaluating", total=None)
-        metrics = evaluate_checkpoint(checkpoint, split=split, data_root=data_root, device=device,
-                                      on_batch=lambda i, n: progress.update(task, completed=i, total=n))
+        on_batch = lambda i, n: progress.update(task, completed=i, total=n)  # noqa: E731
+        if onnx is not None:
+            from contextrast_cli.engine.onnx_eval import evaluate_onnx
+
+            metrics = evaluate_onnx(onnx, split=split, data_root=data_root, on_batch=on_batch)
+        else:
+            metrics = evaluate_checkpoint(checkpoint, split=split, data_root=data_root, device=device,
+                                          on_batch=on_batch)
         if json_out:
             atomic_write_text(json_out, json.dumps(metrics, indent=2))
     out.print(_metrics_table(metrics))
-
-
-_LATER = {"context_settings": {"allow_extra_args": True, "ignore_unknown_options": True}}
 
 
 @app.command("visualize", hidden=True)
@@ -281,15 +289,68 @@ def visualize_boundaries(
         out.print(f"wrote {escape(str(path))}")
 
 
-@app.command(**_LATER)
-def export(ctx: typer.Context) -> None:
-    """Export the contrastive-free network to ONNX (not yet implemented)."""
-    _not_yet(ctx, "export")
+@app.command()
+def export(
+    ctx: typer.Context,
+    onnx: Annotated[bool, typer.Option("--onnx", help="Write an ONNX graph (the only format so far).")] = False,
+    checkpoint: Annotated[Optional[Path], typer.Option(
+        help="Checkpoint or run folder (default: newest best.pt under runs/).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="ONNX file (default: the checkpoint "
+                                                   "with .onnx); FILE.json is written beside it.")] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset (18 or newer).")] = 18,
+    height: Annotated[Optional[int], typer.Option(min=1, help="Traced and verified height (default: crop).")] = None,
+    width: Annotated[Optional[int], typer.Option(min=1, help="Traced and verified width (default: crop).")] = None,
+    dynamic: Annotated[bool, typer.Option("--dynamic/--static",
+                                          help="Symbolic batch, height and width, or fixed 1 x H x W.")] = True,
+    argmax: Annotated[bool, typer.Option("--argmax", help="Output int64 labels (N, H, W), not logits.")] = False,
+    include_preprocessing: Annotated[bool, typer.Option(
+        "--include-preprocessing", help="Input uint8 RGB (N, H, W, 3); the graph normalises.")] = False,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify",
+                                         help="Full onnx check, then onnxruntime vs PyTorch.")] = True,
+    runs_dir: Annotated[Path, typer.Option(help="Where to look for the newest best.pt.")] = Path("runs"),
+) -> None:
+    """Export the contrastive-free inference network (no projection heads) to ONNX, verified."""
+    from contextrast_cli.engine.checkpoint import newest_checkpoint
+    from contextrast_cli.errors import ConfigError
+    from contextrast_cli.export import ExportOptions, export_checkpoint
 
-
-def _not_yet(ctx: typer.Context, name: str) -> None:
+    options = ExportOptions(opset=opset, height=height, width=width, dynamic=dynamic, argmax=argmax,
+                            preprocessing=include_preprocessing, verify=verify)
     with guarded(ctx):
-        raise NotImplementedYet(f"`contextrast {name}` is not yet implemented in contextrast {__version__}")
+        if not onnx:
+            raise ConfigError("choose the export format: --onnx (the only one so far)")
+        if checkpoint is None:
+            checkpoint = newest_checkpoint(runs_dir)
+            err.print(f"using {escape(str(checkpoint))}")
+        with err.status("exporting to ONNX (torch.onnx, dynamo)"):
+            result = export_checkpoint(checkpoint, output, options)
+    out.print(_parameter_table(result.counts))
+    if result.verification:
+        out.print(_verification_table(result.verification))
+    out.print(f"[bold green]wrote[/] {escape(str(result.path))} and {escape(result.sidecar.name)}")
+
+
+def _parameter_table(counts: dict) -> Table:
+    table = Table("parameters", "training model", "exported graph", title="contrastive-free export")
+    table.add_row("segmentation network", f"{counts['network']:,}", f"{counts['network']:,}")
+    table.add_row("auxiliary heads (training only)", f"{counts['training_only']:,}", "-")
+    table.add_row("projection heads (contrast)", f"{counts['projection']:,}", "-")
+    table.add_section()
+    table.add_row("[bold]total", f"[bold]{counts['training_total']:,}", f"[bold]{counts['network']:,}")
+    table.caption = (f"BatchNorm ({counts['bn_statistics']:,} running statistics) is folded into the convolutions: "
+                     f"the graph's network initializers hold {counts.get('initializer_elements', 0):,} numbers")
+    return table
+
+
+def _verification_table(rows: list[dict]) -> Table:
+    table = Table("input (N x H x W)", "max |logit diff|", "argmax agreement", "PyTorch float32 diff",
+                  title="onnxruntime vs PyTorch float64 (onnx.checker full check passed)")
+    for row in rows:
+        diff = "n/a (labels)" if row["max_abs_diff"] is None else f"{row['max_abs_diff']:.2e}"
+        table.add_row(" x ".join(map(str, row["shape"])), diff, f"{row['agreement']:.4%}",
+                      f"{row['torch_float32_diff']:.2e}")
+    table.caption = "limits: logit diff 1e-3, agreement 99.9%"
+    return table
 
 
 def main() -> None:

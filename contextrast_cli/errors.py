@@ -25,7 +25,13 @@ class CheckpointError(ContextrastError):
     exit_code = 2
 
 
-class NotImplementedYet(ContextrastError):
-    """A command that a later release provides."""
+class ExportError(ContextrastError):
+    """An export that cannot be done as asked (opset, output folder, ONNX file)."""
 
     exit_code = 2
+
+
+class VerificationError(ContextrastError):
+    """The exported graph disagrees with PyTorch beyond the tolerances."""
+
+    exit_code = 1

@@ -13,12 +13,16 @@ from contextrast_cli.data.transforms import eval_transform
 from contextrast_cli.engine.device import Runtime
 from contextrast_cli.engine.metrics import confusion_matrix, summarize
 
+Predictor = torch.nn.Module | Callable[[torch.Tensor], dict]
+
 
 @torch.no_grad()
-def predict_probs(model: torch.nn.Module, images: torch.Tensor, scales=(1.0,), flip=False) -> torch.Tensor:
+def predict_probs(model: Predictor, images: torch.Tensor, scales=(1.0,), flip=False) -> torch.Tensor:
     """Class probabilities (B, K, H, W) averaged over scales and optional flips.
 
     Args:
+        model: the network in eval mode, or any callable images -> ``{"out": logits}``
+            (an onnxruntime session adapter, ``engine.onnx_eval.OnnxSegmentor``).
         images: (B, 3, H, W) normalised float images on the model's device.
     """
     size = images.shape[-2:]
@@ -35,10 +39,10 @@ def predict_probs(model: torch.nn.Module, images: torch.Tensor, scales=(1.0,), f
     return total
 
 
-def evaluate_split(model: torch.nn.Module, dataset: PreparedDataset, split: str, cfg: EvalConfig,
+def evaluate_split(model: Predictor, dataset: PreparedDataset, split: str, cfg: EvalConfig,
                    runtime: Runtime, mean, std, workers: int = 0,
                    on_batch: Callable[[int, int], None] | None = None) -> dict:
-    """Metrics of ``model`` on one split of a prepared dataset.
+    """Metrics of ``model`` (a network, or a callable as in ``predict_probs``) on one split.
 
     Returns:
         ``summarize`` output plus ``num_images`` and ``split``.
@@ -47,8 +51,10 @@ def evaluate_split(model: torch.nn.Module, dataset: PreparedDataset, split: str,
     loader = eval_loader(folder, cfg.batch_size, workers)
     conf = torch.zeros(dataset.num_classes, dataset.num_classes, dtype=torch.int64,
                        device=runtime.device)
-    was_training = model.training
-    model.eval()
+    network = model if isinstance(model, torch.nn.Module) else None
+    was_training = network is not None and network.training
+    if network is not None:
+        network.eval()
     for index, (images, labels) in enumerate(loader):
         images = images.to(runtime.device, non_blocking=True)
         labels = labels.to(runtime.device, non_blocking=True)
@@ -57,7 +63,8 @@ def evaluate_split(model: torch.nn.Module, dataset: PreparedDataset, split: str,
         conf += confusion_matrix(pred, labels, dataset.num_classes, dataset.ignore_index)
         if on_batch:
             on_batch(index + 1, len(loader))
-    model.train(was_training)
+    if network is not None:
+        network.train(was_training)
     return {"split": split, "num_images": len(folder), **summarize(conf.cpu(), dataset.classes)}
 
 

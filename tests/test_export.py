@@ -1,0 +1,265 @@
+"""ONNX export: parity with PyTorch for every registered network, the graph holds the network's
+parameters and nothing of the projection heads, the CLI files and errors, onnxruntime evaluation."""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+from torchvision import tv_tensors
+from typer.testing import CliRunner
+
+from contextrast_cli.cli import app
+from contextrast_cli.config import resolve_config
+from contextrast_cli.contrast.heads import build_projectors
+from contextrast_cli.data.build import locate_dataset
+from contextrast_cli.data.transforms import eval_transform
+from contextrast_cli.engine.checkpoint import (describe, load_checkpoint, model_from_checkpoint,
+                                               save_checkpoint)
+from contextrast_cli.export import ExportOptions, export_checkpoint
+from contextrast_cli.models.registry import build_model
+from tests.conftest import tiny_overrides
+from tests.models.small import SMALL_MODELS
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, size=(64, 96)) -> None:
+    """Random affine BatchNorm parameters and running statistics of real activations (as after
+    training): folding is then not an identity, and logits stay O(1) through deep networks."""
+    generator = torch.Generator().manual_seed(1)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.weight.copy_(torch.rand(module.weight.shape, generator=generator) + 0.5)
+            module.bias.copy_(torch.rand(module.bias.shape, generator=generator) * 0.4 - 0.2)
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    for _ in range(2):
+        model(torch.randn(2, 3, *size, generator=generator))
+    model.eval()
+
+
+def random_checkpoint(path: Path, cfg, dataset) -> tuple[nn.Module, nn.Module]:
+    """A checkpoint written by the real ``describe``/``save_checkpoint``: network + projection heads."""
+    torch.manual_seed(0)
+    model = build_model(cfg.model, len(dataset.classes))
+    calibrate_batchnorm(model)
+    projectors = build_projectors(model.feature_channels, cfg.contrast)
+    save_checkpoint(path, {**describe(cfg, dataset), "model": model.state_dict(),
+                           "contrast": projectors.state_dict(), "iteration": 0})
+    return model, projectors
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """A random-init toy checkpoint (DeepLabV3+, contrastive heads) and its tiny synthetic dataset."""
+    root = tmp_path_factory.mktemp("toy")
+    cfg = resolve_config(preset="toy", overrides=tiny_overrides(root))
+    dataset = locate_dataset(cfg.data)
+    checkpoint = root / "runs" / "toy" / "run" / "best.pt"
+    model, _ = random_checkpoint(checkpoint, cfg, dataset)
+    return SimpleNamespace(root=root, checkpoint=checkpoint, data=dataset.root, model=model, exports={})
+
+
+def exported(toy, **flags) -> Path:
+    """The toy checkpoint exported once per flag set (at the crop size 32x48, dynamic)."""
+    key = tuple(sorted(flags.items()))
+    if key not in toy.exports:
+        name = "-".join(k for k, v in key if v) or "plain"
+        toy.exports[key] = export_checkpoint(toy.checkpoint, toy.root / name / "model.onnx",
+                                             ExportOptions(**flags)).path
+    return toy.exports[key]
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_MODELS))
+def test_export_matches_pytorch_and_holds_only_the_network(name, tmp_path):
+    cfg = resolve_config(preset="toy").model_copy(update={"model": SMALL_MODELS[name]})
+    dataset = SimpleNamespace(name="synthetic", classes=("a", "b", "c", "d", "e"),
+                              palette=[(i, i, i) for i in range(5)], ignore_index=255)
+    model, projectors = random_checkpoint(tmp_path / "best.pt", cfg, dataset)
+    # an export size HRNet must pad (traced at 64 x 96, the next multiples of 32)
+    result = export_checkpoint(tmp_path / "best.pt", options=ExportOptions(height=45, width=77))
+    assert result.path == tmp_path / "best.onnx"
+    assert json.loads(Path(f"{result.path}.json").read_text())["traced_size"] == [64, 96]
+    # the library's own check: the export size, then an odd size with batch 2
+    assert [r["shape"] for r in result.verification] == [[1, 45, 77], [2, 33, 65]]
+    # an independent check against the network built here, at two sizes
+    ort_session = session(result.path)
+    generator = torch.Generator().manual_seed(2)
+    for shape in [(1, 3, 64, 96), (2, 3, 45, 77)]:
+        images = torch.randn(shape, generator=generator)
+        with torch.no_grad():
+            ref = model(images)["out"]
+        got = torch.from_numpy(ort_session.run(["logits"], {"image": images.numpy()})[0])
+        assert got.shape == ref.shape
+        assert float((got - ref).abs().max()) <= 1e-3
+        assert float((got.argmax(1) == ref.argmax(1)).double().mean()) >= 0.999
+    # before optimisation the graph's tensors are exactly the network's: parameters + BN statistics
+    state = model.state_dict()
+    assert result.graph_tensors == {k: tuple(v.shape) for k, v in state.items()
+                                    if not k.endswith("num_batches_tracked")}
+    params = sum(p.numel() for p in model.parameters())
+    assert result.counts["network"] == params
+    assert result.counts["projection"] == sum(p.numel() for p in projectors.parameters()) > 0
+    assert result.counts["training_total"] == params + result.counts["projection"]
+    # after optimisation each BatchNorm (2C parameters, 2C statistics) is folded into the convolution
+    # before it as a C-element bias (named after that convolution's weight): the network's float
+    # initializers hold params - sum(C) elements; the others are small constants (Resize scales)
+    floats = [t for t in onnx.load(str(result.path)).graph.initializer if t.data_type == onnx.TensorProto.FLOAT]
+    network = [t for t in floats if t.name.startswith("network.")]
+    bn_channels = sum(m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    assert sum(int(np.prod(t.dims)) for t in network) == params - bn_channels == result.counts["initializer_elements"]
+    assert all(int(np.prod(t.dims)) <= 4 for t in floats if not t.name.startswith("network."))
+    head_only = {tuple(v.shape) for v in projectors.state_dict().values()} - {tuple(v.shape) for v in state.values()}
+    assert head_only and not head_only & {tuple(t.dims) for t in floats}
+
+
+def test_training_only_modules_are_dropped_and_counted(toy, tmp_path, monkeypatch):
+    from contextrast_cli.engine import checkpoint as checkpoint_module
+    from contextrast_cli.models.segmentor import Segmentor
+
+    build = checkpoint_module.model_from_checkpoint
+
+    def with_aux(payload):  # a network with a submodule that only training uses
+        network = build(payload)
+        network.head.aux_head = nn.Conv2d(128, 8, 1)
+        return network
+
+    monkeypatch.setattr(checkpoint_module, "model_from_checkpoint", with_aux)
+    monkeypatch.setattr(Segmentor, "training_only_modules", lambda self: ["head.aux_head"], raising=False)
+    result = export_checkpoint(toy.checkpoint, tmp_path / "m.onnx", ExportOptions(verify=False))
+    assert result.counts["training_only"] == 128 * 8 + 8
+    assert result.counts["training_total"] == result.counts["network"] + 128 * 8 + 8 + result.counts["projection"]
+    assert not any(name.startswith("head.aux_head") for name in result.graph_tensors)
+    assert result.graph_tensors == {k: tuple(v.shape) for k, v in toy.model.state_dict().items()
+                                    if not k.endswith("num_batches_tracked")}
+
+
+def test_argmax_graph_gives_int64_labels_of_torch(toy):
+    path = exported(toy, argmax=True)
+    images = torch.randn(2, 3, 37, 53, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        logits = toy.model(images)["out"]
+    labels = session(path).run(None, {"image": images.numpy()})[0]
+    assert labels.dtype == np.int64 and labels.shape == (2, 37, 53)
+    differ = torch.from_numpy(labels) != logits.argmax(1)
+    top2 = logits.topk(2, dim=1).values
+    assert bool(((top2[:, 0] - top2[:, 1])[differ] < 1e-4).all())  # only near-ties may differ
+    assert len(logits.argmax(1).unique()) > 1
+    meta = json.loads(Path(f"{path}.json").read_text())
+    assert meta["output"] == {"name": "labels", "dtype": "int64", "layout": "NHW",
+                              "shape": ["batch", "height", "width"],
+                              "dynamic_axes": {"batch": 0, "height": 1, "width": 2}}
+
+
+def test_preprocessing_graph_takes_uint8_nhwc(toy):
+    path = exported(toy, preprocessing=True)
+    payload = load_checkpoint(toy.checkpoint)
+    norm = payload["normalization"]
+    pixels = torch.randint(0, 256, (2, 37, 53, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
+    normalised = torch.stack([eval_transform(norm["mean"], norm["std"])(tv_tensors.Image(p.permute(2, 0, 1)))
+                              for p in pixels]).as_subclass(torch.Tensor)
+    with torch.no_grad():
+        ref = model_from_checkpoint(payload)(normalised)["out"]
+    got = torch.from_numpy(session(path).run(None, {"image": pixels.numpy()})[0])
+    assert got.shape == ref.shape and float((got - ref).abs().max()) <= 1e-3
+    assert float((got.argmax(1) == ref.argmax(1)).double().mean()) >= 0.999
+    meta = json.loads(Path(f"{path}.json").read_text())
+    assert meta["input"]["dtype"] == "uint8" and meta["input"]["layout"] == "NHWC"
+    assert meta["input"]["shape"] == ["batch", "height", "width", 3]
+    assert meta["normalization"]["mean"] == norm["mean"] and max(norm["mean"]) < 1  # [0, 1] units
+
+
+def test_cli_export_writes_graph_and_sidecar_atomically(toy, tmp_path):
+    run = tmp_path / "runs" / "toy" / "run"
+    run.mkdir(parents=True)
+    (run / "best.pt").write_bytes(toy.checkpoint.read_bytes())
+    result = invoke("export", "--onnx", "--runs-dir", tmp_path / "runs", "--height", 40, "--width", 56)
+    assert result.exit_code == 0, result.output
+    assert f"using {tmp_path / 'runs'}" in result.output and "max |logit diff|" in result.output
+    assert sorted(p.name for p in run.iterdir()) == ["best.onnx", "best.onnx.json", "best.pt"]  # no temp files
+    meta = json.loads((run / "best.onnx.json").read_text())
+    assert meta["checkpoint"]["sha256"] == hashlib.sha256((run / "best.pt").read_bytes()).hexdigest()
+    assert meta["checkpoint"]["path"] == str((run / "best.pt").resolve())
+    assert meta["dataset"]["classes"][0] == "sky" and len(meta["dataset"]["palette"]) == 8
+    assert meta["opset"] == 18 and meta["export_size"] == [40, 56]
+    assert meta["input"] == {"name": "image", "dtype": "float32", "layout": "NCHW",
+                             "shape": ["batch", 3, "height", "width"],
+                             "dynamic_axes": {"batch": 0, "height": 2, "width": 3},
+                             "meaning": "RGB / 255, minus mean, over std"}
+    assert set(meta["versions"]) == {"contextrast", "torch", "onnx", "onnxruntime"}
+    counts = meta["parameters"]
+    assert f"{counts['network']:,}" in result.output and f"{counts['training_total']:,}" in result.output
+    model = onnx.load(str(run / "best.onnx"))
+    assert [i.name for i in model.graph.input] == ["image"] and [o.name for o in model.graph.output] == ["logits"]
+
+
+def one_line_error(result, code: int, text: str) -> None:
+    assert result.exit_code == code, result.output
+    assert len(result.output.strip().splitlines()) == 1 and text in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_export_bad_inputs_are_one_line(toy, tmp_path):
+    one_line_error(invoke("export", "--onnx", "--checkpoint", tmp_path / "missing.pt"), 2, "does not exist")
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
+    one_line_error(invoke("export", "--onnx", "--checkpoint", tmp_path / "foreign.pt"), 2,
+                   "not a contextrast checkpoint")
+    for opset in (5, 99):
+        one_line_error(invoke("export", "--onnx", "--checkpoint", toy.checkpoint, "--opset", opset), 2,
+                       f"--opset {opset}: the ONNX exporter (torch.onnx, dynamo) writes opsets 18 to")
+    (tmp_path / "file").write_text("x")
+    one_line_error(invoke("export", "--onnx", "--checkpoint", toy.checkpoint, "--output",
+                          tmp_path / "file" / "m.onnx"), 2, "cannot write")
+    one_line_error(invoke("export", "--checkpoint", toy.checkpoint), 2, "--onnx")
+    one_line_error(invoke("evaluate", "--onnx", tmp_path / "none.onnx"), 2, "does not exist")
+    (tmp_path / "bare.onnx").write_bytes(b"")
+    one_line_error(invoke("evaluate", "--onnx", tmp_path / "bare.onnx"), 2, "has no sidecar bare.onnx.json")
+
+
+def test_cli_export_refuses_unwritable_folder(toy, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user that chmod does not stop (root)")
+        one_line_error(invoke("export", "--onnx", "--checkpoint", toy.checkpoint, "--output", locked / "m.onnx"),
+                       2, "cannot write")
+        assert list(locked.iterdir()) == []
+    finally:
+        locked.chmod(0o700)
+
+
+@pytest.mark.parametrize("flags", [{}, {"argmax": True}, {"preprocessing": True}], ids=["logits", "argmax", "uint8"])
+def test_evaluate_onnx_equals_evaluate_checkpoint(toy, flags, tmp_path):
+    path = exported(toy, **flags)
+    onnx_run = invoke("evaluate", "--onnx", path, "--data-root", toy.data, "--json", tmp_path / "onnx.json")
+    assert onnx_run.exit_code == 0, onnx_run.output
+    torch_run = invoke("evaluate", "--checkpoint", toy.checkpoint, "--data-root", toy.data, "--device", "cpu",
+                       "--json", tmp_path / "torch.json")
+    assert torch_run.exit_code == 0, torch_run.output
+    got, want = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("onnx", "torch"))
+    assert got["num_images"] == want["num_images"] == 4 and got["split"] == want["split"] == "val"
+    assert got["mIoU"] == pytest.approx(want["mIoU"], abs=1e-4)
+    assert sum(v is not None and v > 0 for v in want["IoU"].values()) >= 2  # not a one-class prediction
+    for name, iou in want["IoU"].items():
+        assert (got["IoU"][name] is None) == (iou is None)
+        assert iou is None or got["IoU"][name] == pytest.approx(iou, abs=1e-4)
