@@ -105,6 +105,15 @@ def test_real_camvid_prepare_train_evaluate(camvid_source, tmp_path):
     assert evaluated.exit_code == 0, evaluated.output
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["num_images"] == 101 and set(metrics["IoU"]) == set(best_classes(best))
+    # the exported graph scores the same on real CamVid val (issue: within 0.05 mIoU points)
+    exported = invoke("export", "--onnx", "--checkpoint", best, "--output", tmp_path / "camvid.onnx")
+    assert exported.exit_code == 0, exported.output
+    onnx_eval = invoke("evaluate", "--onnx", tmp_path / "camvid.onnx", "--data-root", data,
+                       "--json", tmp_path / "o.json")
+    assert onnx_eval.exit_code == 0, onnx_eval.output
+    onnx_metrics = json.loads((tmp_path / "o.json").read_text())
+    assert onnx_metrics["num_images"] == 101
+    assert abs(onnx_metrics["mIoU"] - metrics["mIoU"]) * 100 <= 0.05
 
 
 def best_classes(path):
