@@ -9,8 +9,8 @@ and the onnxruntime / PyTorch time ratio (< 1: onnxruntime is faster), and the l
 difference on the timed image (random-init networks without trained BatchNorm statistics
 can have huge logits, hence also the relative difference).
 
-    python benchmarks/onnx_latency.py                        # camvid preset: DeepLabV3-R101, OS 8
-    python benchmarks/onnx_latency.py --model hrnet --backbone hrnet_w48 --repeats 30
+    python benchmarks/onnx_latency.py                        # camvid preset: HRNetV2-W48
+    python benchmarks/onnx_latency.py --preset camvid-lite --repeats 30
 """
 
 import argparse

@@ -3,13 +3,21 @@
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from contextrast_cli.config import ContrastConfig
 from contextrast_cli.errors import ConfigError
 
 
 class ProjectionHead(nn.Module):
-    """Conv1x1(C -> h) - BN - ReLU - Conv1x1(h -> d), then L2 normalisation over channels."""
+    """Conv1x1(C -> h) - BN - ReLU - Conv1x1(h -> d), then L2 normalisation over channels.
+
+    While training with gradients, the head's intermediate activations are not kept for
+    the backward but recomputed from its input (activation checkpointing): the input is
+    held by the network anyway, so the head adds only its output to the step's peak
+    memory. The recomputation updates the BatchNorm running statistics a second time,
+    which is harmless: the heads are dropped before inference.
+    """
 
     def __init__(self, in_channels: int, hidden: int, out_channels: int) -> None:
         super().__init__()
@@ -17,6 +25,11 @@ class ProjectionHead(nn.Module):
                                  nn.ReLU(inplace=True), nn.Conv2d(hidden, out_channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and torch.is_grad_enabled():
+            return checkpoint(self._project, x, use_reentrant=False)
+        return self._project(x)
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.net(x), dim=1)
 
 

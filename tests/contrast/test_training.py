@@ -69,3 +69,19 @@ def test_resume_cannot_switch_method(tmp_path):
     cfg = resolve_config(base=payload["config"], overrides=["contrast.method=contextrast"])
     with pytest.raises(CheckpointError, match="resume with the same method"):
         Trainer(cfg, resume=payload, run_dir=result.run_dir)
+
+
+def test_checkpointed_head_gives_the_plain_gradients():
+    from contextrast_cli.contrast.heads import ProjectionHead
+
+    torch.manual_seed(0)
+    head = ProjectionHead(6, 6, 4).double()
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2, 4, 5, 7, dtype=torch.float64)
+    grads = []
+    for checkpointed in (True, False):
+        head.train()
+        out = head(x) if checkpointed else head._project(x)
+        grads.append(torch.autograd.grad((out * weights).sum(), [x, *head.parameters()]))
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-12)
