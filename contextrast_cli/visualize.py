@@ -86,7 +86,8 @@ def predict(model: torch.nn.Module, image: np.ndarray, mean, std,
 
     x = torch.from_numpy(image).permute(2, 0, 1).float().div(255)
     x = ((x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None])[None].to(device)
-    sizes = [tuple(f.shape[-2:]) for f in model.backbone(x)]
+    height, width = image.shape[:2]  # the segmentor's contract: tap i is ceil(H / s_i) x ceil(W / s_i)
+    sizes = [(-(-height // s), -(-width // s)) for s in model.feature_strides]
     return predict_probs(model, x).argmax(1)[0].cpu(), sizes
 
 

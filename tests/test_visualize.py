@@ -17,7 +17,9 @@ from contextrast_cli.contrast.loss import resize_labels
 from contextrast_cli.contrast.sampling import select_negatives
 from contextrast_cli.engine.checkpoint import config_from_checkpoint, load_checkpoint, model_from_checkpoint
 from contextrast_cli.engine.trainer import Trainer
+from contextrast_cli.models.registry import build_model
 from tests.conftest import tiny_overrides
+from tests.models.small import SMALL_MODELS
 
 runner = CliRunner()
 PALETTE = ((255, 0, 0), (0, 255, 0), (0, 0, 255))  # none is white or the top-up grey
@@ -203,3 +205,14 @@ def test_bad_inputs_are_one_line(trained, tmp_path, case, message):
     assert message in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_MODELS))
+def test_layer_sizes_are_the_sizes_the_loss_sees(name):
+    """Padded networks (HRNet) included: the drawn layers have the training features' sizes."""
+    model = build_model(SMALL_MODELS[name], 3).eval()
+    image = np.random.default_rng(0).integers(0, 255, (45, 77, 3), dtype=np.uint8)
+    _, sizes = visualize.predict(model, image, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), torch.device("cpu"))
+    with torch.no_grad():
+        features = model.train()(torch.zeros(2, 3, 45, 77))["features"]  # batch 2: BN in training mode
+    assert sizes == [tuple(f.shape[-2:]) for f in features]
