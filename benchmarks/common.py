@@ -1,5 +1,6 @@
 """Shared bits of the benchmark scripts: the machine description and scene batches."""
 
+import argparse
 import os
 import platform
 
@@ -29,3 +30,23 @@ def scene_batch(batch: int, height: int, width: int, seed: int = 0) -> tuple[tor
     mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
     std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
     return (x - mean) / std, torch.from_numpy(np.stack(labels)).long()
+
+
+def add_network_args(parser: argparse.ArgumentParser, size: tuple[int, int] = (360, 480)) -> None:
+    """``--preset`` (the network and class count come from it), model overrides, input size."""
+    parser.add_argument("--preset", default="camvid", help="network settings come from here")
+    parser.add_argument("--model", help="override model.name")
+    parser.add_argument("--backbone", help="override model.backbone")
+    parser.add_argument("--output-stride", type=int, help="override model.output_stride")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", help="any key=value")
+    parser.add_argument("--height", type=int, default=size[0])
+    parser.add_argument("--width", type=int, default=size[1])
+
+
+def network_overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` strings for the options of ``add_network_args`` (random init: no weights)."""
+    items = ["model.pretrained=false", "model.weights=null"]
+    for key, value in (("name", args.model), ("backbone", args.backbone), ("output_stride", args.output_stride)):
+        if value is not None:
+            items.append(f"model.{key}={value}")
+    return items + args.overrides

@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import machine, scene_batch  # noqa: E402
+from benchmarks.common import add_network_args, machine, network_overrides, scene_batch  # noqa: E402
 from contextrast_cli.config import resolve_config  # noqa: E402
 from contextrast_cli.contrast.heads import build_projectors  # noqa: E402
 from contextrast_cli.engine.device import setup_runtime  # noqa: E402
@@ -37,14 +37,8 @@ from contextrast_cli.models.registry import build_model  # noqa: E402
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="camvid", help="network and contrast settings come from here")
-    parser.add_argument("--model", help="override model.name")
-    parser.add_argument("--backbone", help="override model.backbone")
-    parser.add_argument("--output-stride", type=int, help="override model.output_stride")
-    parser.add_argument("--set", action="append", default=[], dest="overrides", help="any key=value")
+    add_network_args(parser)
     parser.add_argument("--method", default="contextrast", choices=["contextrast", "pixel-contrast"])
-    parser.add_argument("--height", type=int, default=360)
-    parser.add_argument("--width", type=int, default=480)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--num-classes", type=int, default=11)
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per child")
@@ -57,11 +51,8 @@ def parse() -> argparse.Namespace:
 
 
 def overrides(args: argparse.Namespace, method: str) -> list[str]:
-    items = [f"contrast.method={method}", f"train.device={args.device}", f"train.amp={str(args.amp).lower()}"]
-    for key, value in (("name", args.model), ("backbone", args.backbone), ("output_stride", args.output_stride)):
-        if value is not None:
-            items.append(f"model.{key}={value}")
-    return items + args.overrides
+    return [f"contrast.method={method}", f"train.device={args.device}",
+            f"train.amp={str(args.amp).lower()}"] + network_overrides(args)
 
 
 def child(args: argparse.Namespace) -> dict:

@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import machine, scene_batch  # noqa: E402
+from benchmarks.common import add_network_args, machine, network_overrides, scene_batch  # noqa: E402
 from contextrast_cli.config import resolve_config  # noqa: E402
 from contextrast_cli.contrast.heads import build_projectors  # noqa: E402
 from contextrast_cli.data.specs import DATASETS, default_palette  # noqa: E402
@@ -37,27 +37,13 @@ from contextrast_cli.models.registry import build_model  # noqa: E402
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="camvid", help="network and dataset (class count) come from here")
-    parser.add_argument("--model", help="override model.name")
-    parser.add_argument("--backbone", help="override model.backbone")
-    parser.add_argument("--output-stride", type=int, help="override model.output_stride")
-    parser.add_argument("--set", action="append", default=[], dest="overrides", help="any key=value")
-    parser.add_argument("--height", type=int, default=360)
-    parser.add_argument("--width", type=int, default=480)
+    add_network_args(parser)
     parser.add_argument("--warmup", type=int, default=3, help="untimed forwards per runtime")
     parser.add_argument("--repeats", type=int, default=20, help="timed forwards per runtime")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="intra-op threads for both runtimes")
     parser.add_argument("--opset", type=int, default=18)
     return parser.parse_args()
-
-
-def overrides(args: argparse.Namespace) -> list[str]:
-    items = ["model.pretrained=false", "model.weights=null"]
-    for key, value in (("name", args.model), ("backbone", args.backbone), ("output_stride", args.output_stride)):
-        if value is not None:
-            items.append(f"model.{key}={value}")
-    return items + args.overrides
 
 
 def write_checkpoint(cfg, path: Path) -> None:
@@ -96,7 +82,7 @@ def measure(args: argparse.Namespace, checkpoint: Path, graph: Path) -> dict:
 
 def main() -> None:
     args = parse()
-    cfg = resolve_config(args.preset, overrides=overrides(args))
+    cfg = resolve_config(args.preset, overrides=network_overrides(args))
     with tempfile.TemporaryDirectory(prefix="onnx-latency-") as tmp:
         checkpoint = Path(tmp) / "best.pt"
         write_checkpoint(cfg, checkpoint)
