@@ -17,6 +17,7 @@ classes; the number of qualifying pairs is the one host synchronisation (it sets
 import torch
 
 from contextrast_cli.config import PixelContrastConfig
+from contextrast_cli.contrast.sampling import shuffle_within_groups
 
 
 def sample_views(labels: torch.Tensor, pred: torch.Tensor, num_classes: int, max_samples: int,
@@ -45,14 +46,11 @@ def sample_views(labels: torch.Tensor, pred: torch.Tensor, num_classes: int, max
     views = min(max_samples // num_pairs, max_views)
     hard = (flat_pred != flat) & valid
     group = pair * 2 + (~hard).long()  # per pair: the hard group, then the easy one; last pair = ignored
-    group_counts = torch.bincount(group, minlength=2 * batch * num_classes + 2)
+    order, group_counts = shuffle_within_groups(group, 2 * batch * num_classes + 2, generator)
     n_hard, n_easy = group_counts[0::2], group_counts[1::2]  # (B*K + 1,)
     keep_hard = torch.minimum(n_hard, torch.clamp(views - n_easy, min=views // 2))
     keep = torch.stack([keep_hard, views - keep_hard], 1).reshape(-1)  # per group
     eligible = torch.cat([qualifying, qualifying.new_zeros(1)])  # (B*K + 1,)
-    # a random order inside each group: sort by group, then by a random score
-    score = torch.rand(flat.numel(), device=flat.device, generator=generator, dtype=torch.float64)
-    order = torch.argsort(group.double() + score)
     sorted_group = group[order]
     sorted_pair = sorted_group // 2
     rank = torch.arange(order.numel(), device=flat.device) - (group_counts.cumsum(0) - group_counts)[sorted_group]

@@ -68,6 +68,22 @@ def _nearest_fraction(pred, error, distance, num_classes: int, ratio: float) -> 
     return selected.view_as(error)
 
 
+def shuffle_within_groups(groups: torch.Tensor, num_groups: int,
+                          generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random order of the elements inside each group, by one sort of (group, random score).
+
+    Args:
+        groups: (P,) group ids in [0, num_groups).
+
+    Returns:
+        order (P,): element indices, grouped by ascending id, shuffled inside each group;
+        counts (num_groups,) elements per group (group g starts at ``cumsum(counts)[g] - counts[g]``).
+    """
+    score = torch.rand(groups.numel(), device=groups.device, generator=generator, dtype=torch.float64)
+    order = torch.argsort(groups.double() + score)
+    return order, torch.bincount(groups, minlength=num_groups)
+
+
 def sample_positives(labels: torch.Tensor, num_classes: int, max_positives: int,
                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Up to ``max_positives`` random pixels of each class.
@@ -78,12 +94,9 @@ def sample_positives(labels: torch.Tensor, num_classes: int, max_positives: int,
     Returns:
         index (K, M) into the P pixels and valid (K, M) bool.
     """
-    valid_label = (labels >= 0) & (labels < num_classes)
-    bins = torch.where(valid_label, labels, num_classes)
-    # one sort of the P pixels by (class, random score) instead of a (K, P) top-k
-    score = torch.rand(labels.numel(), device=labels.device, generator=generator, dtype=torch.float64)
-    order = torch.argsort(bins.double() + score)
-    counts = torch.bincount(bins, minlength=num_classes + 1)[:num_classes]
+    bins = torch.where((labels >= 0) & (labels < num_classes), labels, num_classes)
+    order, counts = shuffle_within_groups(bins, num_classes + 1, generator)  # one sort, not a (K, P) top-k
+    counts = counts[:num_classes]
     starts = counts.cumsum(0) - counts
     slots = torch.arange(min(max_positives, labels.numel()), device=labels.device)
     valid = slots[None] < counts[:, None]  # (K, M)
