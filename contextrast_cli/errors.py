@@ -35,3 +35,9 @@ class VerificationError(ContextrastError):
     """The exported graph disagrees with PyTorch beyond the tolerances."""
 
     exit_code = 1
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message (its type name if it has none), cut to ``limit``."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]

@@ -41,7 +41,7 @@ from torch import nn
 
 from contextrast_cli import __version__
 from contextrast_cli.atomic import atomic_write, atomic_write_text
-from contextrast_cli.errors import ExportError, VerificationError
+from contextrast_cli.errors import ExportError, VerificationError, first_line
 
 MIN_OPSET = 18
 TRACE_MULTIPLE = 32  # HRNet's size divisor, see traced_size
@@ -180,8 +180,7 @@ def trace(graph: InferenceGraph, options: ExportOptions):
                 input_names=["image"], output_names=["labels" if options.argmax else "logits"],
                 dynamic_shapes={"image": dims} if options.dynamic else None)
         except Exception as exc:  # torch.export / onnxscript failures: one line, with the exporter named
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ExportError(f"torch.onnx.export (dynamo) failed: {first[:300]}; re-run with --debug") from exc
+            raise ExportError(f"torch.onnx.export (dynamo) failed: {first_line(exc)}; re-run with --debug") from exc
 
 
 def check_graph_tensors(program, network: nn.Module) -> dict[str, tuple[int, ...]]:
@@ -256,7 +255,7 @@ def _save_and_check(program, tmp: Path, graph: InferenceGraph, options: ExportOp
     try:
         onnx.checker.check_model(str(tmp), full_check=True)
     except onnx.checker.ValidationError as exc:
-        raise VerificationError(f"onnx.checker rejected the graph: {str(exc).strip().splitlines()[0][:300]}") from None
+        raise VerificationError(f"onnx.checker rejected the graph: {first_line(exc)}") from None
     sizes = [(t.name.startswith(NETWORK), torch.Size(t.dims).numel()) for t in model.graph.initializer
              if t.data_type == onnx.TensorProto.FLOAT]
     result.counts["initializer_elements"] = sum(n for ours, n in sizes if ours)  # folded network tensors

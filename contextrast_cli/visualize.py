@@ -19,6 +19,7 @@ import torch
 from contextrast_cli.atomic import atomic_write
 from contextrast_cli.contrast.loss import resize_labels
 from contextrast_cli.contrast.sampling import NegativeSelection, select_negatives
+from contextrast_cli.data.loading import read_label, read_rgb
 from contextrast_cli.errors import ConfigError, DataError
 from contextrast_cli.viz import NO_LABEL_NOTE, LayerPicks, Meta, colour_table, draw_grid, draw_overlay, draw_rows
 
@@ -91,24 +92,10 @@ def predict(model: torch.nn.Module, image: np.ndarray, mean, std,
     return predict_probs(model, x).argmax(1)[0].cpu(), sizes
 
 
-def read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB; DataError naming the path and why it cannot be read."""
-    path = Path(path)
-    why = ("no such file" if not path.exists() else "a directory, not an image" if path.is_dir()
-           else None)
-    image = None if why else cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"{path}: cannot read image ({why or 'not an image OpenCV can decode'})")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def read_checked_label(path: Path, image_path: Path, image_size: tuple[int, int],
                        num_classes: int, ignore_index: int) -> np.ndarray:
     """(H, W) uint8 train ids of ``image_path``; DataError on a size or class mismatch."""
-    path = Path(path)
-    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if path.is_file() else None
-    if label is None or label.ndim != 2 or label.dtype != np.uint8:
-        raise DataError(f"{path}: cannot read label (expected a single-channel 8-bit PNG of train ids)")
+    label = read_label(path)
     if label.shape != tuple(image_size):
         raise DataError(f"{path}: label is {label.shape[0]}x{label.shape[1]} but image {image_path} "
                         f"is {image_size[0]}x{image_size[1]}")
@@ -255,7 +242,7 @@ def visualize_images(images: list[Path], checkpoints: list[Path], *, label: Path
     suffix = ("_checkpoints" if len(loaded) > 1 else "") + ("_overlay" if style == "overlay" else "")
     written = []
     for image_path, label_path in pairs:
-        image = read_image(image_path)
+        image = read_rgb(image_path)
         truth = None if label_path is None else read_checked_label(
             label_path, image_path, image.shape[:2], len(loaded[0].meta.classes), loaded[0].meta.ignore_index)
         rgb = figure(image, truth, loaded, runtime.device, style, Path(image_path).name)

@@ -14,18 +14,20 @@ from contextrast_cli.errors import DataError
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB; DataError when unreadable."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    """(H, W, 3) uint8 RGB; DataError naming the path and why it cannot be read."""
+    path = Path(path)
+    why = "no such file" if not path.exists() else "a directory, not an image" if path.is_dir() else None
+    image = None if why else cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        raise DataError(f"{path}: unreadable image; check the file or re-run prepare-data")
+        raise DataError(f"{path}: cannot read image ({why or 'not an image OpenCV can decode'})")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def read_label(path: Path) -> np.ndarray:
-    """(H, W) uint8 label map; DataError when unreadable or not single-channel."""
-    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if label is None or label.ndim != 2:
-        raise DataError(f"{path}: expected a single-channel PNG label map")
+    """(H, W) uint8 train ids; DataError when unreadable or not a single-channel 8-bit map."""
+    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if Path(path).is_file() else None
+    if label is None or label.ndim != 2 or label.dtype != np.uint8:
+        raise DataError(f"{path}: cannot read label (expected a single-channel 8-bit PNG of train ids)")
     return label
 
 

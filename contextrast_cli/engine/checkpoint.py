@@ -7,7 +7,7 @@ import torch
 from contextrast_cli import __version__
 from contextrast_cli.atomic import atomic_write
 from contextrast_cli.config import Config
-from contextrast_cli.errors import CheckpointError
+from contextrast_cli.errors import CheckpointError, first_line
 
 FORMAT = "contextrast-checkpoint"
 FORMAT_VERSION = 1
@@ -46,8 +46,8 @@ def load_checkpoint(path: Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is not a loadable checkpoint ({reason[:160]})") from None
+        reason = first_line(exc, 160)
+        raise CheckpointError(f"{path} is not a loadable checkpoint ({reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a contextrast checkpoint (no '{FORMAT}' marker); "
                               f"pass a last.pt or best.pt written by `contextrast train`")

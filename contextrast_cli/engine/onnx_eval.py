@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from contextrast_cli.export import SIDECAR_FORMAT, ExportError, ExportOptions, InferenceGraph, VerificationError
+from contextrast_cli.errors import ExportError, VerificationError, first_line
+from contextrast_cli.export import SIDECAR_FORMAT, ExportOptions, InferenceGraph
 
 MAX_ABS_DIFF = 1e-3
 MIN_AGREEMENT = 0.999
@@ -30,8 +31,7 @@ def open_session(path: Path, threads: int | None = None):
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"onnxruntime {ort.__version__} cannot load {path}: {first[:300]}") from None
+        raise ExportError(f"onnxruntime {ort.__version__} cannot load {path}: {first_line(exc)}") from None
 
 
 def verification_sizes(size: tuple[int, int], dynamic: bool) -> list[tuple[int, int, int]]:
