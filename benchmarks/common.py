@@ -50,3 +50,21 @@ def network_overrides(args: argparse.Namespace) -> list[str]:
         if value is not None:
             items.append(f"model.{key}={value}")
     return items + args.overrides
+
+
+def conv_flops(module: torch.nn.Module, *inputs) -> float:
+    """Multiply-adds x 2 of every convolution in one forward of ``module(*inputs)`` (no gradients)."""
+    total = 0.0
+
+    def count(conv, _, output):
+        nonlocal total
+        total += 2.0 * output.numel() * conv.weight[0].numel()  # in_channels / groups * kh * kw
+
+    hooks = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            module(*inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total

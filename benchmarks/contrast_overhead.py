@@ -6,9 +6,13 @@ alone); children alternate CE / contrast for ``--rounds`` rounds so machine nois
 both. A step is the real ``training_step`` (forward, loss terms, backward, SGD update) on
 a fixed batch of synthetic street scenes; the prediction BANE sees is the network's own.
 
-Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` over the timed steps; on the
-CPU, the child's peak resident set size (``ru_maxrss``), also reported above the RSS
-measured once model, optimizer state and batch exist (the step's own working memory).
+Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` over the timed steps. On the
+CPU, where no allocator keeps such a count, one more step runs under the PyTorch profiler
+with memory tracking and the peak of live tensor bytes is read off its allocation
+timeline (``peak_alloc_mb``: every tensor the step touches or creates, parameters and
+optimizer state included; the ratio is taken on it). The child's peak resident set size
+(``ru_maxrss``) is reported beside it; it also counts allocator caching and
+fragmentation, which made it vary by 5% between identical CE children on the dev machine.
 
     python benchmarks/contrast_overhead.py --model deeplabv3 --backbone resnet50 --output-stride 8
     python benchmarks/contrast_overhead.py --preset camvid          # the preset's network
@@ -27,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import add_network_args, machine, network_overrides, scene_batch  # noqa: E402
+from benchmarks.common import add_network_args, conv_flops, machine, network_overrides, scene_batch  # noqa: E402
 from contextrast_cli.config import resolve_config  # noqa: E402
 from contextrast_cli.contrast.heads import build_projectors  # noqa: E402
 from contextrast_cli.engine.device import setup_runtime  # noqa: E402
@@ -81,10 +85,30 @@ def child(args: argparse.Namespace) -> dict:
             times.append(time.perf_counter() - start)
     result = {"method": args.child, "step_s": statistics.median(times), "steps": times,
               "peak_rss_mb": _rss_mb(), "base_rss_mb": base_rss,
+              "peak_alloc_mb": None if cuda else _peak_alloc_mb(
+                  lambda: training_step(model, optimizer, images, labels, runtime.autocast, projectors, cfg.contrast)),
               "params": sum(p.numel() for p in params), "machine": machine(runtime.device)}
     if cuda:
         result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return result
+
+
+def _peak_alloc_mb(step) -> float:
+    """Peak live tensor bytes during ``step()`` on the CPU, from the profiler's allocation timeline."""
+    from torch.profiler import profile
+    from torch.profiler._memory_profiler import Action
+
+    with profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                 with_stack=True) as prof:
+        step()
+    live = peak = 0
+    for _, action, _, size in prof._memory_profile().timeline:  # time-ordered, sizes in bytes
+        if action in (Action.PREEXISTING, Action.CREATE):
+            live += size
+        elif action == Action.DESTROY:
+            live -= size
+        peak = max(peak, live)
+    return peak / 2**20
 
 
 def _rss_mb() -> float:
@@ -95,6 +119,27 @@ def run_child(args: argparse.Namespace, method: str) -> dict:
     command = [sys.executable, __file__, "--child", method] + [a for a in sys.argv[1:]]
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def flop_shares(args: argparse.Namespace) -> dict:
+    """Convolution FLOPs per image of the training network and of the projection heads.
+
+    A step costs about 3x the forward FLOPs (backward ~2x); the heads add their forward, the
+    replayed forward and their backward: 4x theirs. So ``4 * heads / (3 * network)`` is the
+    share of step time the heads alone cost if every FLOP ran at the same rate.
+    """
+    cfg = resolve_config(args.preset, overrides=overrides(args, args.method))
+    torch.manual_seed(0)
+    model = build_model(cfg.model, args.num_classes).train()
+    images, _ = scene_batch(2, args.height, args.width)  # 2: batch statistics need more than one value
+    network = conv_flops(model, images) / 2
+    with torch.no_grad():
+        features = model(images)["features"]
+    heads = build_projectors(model.feature_channels, cfg.contrast).train()
+    projection = sum(conv_flops(heads[i], features[layer - 1])
+                     for i, layer in enumerate(cfg.contrast.used_layers)) / 2
+    return {"network_gflop": network / 1e9, "heads_gflop": projection / 1e9,
+            "heads_over_network": projection / network, "heads_share_of_step": 4 * projection / (3 * network)}
 
 
 def main() -> None:
@@ -110,8 +155,9 @@ def main() -> None:
             r = results[method][-1]
             print(f"round {round_index + 1} {method:>14}: step {r['step_s']:.3f} s  peak RSS "
                   f"{r['peak_rss_mb']:.0f} MB" + (f"  peak CUDA {r['peak_cuda_mb']:.0f} MB"
-                                                 if "peak_cuda_mb" in r else ""), file=sys.stderr)
-    print(json.dumps(summary(args, results), indent=1))
+                                                 if "peak_cuda_mb" in r else
+                                                 f"  peak tensors {r['peak_alloc_mb']:.0f} MB"), file=sys.stderr)
+    print(json.dumps({**summary(args, results), "conv_flops_per_image": flop_shares(args)}, indent=1))
 
 
 def summary(args: argparse.Namespace, results: dict[str, list[dict]]) -> dict:
@@ -132,10 +178,12 @@ def summary(args: argparse.Namespace, results: dict[str, list[dict]]) -> dict:
     else:
         step_ce = med(ce, "peak_rss_mb") - med(ce, "base_rss_mb")
         step_ct = med(ct, "peak_rss_mb") - med(ct, "base_rss_mb")
-        out.update(ce_peak_mb=med(ce, "peak_rss_mb"), contrast_peak_mb=med(ct, "peak_rss_mb"),
-                   memory_ratio=med(ct, "peak_rss_mb") / med(ce, "peak_rss_mb"),
-                   ce_step_mb=step_ce, contrast_step_mb=step_ct, step_memory_ratio=step_ct / step_ce,
-                   memory="process peak RSS")
+        out.update(ce_peak_mb=med(ce, "peak_alloc_mb"), contrast_peak_mb=med(ct, "peak_alloc_mb"),
+                   memory_ratio=med(ct, "peak_alloc_mb") / med(ce, "peak_alloc_mb"),
+                   memory="peak live tensor bytes (profiler allocation timeline)",
+                   ce_peak_rss_mb=med(ce, "peak_rss_mb"), contrast_peak_rss_mb=med(ct, "peak_rss_mb"),
+                   rss_ratio=med(ct, "peak_rss_mb") / med(ce, "peak_rss_mb"),
+                   ce_step_rss_mb=step_ce, contrast_step_rss_mb=step_ct)
     return out
 
 

@@ -11,6 +11,12 @@ can have huge logits, hence also the relative difference).
 
     python benchmarks/onnx_latency.py                        # camvid preset: HRNetV2-W48
     python benchmarks/onnx_latency.py --preset camvid-lite --repeats 30
+    python benchmarks/onnx_latency.py --profile              # also: where each runtime's time goes
+
+``--profile`` adds, from a few more forwards per runtime: time per operator type (the
+onnxruntime profiler, the PyTorch profiler), the network's convolution FLOPs and the rate
+each runtime's convolutions reach, beside a 2048^3 float32 matrix product's rate on the
+same threads (the machine's practical peak).
 """
 
 import argparse
@@ -25,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import add_network_args, machine, network_overrides, scene_batch  # noqa: E402
+from benchmarks.common import add_network_args, conv_flops, machine, network_overrides, scene_batch  # noqa: E402
 from contextrast_cli.config import resolve_config  # noqa: E402
 from contextrast_cli.contrast.heads import build_projectors  # noqa: E402
 from contextrast_cli.data.specs import DATASETS, default_palette  # noqa: E402
@@ -43,6 +49,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="intra-op threads for both runtimes")
     parser.add_argument("--opset", type=int, default=18)
+    parser.add_argument("--profile", action="store_true", help="also report time per operator type")
     return parser.parse_args()
 
 
@@ -80,6 +87,55 @@ def measure(args: argparse.Namespace, checkpoint: Path, graph: Path) -> dict:
     return {"times": times, "max_abs_logit_diff": diff, "max_abs_logit": float(ref.abs().max())}
 
 
+@torch.inference_mode()
+def profile_runtimes(args: argparse.Namespace, checkpoint: Path, graph: Path, runs: int = 3) -> dict:
+    """Milliseconds per forward by operator type for both runtimes, and convolution GFLOP/s."""
+    import onnxruntime as ort
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(args.threads)
+    model = model_from_checkpoint(torch.load(checkpoint, map_location="cpu", weights_only=True))
+    image, _ = scene_batch(1, args.height, args.width)
+    flops = conv_flops(model, image)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
+    options.log_severity_level = 3
+    options.enable_profiling = True
+    options.profile_file_prefix = str(graph.parent / "ort-profile")
+    session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    session.run(None, {"image": image.numpy()})  # warm-up, excluded below
+    warm_events = len(json.loads(Path(session.end_profiling()).read_text()))
+    session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    for _ in range(runs + 1):
+        session.run(None, {"image": image.numpy()})
+    events = json.loads(Path(session.end_profiling()).read_text())
+    per_run = len(events) - warm_events  # the first run's events are dropped (allocation, pre-packing)
+    ort_ms: dict[str, float] = {}
+    for event in events[-per_run * runs:] if per_run > 0 else events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            op = event["args"]["op_name"]
+            ort_ms[op] = ort_ms.get(op, 0.0) + event["dur"] / 1000 / runs
+    model(image)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(runs):
+            model(image)
+    torch_ms = {e.key: e.self_cpu_time_total / 1000 / runs for e in prof.key_averages()}
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(5):
+        a @ b
+    sgemm = 2 * 2048**3 * 5 / (time.perf_counter() - start)
+    top = lambda table: dict(sorted(((k, round(v, 1)) for k, v in table.items()), key=lambda kv: -kv[1])[:8])
+    ort_conv = ort_ms.get("Conv", 0.0) + ort_ms.get("FusedConv", 0.0)
+    torch_conv = sum(v for k, v in torch_ms.items() if "conv" in k)  # kernels and their wrappers' self time
+    return {"conv_gflop": flops / 1e9, "sgemm_gflops": sgemm / 1e9,
+            "onnxruntime": {"ms_by_op": top(ort_ms), "total_ms": sum(ort_ms.values()),
+                            "conv_gflops": flops / 1e9 / (ort_conv / 1000) if ort_conv else None},
+            "torch": {"ms_by_op": top(torch_ms), "total_ms": sum(torch_ms.values()),
+                      "conv_gflops": flops / 1e9 / (torch_conv / 1000) if torch_conv else None}}
+
+
 def main() -> None:
     args = parse()
     cfg = resolve_config(args.preset, overrides=network_overrides(args))
@@ -91,6 +147,7 @@ def main() -> None:
             opset=args.opset, height=args.height, width=args.width, verify=False))
         export_s = time.perf_counter() - start
         measured = measure(args, checkpoint, result.path)
+        profiled = profile_runtimes(args, checkpoint, result.path) if args.profile else None
     medians = {name: statistics.median(values) for name, values in measured["times"].items()}
     for name, value in medians.items():
         print(f"{name:>12}: median {value * 1000:.1f} ms over {args.repeats} runs", file=sys.stderr)
@@ -103,6 +160,7 @@ def main() -> None:
         "max_abs_logit_diff": measured["max_abs_logit_diff"], "max_abs_logit": measured["max_abs_logit"],
         "relative_logit_diff": measured["max_abs_logit_diff"] / max(measured["max_abs_logit"], 1e-12),
         "runs_ms": {k: [round(v * 1000, 2) for v in values] for k, values in measured["times"].items()},
+        **({"profile": profiled} if profiled else {}),
     }, indent=1))
 
 

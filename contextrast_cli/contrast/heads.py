@@ -3,7 +3,6 @@
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from contextrast_cli.config import ContrastConfig
 from contextrast_cli.errors import ConfigError
@@ -12,25 +11,109 @@ from contextrast_cli.errors import ConfigError
 class ProjectionHead(nn.Module):
     """Conv1x1(C -> h) - BN - ReLU - Conv1x1(h -> d), then L2 normalisation over channels.
 
-    While training with gradients, the head's intermediate activations are not kept for
-    the backward but recomputed from its input (activation checkpointing): the input is
-    held by the network anyway, so the head adds only its output to the step's peak
-    memory. The recomputation updates the BatchNorm running statistics a second time,
+    While training with gradients the head's backward is *deferred*: the forward keeps no
+    graph of the head (only its output), the loss's backward stops at the embedding and
+    hands dL/demb over, and the head's backward is replayed (its forward recomputed from
+    the input, as activation checkpointing does) when the network's own backward reaches
+    the tapped feature, through a hook on that feature. Plain autograd would run the head's
+    backward first (its nodes are the step's newest) and then hold the gradient it sends
+    into the feature, as wide as the feature (up to 2048 channels on ResNet-50's last
+    stage), from the start of the backward, when every activation of the step is still
+    alive, until the backbone's backward consumes it; deferred, it exists only then. The
+    gradients are the plain ones (tested against undeferred autograd on every registered
+    network). The recomputation updates the BatchNorm running statistics a second time,
     which is harmless: the heads are dropped before inference.
+
+    The replay needs the network's loss to reach the feature in the same backward, which
+    the trainer's loss (cross-entropy plus the contrastive terms) always does;
+    ``flush_deferred`` after the backward finishes the heads' own parameter gradients and
+    says so when a feature's part was lost.
     """
 
     def __init__(self, in_channels: int, hidden: int, out_channels: int) -> None:
         super().__init__()
         self.net = nn.Sequential(nn.Conv2d(in_channels, hidden, 1, bias=False), nn.BatchNorm2d(hidden),
                                  nn.ReLU(inplace=True), nn.Conv2d(hidden, out_channels, 1))
+        self._pending: list[_Deferred] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and torch.is_grad_enabled():
-            return checkpoint(self._project, x, use_reentrant=False)
-        return self._project(x)
+        if not (self.training and torch.is_grad_enabled()):
+            return self._project(x)
+        pending = _Deferred(self, x)
+        self._pending = [pending]  # one forward per backward: an older, never-replayed one is dropped
+        params = [p for p in self.parameters() if p.requires_grad]
+        return _Boundary.apply(pending, *(params or [x]))
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.net(x), dim=1)
+
+
+class _Deferred:
+    """One deferred head backward: the input, where its gradient is hooked, the loss's dL/demb."""
+
+    def __init__(self, head: ProjectionHead, x: torch.Tensor) -> None:
+        self.head, self.x = head, x
+        # a view (e.g. a feature cropped back from a padded map) takes no part in the network's
+        # loss; its base does, so the hook goes there and the replay writes through the view
+        self.target = x if x._base is None else x._base
+        self.grad_out: torch.Tensor | None = None
+        self.hooked = self.target.requires_grad
+        device = x.device.type
+        self.autocast = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
+        if self.hooked:
+            self.target.register_hook(self.replay)
+
+    def replay(self, grad_target: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The head's backward for ``grad_out``; returns ``grad_target`` plus the head's part of it."""
+        if self.grad_out is None:  # the contrastive loss took no part in this backward
+            return grad_target
+        if self in self.head._pending:
+            self.head._pending.remove(self)
+        grad_out, x, target = self.grad_out, self.x, self.target
+        self.grad_out = self.x = self.target = None
+        device, dtype, enabled = self.autocast
+        with torch.enable_grad():
+            base = target.detach().requires_grad_(grad_target is not None)
+            inp = base if x is target else base.as_strided(x.size(), x.stride(), x.storage_offset())
+            with torch.autocast(device, dtype=dtype, enabled=enabled):
+                emb = self.head._project(inp)
+            params = [p for p in self.head.parameters() if p.requires_grad]
+            torch.autograd.backward(emb, grad_out, inputs=params + ([base] if grad_target is not None else []))
+        return None if grad_target is None else grad_target + base.grad
+
+
+class _Boundary(torch.autograd.Function):
+    """The head's output without its graph; the backward hands dL/demb to the pending replay."""
+
+    @staticmethod
+    def forward(ctx, pending: _Deferred, *tensors: torch.Tensor) -> torch.Tensor:
+        ctx.pending = pending
+        return pending.head._project(pending.x)  # autograd.Function forwards run without a graph
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        ctx.pending.grad_out = grad_out
+        tensors = len(ctx.needs_input_grad) - 1
+        return (None,) * (1 + tensors)
+
+
+def flush_deferred(projectors: nn.ModuleList | None) -> None:
+    """After ``loss.backward()``: finish the parameter gradients of heads whose replay did not run.
+
+    Raises:
+        RuntimeError: the contrastive gradient of a feature that needs one was lost (the
+            network's loss did not reach that feature in the same backward).
+    """
+    lost = False
+    for head in projectors or ():
+        for pending in list(head._pending):
+            lost = lost or (pending.hooked and pending.grad_out is not None)
+            pending.replay()
+        head._pending.clear()
+    if lost:
+        raise RuntimeError("a projection head's gradient could not reach its feature: the heads replay "
+                           "their backward when the network's backward reaches the tapped features, so "
+                           "backpropagate the network's loss together with the contrastive terms")
 
 
 def build_projectors(feature_channels: list[int], cfg: ContrastConfig) -> nn.ModuleList:

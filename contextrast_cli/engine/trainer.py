@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from contextrast_cli.config import Config
-from contextrast_cli.contrast.heads import build_projectors
+from contextrast_cli.contrast.heads import build_projectors, flush_deferred
 from contextrast_cli.contrast.loss import contrast_losses
 from contextrast_cli.data.build import locate_dataset
 from contextrast_cli.data.loading import InfiniteSampler, SegmentationFolder, train_loader
@@ -74,6 +74,7 @@ def training_step(model, optimizer, images: torch.Tensor, labels: torch.Tensor, 
     loss = sum(v for k, v in terms.items() if k.startswith("loss_"))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    flush_deferred(projectors)  # heads whose backward the network's backward did not replay
     optimizer.step()
     return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
 

@@ -1,5 +1,6 @@
 """Contextrast wired into training: terms, diagnostics, checkpoints, and the CE baseline."""
 
+import copy
 import json
 import math
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from contextrast_cli.config import resolve_config
-from contextrast_cli.contrast.heads import build_projectors
+from contextrast_cli.contrast.heads import build_projectors, flush_deferred
 from contextrast_cli.contrast.loss import contextrast_losses
 from contextrast_cli.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from contextrast_cli.engine.losses import segmentation_losses
@@ -15,6 +16,7 @@ from contextrast_cli.engine.trainer import Trainer
 from contextrast_cli.errors import CheckpointError
 from contextrast_cli.models.registry import build_model
 from tests.conftest import tiny_overrides
+from tests.models.small import SMALL_MODELS
 
 
 def test_method_none_is_exactly_cross_entropy(tmp_path):
@@ -43,9 +45,11 @@ def test_contextrast_terms_weights_and_diagnostics():
     torch.manual_seed(0)
     terms_1 = contextrast_losses(outputs["features"], outputs["out"], target, projectors, no_alpha)
     assert math.isclose(terms["loss_ccl_l4"].detach().item(), 0.1 * terms_1["loss_ccl_l4"].detach().item(), rel_tol=1e-5)
-    sum(v for k, v in terms.items() if k.startswith("loss_")).backward()
-    assert all(p.grad is not None for p in projectors.parameters())
     assert segmentation_losses(outputs, target)["loss_ce"].requires_grad
+    loss = segmentation_losses(outputs, target)["loss_ce"] + sum(v for k, v in terms.items() if k.startswith("loss_"))
+    loss.backward()
+    flush_deferred(projectors)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in projectors.parameters())
 
 
 def test_contextrast_run_logs_and_checkpoint_drops_heads(tmp_path):
@@ -71,17 +75,49 @@ def test_resume_cannot_switch_method(tmp_path):
         Trainer(cfg, resume=payload, run_dir=result.run_dir)
 
 
-def test_checkpointed_head_gives_the_plain_gradients():
-    from contextrast_cli.contrast.heads import ProjectionHead
-
+@pytest.mark.parametrize("name", sorted(SMALL_MODELS))
+def test_deferred_heads_give_the_plain_gradients(name):
+    """The deferred head backward (replayed when the network's backward reaches each tapped
+    feature) gives the gradients of plain autograd through the heads, float64, for every
+    registered network (HRNet's features are crops of padded maps: the view case)."""
     torch.manual_seed(0)
-    head = ProjectionHead(6, 6, 4).double()
-    x = torch.randn(2, 6, 5, 7, dtype=torch.float64, requires_grad=True)
-    weights = torch.randn(2, 4, 5, 7, dtype=torch.float64)
-    grads = []
-    for checkpointed in (True, False):
-        head.train()
-        out = head(x) if checkpointed else head._project(x)
-        grads.append(torch.autograd.grad((out * weights).sum(), [x, *head.parameters()]))
-    for a, b in zip(*grads):
-        assert torch.allclose(a, b, atol=1e-12)
+    cfg = resolve_config("toy", overrides=["contrast.method=contextrast"]).contrast
+    model = build_model(SMALL_MODELS[name], 4).double().train()
+    projectors = build_projectors(model.feature_channels, cfg).double().train()
+    images, target = torch.randn(2, 3, 64, 96, dtype=torch.float64), torch.randint(0, 4, (2, 64, 96))
+    grads = {}
+    for mode in ("deferred", "plain", "ce"):
+        net, heads = copy.deepcopy(model), copy.deepcopy(projectors)
+        if mode == "plain":
+            for head in heads:
+                head.forward = head._project  # the head's graph kept, backward run by autograd
+        torch.manual_seed(1)
+        outputs = net(images)
+        terms = segmentation_losses(outputs, target)
+        if mode != "ce":
+            terms.update(contextrast_losses(outputs["features"], outputs["out"], target, heads, cfg))
+        sum(v for k, v in terms.items() if k.startswith("loss_")).backward()
+        flush_deferred(heads)
+        grads[mode] = [p.grad for p in [*net.parameters(), *(heads.parameters() if mode != "ce" else [])]]
+    assert len(grads["deferred"]) == len(grads["plain"])
+    for deferred, plain in zip(grads["deferred"], grads["plain"]):
+        assert (deferred is None) == (plain is None)
+        if plain is not None:
+            assert torch.allclose(deferred, plain, rtol=1e-9, atol=1e-12)
+    # and the contrastive part did reach the network
+    moved = max(float((a - b).abs().max()) for a, b in zip(grads["plain"], grads["ce"]) if a is not None)
+    assert moved > 1e-6
+
+
+def test_contrastive_backward_without_the_network_loss_says_so():
+    torch.manual_seed(0)
+    cfg = resolve_config("toy", overrides=["contrast.method=contextrast"]).contrast
+    model = build_model(SMALL_MODELS["deeplabv3"], 4).train()
+    projectors = build_projectors(model.feature_channels, cfg).train()
+    images, target = torch.randn(2, 3, 64, 64), torch.randint(0, 4, (2, 64, 64))
+    outputs = model(images)
+    terms = contextrast_losses(outputs["features"], outputs["out"], target, projectors, cfg)
+    sum(v for k, v in terms.items() if k.startswith("loss_")).backward()
+    with pytest.raises(RuntimeError, match="backpropagate the network's loss together"):
+        flush_deferred(projectors)
+    assert all(p.grad is not None for p in projectors.parameters())  # the heads' own part is kept
