@@ -109,9 +109,9 @@ def profile_runtimes(args: argparse.Namespace, checkpoint: Path, graph: Path, ru
     for _ in range(runs + 1):
         session.run(None, {"image": image.numpy()})
     events = json.loads(Path(session.end_profiling()).read_text())
-    per_run = len(events) - warm_events  # the first run's events are dropped (allocation, pre-packing)
+    timed = len(events) - warm_events  # the events of the last ``runs`` runs: the first run's are dropped
     ort_ms: dict[str, float] = {}
-    for event in events[-per_run * runs:] if per_run > 0 else events:
+    for event in events[-timed:]:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
             op = event["args"]["op_name"]
             ort_ms[op] = ort_ms.get(op, 0.0) + event["dur"] / 1000 / runs

@@ -9,6 +9,11 @@ inside objects, as mid-training). The variants run interleaved, ``--repeats`` ti
 through the same ``contrast_losses`` the trainer calls (identity projection heads).
 
     python benchmarks/sampling_speed.py [--device cuda] [--repeats 20]
+
+Also printed (``memory_floor_s``): what a read of the stride-4 map and a write of a fresh
+tensor of its size cost on this machine, and fresh tensors the size of all four maps: the
+dense gradient a loss with class-mean anchors must write (pixel-contrast writes one, the
+zero-filled gradient of the stride-4 map behind its gather).
 """
 
 import argparse
@@ -67,6 +72,25 @@ def time_once(cfg: ContrastConfig, feats, labels, logits, device: torch.device) 
     return time.perf_counter() - start
 
 
+def memory_floor(feats, repeats: int, device: torch.device) -> dict[str, float]:
+    """Median seconds of: a read of the stride-4 map, a fresh copy of it, fresh copies of all maps."""
+    def timed(fn) -> float:
+        runs = []
+        for _ in range(repeats + 1):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            runs.append(time.perf_counter() - start)
+        return statistics.median(runs[1:])
+
+    return {"read_stride4": timed(lambda: feats[0].sum()),
+            "fresh_write_stride4": timed(lambda: feats[0].clone()),
+            "fresh_write_all_layers": timed(lambda: [f.clone() for f in feats])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -88,7 +112,8 @@ def main() -> None:
     base = medians["pixel_contrast_1_layer"]
     print(json.dumps({"machine": machine(device), "batch": args.batch, "classes": args.classes, "dim": args.dim,
                       "repeats": args.repeats, "median_s": medians,
-                      "ratio_to_pixel_contrast": {name: m / base for name, m in medians.items()}}, indent=1))
+                      "ratio_to_pixel_contrast": {name: m / base for name, m in medians.items()},
+                      "memory_floor_s": memory_floor(feats, args.repeats, device)}, indent=1))
 
 
 if __name__ == "__main__":
