@@ -126,9 +126,11 @@ def profile_runtimes(args: argparse.Namespace, checkpoint: Path, graph: Path, ru
     for _ in range(5):
         a @ b
     sgemm = 2 * 2048**3 * 5 / (time.perf_counter() - start)
-    top = lambda table: dict(sorted(((k, round(v, 1)) for k, v in table.items()), key=lambda kv: -kv[1])[:8])
     ort_conv = ort_ms.get("Conv", 0.0) + ort_ms.get("FusedConv", 0.0)
     torch_conv = sum(v for k, v in torch_ms.items() if "conv" in k)  # kernels and their wrappers' self time
+    def top(table: dict[str, float]) -> dict[str, float]:
+        return dict(sorted(((k, round(v, 1)) for k, v in table.items()), key=lambda kv: -kv[1])[:8])
+
     return {"conv_gflop": flops / 1e9, "sgemm_gflops": sgemm / 1e9,
             "onnxruntime": {"ms_by_op": top(ort_ms), "total_ms": sum(ort_ms.values()),
                             "conv_gflops": flops / 1e9 / (ort_conv / 1000) if ort_conv else None},

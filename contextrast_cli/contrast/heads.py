@@ -77,8 +77,9 @@ class _Deferred:
             inp = base if x is target else base.as_strided(x.size(), x.stride(), x.storage_offset())
             with torch.autocast(device, dtype=dtype, enabled=enabled):
                 emb = self.head._project(inp)
-            params = [p for p in self.head.parameters() if p.requires_grad]
-            torch.autograd.backward(emb, grad_out, inputs=params + ([base] if grad_target is not None else []))
+            inputs = [p for p in self.head.parameters() if p.requires_grad] + ([base] if base.requires_grad else [])
+            if inputs:
+                torch.autograd.backward(emb, grad_out, inputs=inputs)
         return None if grad_target is None else grad_target + base.grad
 
 
