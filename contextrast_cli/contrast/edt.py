@@ -11,7 +11,8 @@ distance (as ``cv2.distanceTransform(DIST_L2, DIST_MASK_PRECISE)``):
 2. rows: ``D^2(y, x) = min_x' (x - x')^2 + G_{id(y,x)}(y, x')^2``, where
    ``G_n(y, x') = 0`` if ``id(y, x') != n`` else the column distance.
 
-Pass 2 is a broadcast minimum over (B, H, W, W'), chunked over rows to bound memory.
+Pass 2 is a broadcast minimum over (B, H, W, W'), chunked over rows to bound memory; it
+runs along the shorter axis.
 Pixels beyond the image border do not count as "outside".
 """
 
@@ -46,13 +47,23 @@ def _run_distance(ids: torch.Tensor) -> torch.Tensor:
 def region_distance(regions: torch.Tensor, row_chunk: int = 64) -> torch.Tensor:
     """Exact Euclidean distance of every pixel to the nearest pixel of another region id.
 
+    The quadratic pass runs along the shorter image axis (the distance is symmetric in the
+    two axes): on a 90x120 map that is 90^2 instead of 120^2 candidates per pixel.
+
     Args:
         regions: (B, H, W) integer region ids (-1 = background).
-        row_chunk: rows processed at once in the second pass (memory B*chunk*W*W).
+        row_chunk: lines processed at once in the second pass (memory B*chunk*L*L, L the shorter side).
 
     Returns:
         (B, H, W) float32 distances; inf where the image holds a single id.
     """
+    if regions.shape[-1] > regions.shape[-2]:
+        return _line_distance(regions.transpose(1, 2).contiguous(), row_chunk).transpose(1, 2).contiguous()
+    return _line_distance(regions, row_chunk)
+
+
+def _line_distance(regions: torch.Tensor, row_chunk: int) -> torch.Tensor:
+    """``region_distance`` with the quadratic pass along the last axis."""
     regions = regions.long()
     column = _run_distance(regions.transpose(1, 2)).transpose(1, 2)  # (B, H, W)
     width = regions.shape[-1]
