@@ -67,10 +67,8 @@ def write_checkpoint(cfg, path: Path) -> None:
 
 
 @torch.inference_mode()
-def measure(args: argparse.Namespace, checkpoint: Path, graph: Path) -> dict:
+def measure(args: argparse.Namespace, model: torch.nn.Module, graph: Path) -> dict:
     """Interleaved timings of PyTorch eager and onnxruntime on one batch-1 scene."""
-    torch.set_num_threads(args.threads)
-    model = model_from_checkpoint(torch.load(checkpoint, map_location="cpu", weights_only=True))
     session = open_session(graph, args.threads)
     image, _ = scene_batch(1, args.height, args.width)
     feed = {"image": image.numpy()}
@@ -88,24 +86,17 @@ def measure(args: argparse.Namespace, checkpoint: Path, graph: Path) -> dict:
 
 
 @torch.inference_mode()
-def profile_runtimes(args: argparse.Namespace, checkpoint: Path, graph: Path, runs: int = 3) -> dict:
+def profile_runtimes(args: argparse.Namespace, model: torch.nn.Module, graph: Path, runs: int = 3) -> dict:
     """Milliseconds per forward by operator type for both runtimes, and convolution GFLOP/s."""
-    import onnxruntime as ort
     from torch.profiler import ProfilerActivity, profile
 
-    torch.set_num_threads(args.threads)
-    model = model_from_checkpoint(torch.load(checkpoint, map_location="cpu", weights_only=True))
     image, _ = scene_batch(1, args.height, args.width)
     flops = conv_flops(model, image)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
-    options.log_severity_level = 3
-    options.enable_profiling = True
-    options.profile_file_prefix = str(graph.parent / "ort-profile")
-    session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    prefix = str(graph.parent / "ort-profile")
+    session = open_session(graph, args.threads, profile_prefix=prefix)
     session.run(None, {"image": image.numpy()})  # warm-up, excluded below
     warm_events = len(json.loads(Path(session.end_profiling()).read_text()))
-    session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    session = open_session(graph, args.threads, profile_prefix=prefix)
     for _ in range(runs + 1):
         session.run(None, {"image": image.numpy()})
     events = json.loads(Path(session.end_profiling()).read_text())
@@ -148,8 +139,10 @@ def main() -> None:
         result = export_checkpoint(checkpoint, options=ExportOptions(
             opset=args.opset, height=args.height, width=args.width, verify=False))
         export_s = time.perf_counter() - start
-        measured = measure(args, checkpoint, result.path)
-        profiled = profile_runtimes(args, checkpoint, result.path) if args.profile else None
+        torch.set_num_threads(args.threads)
+        model = model_from_checkpoint(torch.load(checkpoint, map_location="cpu", weights_only=True))
+        measured = measure(args, model, result.path)
+        profiled = profile_runtimes(args, model, result.path) if args.profile else None
     medians = {name: statistics.median(values) for name, values in measured["times"].items()}
     for name, value in medians.items():
         print(f"{name:>12}: median {value * 1000:.1f} ms over {args.repeats} runs", file=sys.stderr)

@@ -67,8 +67,6 @@ class _Deferred:
         """The head's backward for ``grad_out``; returns ``grad_target`` plus the head's part of it."""
         if self.grad_out is None:  # the contrastive loss took no part in this backward
             return grad_target
-        if self in self.head._pending:
-            self.head._pending.remove(self)
         grad_out, x, target = self.grad_out, self.x, self.target
         self.grad_out = self.x = self.target = None
         device, dtype, enabled = self.autocast
@@ -94,12 +92,12 @@ class _Boundary(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         ctx.pending.grad_out = grad_out
-        tensors = len(ctx.needs_input_grad) - 1
-        return (None,) * (1 + tensors)
+        return (None,) * len(ctx.needs_input_grad)
 
 
 def flush_deferred(projectors: nn.ModuleList | None) -> None:
-    """After ``loss.backward()``: finish the parameter gradients of heads whose replay did not run.
+    """After ``loss.backward()``: finish the parameter gradients of heads whose replay did not run
+    (a replay that ran has cleared its ``grad_out`` and returns at once).
 
     Raises:
         RuntimeError: the contrastive gradient of a feature that needs one was lost (the
