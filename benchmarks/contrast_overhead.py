@@ -117,7 +117,9 @@ def _rss_mb() -> float:
 
 def run_child(args: argparse.Namespace, method: str) -> dict:
     command = [sys.executable, __file__, "--child", method] + [a for a in sys.argv[1:]]
-    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"the {method} child failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

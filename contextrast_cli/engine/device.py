@@ -43,15 +43,21 @@ class Runtime:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available else CPU; a CUDA request without CUDA is an error."""
+    """``auto`` -> CUDA when available else CPU; a CUDA request without CUDA is an error.
+
+    A CUDA device always comes back with its index (``cuda`` -> ``cuda:<current>``):
+    ``torch.cuda.set_device`` rejects an index-less device.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"train.device: {name} requested but CUDA is not available here; "
                               f"use --device cpu (or auto)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        if device.index >= torch.cuda.device_count():
             raise ConfigError(f"train.device: {name} does not exist; this machine has "
                               f"{torch.cuda.device_count()} GPU(s)")
     return device
