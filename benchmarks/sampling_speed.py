@@ -10,10 +10,13 @@ through the same ``contrast_losses`` the trainer calls (identity projection head
 
     python benchmarks/sampling_speed.py [--device cuda] [--repeats 20]
 
-Also printed (``memory_floor_s``): what a read of the stride-4 map and a write of a fresh
-tensor of its size cost on this machine, and fresh tensors the size of all four maps: the
-dense gradient a loss with class-mean anchors must write (pixel-contrast writes one, the
-zero-filled gradient of the stride-4 map behind its gather).
+Also printed: ``aten_ops``, the operators each variant dispatches (on a GPU the loss's
+tensors are small enough that kernel launches, not kernels, set the wall time), and
+``memory_floor_s``: what a read of the stride-4 map and a write of a fresh tensor of its
+size cost on this machine, and fresh tensors the size of all four maps: the dense gradient
+a loss with class-mean anchors must write (pixel-contrast writes one, the zero-filled
+gradient of the stride-4 map behind its gather). ``--profile`` adds each variant's top
+operators by self time (device time on a GPU).
 """
 
 import argparse
@@ -98,6 +101,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--classes", type=int, default=11)
     parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--profile", action="store_true",
+                        help="also print each variant's top operators (torch profiler, one more call)")
     args = parser.parse_args()
     device = torch.device(args.device)
     feats, labels, logits = inputs(args.batch, 360, 480, args.classes, args.dim, device)
@@ -113,7 +118,39 @@ def main() -> None:
     print(json.dumps({"machine": machine(device), "batch": args.batch, "classes": args.classes, "dim": args.dim,
                       "repeats": args.repeats, "median_s": medians,
                       "ratio_to_pixel_contrast": {name: m / base for name, m in medians.items()},
+                      "aten_ops": {name: count_ops(cfg, feats, labels, logits, device) for name, cfg in configs.items()},
                       "memory_floor_s": memory_floor(feats, args.repeats, device)}, indent=1))
+    if args.profile:
+        for name, cfg in configs.items():
+            print(f"\n## {name}\n{profile_once(cfg, feats, labels, logits, device)}")
+
+
+def count_ops(cfg: ContrastConfig, feats, labels, logits, device: torch.device) -> int:
+    """ATen operators one forward + backward dispatches: on a GPU each is at least one kernel
+    launch, and with the loss's small tensors launches, not kernels, set the wall time."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counter(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Counter.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    with Counter():
+        time_once(cfg, feats, labels, logits, device)
+    return Counter.calls
+
+
+def profile_once(cfg: ContrastConfig, feats, labels, logits, device: torch.device) -> str:
+    """Top operators of one forward + backward, by self time on the device that ran them."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        time_once(cfg, feats, labels, logits, device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60)
 
 
 if __name__ == "__main__":

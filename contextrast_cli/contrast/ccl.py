@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from contextrast_cli.contrast.fused import AnchorSimilarity, ClassSums, GradLink
+from contextrast_cli.contrast.sampling import count_ids
 
 NEG_FILL = -1e4  # logit of a padded negative: contributes exp(-1e4) ~ 0, keeps gradients finite
 
@@ -23,12 +24,14 @@ def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int,
         means (K, D) (zero rows for absent classes) and counts (K,) int64.
     """
     bins = torch.where((labels >= 0) & (labels < num_classes), labels, num_classes)
-    one_hot = F.one_hot(bins, num_classes + 1)[..., :num_classes].transpose(1, 2).to(emb.dtype)  # (B, K, N)
+    classes = torch.arange(num_classes, device=labels.device)
+    # (B, K, N) by comparison: F.one_hot reads the labels' min and max back to the host
+    one_hot = (bins[:, None, :] == classes[None, :, None]).to(emb.dtype)
     if link is None:
         sums = torch.bmm(one_hot, emb.transpose(1, 2)).sum(0)  # (K, D): a batched matmul, no copy of emb
     else:
         sums = ClassSums.apply(emb, one_hot, link)
-    counts = torch.bincount(bins.reshape(-1), minlength=num_classes + 1)[:num_classes]
+    counts = count_ids(bins, num_classes + 1)[:num_classes]
     return sums / counts.clamp_min(1)[:, None].to(sums.dtype), counts
 
 

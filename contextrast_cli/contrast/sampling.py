@@ -2,8 +2,9 @@
 
 All functions work on one tapped layer with the batch flattened to P pixels and
 return fixed-shape (K, M) index matrices with a validity mask, so no host
-synchronisation is needed. K is the number of classes (anchors), not only the
-present ones; rows of absent classes are simply all-invalid.
+synchronisation is needed (counts use ``count_ids``: ``torch.bincount`` reads the input's
+minimum and maximum back to the host on CUDA). K is the number of classes (anchors), not
+only the present ones; rows of absent classes are simply all-invalid.
 """
 
 from dataclasses import dataclass
@@ -32,6 +33,17 @@ class BaneMaps:
     pred: torch.Tensor
 
 
+def count_ids(ids: torch.Tensor, length: int) -> torch.Tensor:
+    """``torch.bincount(ids, minlength=length)`` for ids known to lie in [0, length), without
+    a host synchronisation (bincount sizes its output from the data's maximum).
+
+    Returns:
+        (length,) int64 counts.
+    """
+    flat = ids.reshape(-1)
+    return torch.zeros(length, dtype=torch.long, device=ids.device).scatter_add_(0, flat, torch.ones_like(flat))
+
+
 def bane_maps(pred: torch.Tensor, labels: torch.Tensor, num_classes: int, ratio: float,
               ignore_index: int = 255) -> BaneMaps:
     """Error masks, exact boundary distances and the BANE selection at one layer.
@@ -57,7 +69,7 @@ def _nearest_fraction(pred, error, distance, num_classes: int, ratio: float) -> 
     dist = distance.reshape(-1).clamp_max(span - 1)
     key = torch.where(flat_error, flat_pred * span + dist, torch.full_like(dist, float("inf")))
     order = key.argsort(stable=True)
-    counts = torch.bincount(flat_pred[flat_error], minlength=num_classes)
+    counts = count_ids(torch.where(flat_error, flat_pred, num_classes), num_classes + 1)[:num_classes]
     starts = counts.cumsum(0) - counts
     keep_per_class = torch.ceil(counts * ratio).long()
     sorted_class = flat_pred[order].clamp(0, num_classes - 1)
@@ -81,7 +93,7 @@ def shuffle_within_groups(groups: torch.Tensor, num_groups: int,
     """
     score = torch.rand(groups.numel(), device=groups.device, generator=generator, dtype=torch.float64)
     order = torch.argsort(groups.double() + score)
-    return order, torch.bincount(groups, minlength=num_groups)
+    return order, count_ids(groups, num_groups)
 
 
 def sample_positives(labels: torch.Tensor, num_classes: int, max_positives: int,

@@ -1,0 +1,72 @@
+"""A Contextrast training step calls no operator that waits for the GPU.
+
+On CUDA, operators whose output size or value depends on the data (``bincount``,
+``nonzero``, boolean-mask indexing, ``.item()``) copy back to the host and stall the CPU
+until the GPU has caught up, so the step's many small loss kernels can no longer be queued
+while the network's kernels run. This machine has no GPU, so the check records every
+operator a CPU step dispatches and looks for the ones that synchronise on CUDA.
+"""
+
+from contextlib import nullcontext
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from contextrast_cli.config import resolve_config
+from contextrast_cli.contrast.heads import build_projectors
+from contextrast_cli.engine.trainer import training_step
+from contextrast_cli.models.registry import build_model
+from tests.models.small import SMALL_MODELS
+
+aten = torch.ops.aten
+SYNCING = {aten.bincount, aten.nonzero, aten._local_scalar_dense, aten.masked_select, aten.is_nonzero,
+           aten.equal, aten._unique2, aten.unique_consecutive, aten.unique_dim, aten.histc}
+INDEXING = {aten.index, aten.index_put, aten.index_put_, aten._index_put_impl_}
+
+
+class SyncRecorder(TorchDispatchMode):
+    """Records the operators dispatched inside it that synchronise with the host on CUDA."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set = set()
+        self.syncing: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        packet = func.overloadpacket
+        self.seen.add(packet)
+        if packet in SYNCING:
+            self.syncing.append(str(func))
+        elif packet in INDEXING and any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8)
+                                        for i in args[1]):
+            self.syncing.append(f"{func} with a boolean mask")
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_recorder_catches_synchronising_calls():
+    x = torch.arange(6)
+    with SyncRecorder() as recorder:
+        torch.bincount(x, minlength=8)
+        _ = x[x > 2]
+        int(x.sum())
+        torch.where(x > 2, x, 0)  # three-argument where: fine
+    assert recorder.syncing == ["aten.bincount.default", "aten.index.Tensor with a boolean mask",
+                                "aten._local_scalar_dense.default"]
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_MODELS))
+@pytest.mark.parametrize("bane", [True, False])
+def test_contextrast_training_step_never_waits_for_the_device(name, bane):
+    torch.manual_seed(0)
+    cfg = resolve_config("toy", overrides=["contrast.method=contextrast", f"contrast.bane.enabled={bane}"]).contrast
+    model = build_model(SMALL_MODELS[name], 5).train()
+    projectors = build_projectors(model.feature_channels, cfg).train()
+    optimizer = torch.optim.SGD([*model.parameters(), *projectors.parameters()], lr=0.01, momentum=0.9)
+    images, labels = torch.randn(2, 3, 64, 96), torch.randint(0, 5, (2, 64, 96))
+    labels[:, :8] = 255
+    with SyncRecorder() as recorder:
+        terms = training_step(model, optimizer, images, labels, nullcontext, projectors, cfg)
+    assert recorder.syncing == []
+    assert aten.scatter_add_ in recorder.seen and aten.topk in recorder.seen  # the loss did run
+    assert all(torch.isfinite(v) for v in terms.values())
