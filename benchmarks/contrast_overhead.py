@@ -62,7 +62,7 @@ def overrides(args: argparse.Namespace, method: str) -> list[str]:
 def child(args: argparse.Namespace) -> dict:
     """Build one configuration, time its steps, report time and memory."""
     cfg = resolve_config(args.preset, overrides=overrides(args, args.child))
-    runtime = setup_runtime(cfg.train.device, cfg.train.amp, seed=0)
+    runtime = setup_runtime(cfg.train.device, cfg.train.amp, seed=0, fixed_shapes=True)
     model = build_model(cfg.model, args.num_classes).to(runtime.device).train()
     projectors = None
     if cfg.contrast.method != "none":

@@ -218,7 +218,8 @@ class TrainConfig(_Section):
     device: str = "auto"
     """auto (CUDA when available), cpu, cuda or cuda:N."""
     amp: bool = True
-    """Mixed precision (bfloat16 autocast) on CUDA; ignored on the CPU."""
+    """Mixed precision (bfloat16 autocast) on GPUs with native bfloat16 (compute capability
+    8.0+: A100, H100, RTX 30xx and later); float32 on older GPUs and on the CPU."""
     output_dir: Path = Path("runs")
     """Run folders are created as <output_dir>/<preset name>/<timestamp>/."""
 

@@ -17,7 +17,7 @@ classes; the number of qualifying pairs is the one host synchronisation (it sets
 import torch
 
 from contextrast_cli.config import PixelContrastConfig
-from contextrast_cli.contrast.sampling import shuffle_within_groups
+from contextrast_cli.contrast.sampling import count_ids, shuffle_within_groups
 
 
 def sample_views(labels: torch.Tensor, pred: torch.Tensor, num_classes: int, max_samples: int,
@@ -38,7 +38,7 @@ def sample_views(labels: torch.Tensor, pred: torch.Tensor, num_classes: int, max
     image = torch.arange(batch, device=labels.device).repeat_interleave(flat.numel() // batch)
     valid = (flat >= 0) & (flat < num_classes) & (flat != ignore_index)
     pair = torch.where(valid, image * num_classes + flat, batch * num_classes)  # (P,), last bin = ignored
-    counts = torch.bincount(pair, minlength=batch * num_classes + 1)[:-1]
+    counts = count_ids(pair, batch * num_classes + 1)[:-1]
     qualifying = counts > max_views
     num_pairs = int(qualifying.sum())  # the one host sync: it fixes the output shape
     if num_pairs == 0:
@@ -56,11 +56,13 @@ def sample_views(labels: torch.Tensor, pred: torch.Tensor, num_classes: int, max
     rank = torch.arange(order.numel(), device=flat.device) - (group_counts.cumsum(0) - group_counts)[sorted_group]
     take = eligible[sorted_pair] & (rank < keep[sorted_group])
     slot = rank + torch.where(sorted_group % 2 == 1, keep_hard[sorted_pair], 0)  # easy views after hard ones
-    row = torch.cumsum(eligible.long(), 0) - 1  # pair -> output row
-    index = flat.new_zeros(num_pairs, views)
-    index[row[sorted_pair][take], slot[take]] = order[take]
-    pair_class = torch.arange(batch * num_classes, device=flat.device)[qualifying] % num_classes
-    return index, pair_class
+    row = torch.where(eligible, torch.cumsum(eligible.long(), 0) - 1, num_pairs)  # pair -> output row
+    # scatter every pixel, the ones not taken into a spare last row: no boolean-mask selection
+    index = flat.new_zeros(num_pairs + 1, views)
+    index[torch.where(take, row[sorted_pair], num_pairs), torch.where(take, slot, 0)] = order
+    pair_class = flat.new_zeros(num_pairs + 1).scatter_(
+        0, row[:-1], torch.arange(batch * num_classes, device=flat.device) % num_classes)
+    return index[:num_pairs], pair_class[:num_pairs]
 
 
 def supcon_loss(samples: torch.Tensor, classes: torch.Tensor, tau: float, base_tau: float) -> torch.Tensor:

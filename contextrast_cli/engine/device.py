@@ -63,18 +63,28 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def setup_runtime(device: str = "auto", amp: bool = True, seed: int | None = None) -> Runtime:
-    """Pick the device and precision, and seed every RNG (offset by rank)."""
+def setup_runtime(device: str = "auto", amp: bool = True, seed: int | None = None,
+                  fixed_shapes: bool = False) -> Runtime:
+    """Pick the device and precision, and seed every RNG (offset by rank).
+
+    Args:
+        amp: bfloat16 autocast where the GPU has native bfloat16 (compute capability 8.0+);
+            older GPUs, where it would only be emulated, and the CPU run float32.
+        fixed_shapes: every batch has one shape (training crops): let cuDNN time its
+            algorithms once per shape (``cudnn.benchmark``). Off for evaluation and
+            visualisation, whose whole images change size.
+
+    Float32 matrix products stay full float32 (PyTorch's default): the contrastive loss is
+    computed in float32 on purpose. Convolutions keep cuDNN's default TF32.
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ContextrastError("multi-process (torchrun) training is not supported yet; "
                                "run a single process")
     torch_device = resolve_device(device)
     if torch_device.type == "cuda":
         torch.cuda.set_device(torch_device)
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    use_amp = amp and torch_device.type == "cuda" and torch.cuda.is_bf16_supported()
+        torch.backends.cudnn.benchmark = fixed_shapes
+    use_amp = amp and torch_device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
     runtime = Runtime(torch_device, torch.bfloat16 if use_amp else None)
     if seed is not None:
         seed_everything(seed + runtime.rank)
@@ -88,16 +98,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state() -> dict:
-    """The torch RNG state (CPU and CUDA) as tensors, for checkpoints."""
+def rng_state(device: torch.device) -> dict:
+    """The torch RNG state of the CPU and, on a GPU, of ``device`` alone, for checkpoints."""
     state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict) -> None:
-    """Restore what ``rng_state`` returned."""
+def set_rng_state(state: dict, device: torch.device) -> None:
+    """Restore what ``rng_state`` returned; a GPU state goes to ``device`` (a run may resume
+    on another GPU, or on the CPU, where it is not needed)."""
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")  # a list in older checkpoints: only CPU runs wrote those, unused
+    if device.type == "cuda" and isinstance(cuda, torch.Tensor):
+        torch.cuda.set_rng_state(cuda, device)

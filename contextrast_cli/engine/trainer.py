@@ -92,7 +92,7 @@ class Trainer:
     def __init__(self, cfg: Config, *, resume: dict | None = None,
                  run_dir: Path | None = None, reporter: Reporter | None = None) -> None:
         self.cfg, self.reporter = cfg, reporter or Reporter()
-        self.runtime = setup_runtime(cfg.train.device, cfg.train.amp, cfg.train.seed)
+        self.runtime = setup_runtime(cfg.train.device, cfg.train.amp, cfg.train.seed, fixed_shapes=True)
         self.dataset = locate_dataset(cfg.data)  # --data-root arrives as data.root, so checkpoints record it
         self.model = build_model(cfg.model, self.dataset.num_classes).to(self.runtime.device)
         self.projectors = None
@@ -123,7 +123,7 @@ class Trainer:
             self.projectors.load_state_dict(payload["contrast"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
-        set_rng_state(payload["rng"])
+        set_rng_state(payload["rng"], self.runtime.device)
         self.iteration = payload["iteration"]
         self.best_miou = payload.get("best_miou")
         self.last_metrics = payload.get("metrics")
@@ -223,7 +223,7 @@ class Trainer:
                    "metrics": self.last_metrics, "best_miou": self.best_miou}
         if full:
             payload.update(optimizer=self.optimizer.state_dict(),
-                           scheduler=self.scheduler.state_dict(), rng=rng_state())
+                           scheduler=self.scheduler.state_dict(), rng=rng_state(self.runtime.device))
         return payload
 
 

@@ -70,3 +70,19 @@ def test_contextrast_training_step_never_waits_for_the_device(name, bane):
     assert recorder.syncing == []
     assert aten.scatter_add_ in recorder.seen and aten.topk in recorder.seen  # the loss did run
     assert all(torch.isfinite(v) for v in terms.values())
+
+
+@pytest.mark.parametrize("name", ["deeplabv3", "hrnet"])
+def test_pixel_contrast_waits_once_for_its_sample_count(name):
+    """The baseline's number of qualifying (image, class) pairs sets its shapes: one read."""
+    torch.manual_seed(0)
+    cfg = resolve_config("toy", overrides=["contrast.method=pixel-contrast", "contrast.layers=[1]",
+                                           "contrast.lambdas=[1.0]", "contrast.pixel_contrast.max_views=4"]).contrast
+    model = build_model(SMALL_MODELS[name], 5).train()
+    projectors = build_projectors(model.feature_channels, cfg).train()
+    optimizer = torch.optim.SGD([*model.parameters(), *projectors.parameters()], lr=0.01)
+    images, labels = torch.randn(2, 3, 64, 96), torch.randint(0, 5, (2, 64, 96))
+    with SyncRecorder() as recorder:
+        terms = training_step(model, optimizer, images, labels, nullcontext, projectors, cfg)
+    assert recorder.syncing == ["aten._local_scalar_dense.default"]
+    assert float(terms["pc_pairs"]) > 0  # pairs qualified: the sampling and SupCon ran
