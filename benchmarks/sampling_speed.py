@@ -126,20 +126,22 @@ def main() -> None:
 
 
 def count_ops(cfg: ContrastConfig, feats, labels, logits, device: torch.device) -> int:
-    """ATen operators one forward + backward dispatches: on a GPU each is at least one kernel
-    launch, and with the loss's small tensors launches, not kernels, set the wall time."""
+    """ATen operators one forward + backward dispatches (views included, which launch no
+    kernel): on a GPU, with the loss's small tensors, their dispatch sets the wall time."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Counter(TorchDispatchMode):
-        calls = 0
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            Counter.calls += 1
+            self.calls += 1
             return func(*args, **(kwargs or {}))
 
-    with Counter():
+    with Counter() as counter:
         time_once(cfg, feats, labels, logits, device)
-    return Counter.calls
+    return counter.calls
 
 
 def profile_once(cfg: ContrastConfig, feats, labels, logits, device: torch.device) -> str:
