@@ -6,6 +6,10 @@ alone); children alternate CE / contrast for ``--rounds`` rounds so machine nois
 both. A step is the real ``training_step`` (forward, loss terms, backward, SGD update) on
 a fixed batch of synthetic street scenes; the prediction BANE sees is the network's own.
 
+Time: wall-clock per step, and the process's CPU time per step (``cpu_time_ratio``; all
+threads, so steals by other tenants of a shared machine count less; on a GPU it measures
+the host side only).
+
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` over the timed steps. On the
 CPU, where no allocator keeps such a count, one more step runs under the PyTorch profiler
 with memory tracking and the peak of live tensor bytes is read off its allocation
@@ -16,6 +20,7 @@ fragmentation, which made it vary by 5% between identical CE children on the dev
 
     python benchmarks/contrast_overhead.py --model deeplabv3 --backbone resnet50 --output-stride 8
     python benchmarks/contrast_overhead.py --preset camvid          # the preset's network
+    python benchmarks/contrast_overhead.py --preset camvid --paired 6   # time only, one process
 """
 
 import argparse
@@ -50,6 +55,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2, help="CE / contrast child pairs")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--paired", type=int, default=0, metavar="N",
+                        help="time only: N CE / contrast step pairs interleaved in one process")
     parser.add_argument("--child", choices=["none", "contextrast", "pixel-contrast"], help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -72,18 +79,20 @@ def child(args: argparse.Namespace) -> dict:
     images, labels = (t.to(runtime.device) for t in scene_batch(args.batch, args.height, args.width))
     cuda = runtime.device.type == "cuda"
     base_rss = _rss_mb()
-    times = []
+    times, cpu_times = [], []
     for index in range(args.warmup + args.steps):
         if index == args.warmup and cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         training_step(model, optimizer, images, labels, runtime.autocast, projectors, cfg.contrast)
         if cuda:
             torch.cuda.synchronize()
         if index >= args.warmup:
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
     result = {"method": args.child, "step_s": statistics.median(times), "steps": times,
+              "step_cpu_s": statistics.median(cpu_times),
               "peak_rss_mb": _rss_mb(), "base_rss_mb": base_rss,
               "peak_alloc_mb": None if cuda else _peak_alloc_mb(
                   lambda: training_step(model, optimizer, images, labels, runtime.autocast, projectors, cfg.contrast)),
@@ -144,10 +153,57 @@ def flop_shares(args: argparse.Namespace) -> dict:
             "heads_over_network": projection / network, "heads_share_of_step": 4 * projection / (3 * network)}
 
 
+def paired(args: argparse.Namespace) -> dict:
+    """Step-time ratio from CE and contrast steps interleaved in one process.
+
+    Both step kinds train the same network (the contrast steps also its heads), one right
+    after the other, so a slowdown of the machine that lasts longer than a pair hits both:
+    the median of the per-pair ratios resolves what ratios of separate children, minutes
+    apart, cannot on a shared machine. No memory figure (one process holds both).
+    """
+    cfg = resolve_config(args.preset, overrides=overrides(args, args.method))
+    runtime = setup_runtime(cfg.train.device, cfg.train.amp, seed=0, fixed_shapes=True)
+    model = build_model(cfg.model, args.num_classes).to(runtime.device).train()
+    projectors = build_projectors(model.feature_channels, cfg.contrast).to(runtime.device).train()
+    optimizer = torch.optim.SGD([*model.parameters(), *projectors.parameters()], lr=1e-3, momentum=0.9,
+                                weight_decay=5e-4)
+    images, labels = (t.to(runtime.device) for t in scene_batch(args.batch, args.height, args.width))
+
+    def step(contrast: bool) -> float:
+        if runtime.device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        training_step(model, optimizer, images, labels, runtime.autocast, projectors if contrast else None,
+                      cfg.contrast)
+        if runtime.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    for _ in range(args.warmup):
+        step(False)
+        step(True)
+    pairs = []
+    for index in range(args.paired):
+        first = index % 2 == 1  # alternate which kind goes first
+        a, b = step(first), step(not first)
+        ce, ct = (b, a) if first else (a, b)
+        pairs.append({"ce_s": ce, "contrast_s": ct, "ratio": ct / ce})
+        print(f"pair {index + 1}: CE {ce:.3f} s  contrast {ct:.3f} s  ratio {ct / ce:.3f}", file=sys.stderr)
+    ratios = sorted(p["ratio"] for p in pairs)
+    return {"network": cfg.model.model_dump(mode="json"), "method": args.method,
+            "input": [args.batch, 3, args.height, args.width], "amp": args.amp, "machine": machine(runtime.device),
+            "pairs": pairs, "median_time_ratio": statistics.median(ratios), "min_ratio": ratios[0],
+            "max_ratio": ratios[-1], "ce_step_s": statistics.median(p["ce_s"] for p in pairs),
+            "contrast_step_s": statistics.median(p["contrast_s"] for p in pairs)}
+
+
 def main() -> None:
     args = parse()
     if args.child:
         print(json.dumps(child(args)))
+        return
+    if args.paired:
+        print(json.dumps({**paired(args), "conv_flops_per_image": flop_shares(args)}, indent=1))
         return
     results: dict[str, list[dict]] = {"none": [], args.method: []}
     for round_index in range(args.rounds):
@@ -155,7 +211,7 @@ def main() -> None:
         for method in order:
             results[method].append(run_child(args, method))
             r = results[method][-1]
-            print(f"round {round_index + 1} {method:>14}: step {r['step_s']:.3f} s  peak RSS "
+            print(f"round {round_index + 1} {method:>14}: step {r['step_s']:.3f} s (CPU {r['step_cpu_s']:.1f} s)  peak RSS "
                   f"{r['peak_rss_mb']:.0f} MB" + (f"  peak CUDA {r['peak_cuda_mb']:.0f} MB"
                                                  if "peak_cuda_mb" in r else
                                                  f"  peak tensors {r['peak_alloc_mb']:.0f} MB"), file=sys.stderr)
@@ -173,6 +229,7 @@ def summary(args: argparse.Namespace, results: dict[str, list[dict]]) -> dict:
            "method": args.method, "input": [args.batch, 3, args.height, args.width], "amp": args.amp,
            "machine": ce[0]["machine"], "ce_step_s": med(ce, "step_s"), "contrast_step_s": med(ct, "step_s"),
            "time_ratio": med(ct, "step_s") / med(ce, "step_s"),
+           "cpu_time_ratio": med(ct, "step_cpu_s") / med(ce, "step_cpu_s"),
            "params": {"ce": ce[0]["params"], "contrast": ct[0]["params"]}}
     if "peak_cuda_mb" in ce[0]:
         out.update(ce_peak_mb=med(ce, "peak_cuda_mb"), contrast_peak_mb=med(ct, "peak_cuda_mb"),

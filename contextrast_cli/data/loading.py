@@ -95,7 +95,7 @@ def train_loader(dataset: Dataset, batch_size: int, workers: int, sampler: Sampl
                       persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
 
 
-def eval_loader(dataset: Dataset, batch_size: int, workers: int) -> DataLoader:
-    """Sequential batches over a whole split."""
+def eval_loader(dataset: Dataset, batch_size: int, workers: int, pin_memory: bool = False) -> DataLoader:
+    """Sequential batches over a whole split (``pin_memory`` for a GPU: asynchronous copies)."""
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                      worker_init_fn=_worker_init)
+                      pin_memory=pin_memory, worker_init_fn=_worker_init)

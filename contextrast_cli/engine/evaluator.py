@@ -48,7 +48,7 @@ def evaluate_split(model: Predictor, dataset: PreparedDataset, split: str, cfg: 
         ``summarize`` output plus ``num_images`` and ``split``.
     """
     folder = SegmentationFolder(dataset.root, split, eval_transform(mean, std))
-    loader = eval_loader(folder, cfg.batch_size, workers)
+    loader = eval_loader(folder, cfg.batch_size, workers, pin_memory=runtime.device.type == "cuda")
     conf = torch.zeros(dataset.num_classes, dataset.num_classes, dtype=torch.int64,
                        device=runtime.device)
     network = model if isinstance(model, torch.nn.Module) else None
