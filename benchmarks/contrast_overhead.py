@@ -66,9 +66,9 @@ def overrides(args: argparse.Namespace, method: str) -> list[str]:
             f"train.amp={str(args.amp).lower()}"] + network_overrides(args)
 
 
-def child(args: argparse.Namespace) -> dict:
-    """Build one configuration, time its steps, report time and memory."""
-    cfg = resolve_config(args.preset, overrides=overrides(args, args.child))
+def build(args: argparse.Namespace, method: str):
+    """Config, runtime, network, heads (None for CE), optimizer and the fixed batch."""
+    cfg = resolve_config(args.preset, overrides=overrides(args, method))
     runtime = setup_runtime(cfg.train.device, cfg.train.amp, seed=0, fixed_shapes=True)
     model = build_model(cfg.model, args.num_classes).to(runtime.device).train()
     projectors = None
@@ -77,6 +77,13 @@ def child(args: argparse.Namespace) -> dict:
     params = list(model.parameters()) + (list(projectors.parameters()) if projectors else [])
     optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=5e-4)
     images, labels = (t.to(runtime.device) for t in scene_batch(args.batch, args.height, args.width))
+    return cfg, runtime, model, projectors, optimizer, images, labels
+
+
+def child(args: argparse.Namespace) -> dict:
+    """Build one configuration, time its steps, report time and memory."""
+    cfg, runtime, model, projectors, optimizer, images, labels = build(args, args.child)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     cuda = runtime.device.type == "cuda"
     base_rss = _rss_mb()
     times, cpu_times = [], []
@@ -161,13 +168,7 @@ def paired(args: argparse.Namespace) -> dict:
     the median of the per-pair ratios resolves what ratios of separate children, minutes
     apart, cannot on a shared machine. No memory figure (one process holds both).
     """
-    cfg = resolve_config(args.preset, overrides=overrides(args, args.method))
-    runtime = setup_runtime(cfg.train.device, cfg.train.amp, seed=0, fixed_shapes=True)
-    model = build_model(cfg.model, args.num_classes).to(runtime.device).train()
-    projectors = build_projectors(model.feature_channels, cfg.contrast).to(runtime.device).train()
-    optimizer = torch.optim.SGD([*model.parameters(), *projectors.parameters()], lr=1e-3, momentum=0.9,
-                                weight_decay=5e-4)
-    images, labels = (t.to(runtime.device) for t in scene_batch(args.batch, args.height, args.width))
+    cfg, runtime, model, projectors, optimizer, images, labels = build(args, args.method)
 
     def step(contrast: bool) -> float:
         if runtime.device.type == "cuda":
