@@ -11,18 +11,30 @@ so they fit one batched matmul with 2K rows. ``AnchorSimilarity.backward`` hands
 g_sim to the layer's ``GradLink``; ``ClassSums.backward``, which autograd runs later (the
 sums feed the anchors, the anchors feed the similarities), writes the whole gradient
 once. Float64 parity with plain autograd is tested.
+
+When the embedding map is a projection head's deferred output (``contrast.heads``), the
+gradient is not written at all here: the two factors (2K rows of D and of N) go to the
+head's pending replay, which writes dL/dv when the network's backward reaches the tapped
+feature. The (B, D, N) gradient then exists only during that replay instead of from the
+start of the backward, when every activation of the step is still alive.
 """
 
 import torch
 
 
 class GradLink:
-    """Carries one layer's similarity gradient from AnchorSimilarity to ClassSums."""
+    """Carries one layer's similarity gradient from AnchorSimilarity to ClassSums.
 
-    def __init__(self) -> None:
+    Args:
+        sink: where to hand dL/dv as factors instead of writing it (an object with
+            ``defer_gradient(left, right, placeholder)``; see ``ClassSums.backward``), or None.
+    """
+
+    def __init__(self, sink=None) -> None:
         self.grad_sim: torch.Tensor | None = None  # (B, K, N)
         self.anchors: torch.Tensor | None = None  # (K, D)
         self.closed = False
+        self.sink = sink
 
 
 class ClassSums(torch.autograd.Function):
@@ -32,6 +44,7 @@ class ClassSums(torch.autograd.Function):
     def forward(ctx, emb: torch.Tensor, one_hot: torch.Tensor, link: GradLink) -> torch.Tensor:
         ctx.save_for_backward(one_hot)
         ctx.link = link
+        ctx.emb_spec = (emb.shape, emb.dtype)
         return torch.bmm(one_hot, emb.transpose(1, 2)).sum(0)
 
     @staticmethod
@@ -43,8 +56,19 @@ class ClassSums(torch.autograd.Function):
             left = torch.cat([grad_sums, link.anchors])
             right = torch.cat([one_hot, link.grad_sim], 1)
         link.grad_sim, link.anchors, link.closed = None, None, True
-        grad = torch.bmm(left.T.expand(one_hot.shape[0], *left.T.shape), right)  # (B, D, N), one pass
-        return grad, None, None
+        if link.sink is not None:
+            # dL/dv = left^T @ right per image, written later by the sink; autograd gets a
+            # zero of the right shape that occupies one element
+            shape, dtype = ctx.emb_spec
+            placeholder = torch.zeros((), dtype=dtype, device=right.device).expand(shape)
+            link.sink.defer_gradient(left, right, placeholder)
+            return placeholder, None, None
+        return dense_gradient(left, right), None, None
+
+
+def dense_gradient(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """(B, D, N) = left^T (D, R) @ right (B, R, N) per image: one pass writing the gradient."""
+    return torch.bmm(left.T.expand(right.shape[0], *left.T.shape), right)
 
 
 class AnchorSimilarity(torch.autograd.Function):

@@ -7,6 +7,7 @@ from torch import nn
 from contextrast_cli.config import ContrastConfig
 from contextrast_cli.contrast.ccl import class_means, contextual_anchors, pixel_anchor_loss
 from contextrast_cli.contrast.fused import GradLink
+from contextrast_cli.contrast.heads import deferred_sink
 from contextrast_cli.contrast.pixel_contrast import pixel_contrast_loss
 from contextrast_cli.contrast.sampling import sample_positives, select_negatives
 from contextrast_cli.data.specs import IGNORE_INDEX
@@ -64,9 +65,12 @@ def contextrast_losses(features: list[torch.Tensor], logits: torch.Tensor, targe
     for layer, head in zip(cfg.layers, projectors):
         emb = head(features[layer - 1])  # (B, D, h, w)
         labels.append(resize_labels(target, emb.shape[-2:]))  # (B, h, w)
-        with torch.autocast(emb.device.type, enabled=False):  # the loss runs in float32
-            flats.append(emb.float().flatten(2))  # (B, D, h*w), a view
-            links.append(GradLink())
+        with torch.autocast(emb.device.type, enabled=False):  # the loss runs in float32 (float64 stays)
+            flat = emb.to(torch.promote_types(emb.dtype, torch.float32)).flatten(2)  # (B, D, h*w)
+            flats.append(flat)
+            # a head's deferred output takes its gradient as factors (no dense write in the loss's
+            # backward) when the loss reads it without a dtype copy
+            links.append(GradLink(deferred_sink(head, emb) if flat.dtype == emb.dtype else None))
             mean, count = class_means(flats[-1], labels[-1].flatten(1), num_classes, links[-1])
         means.append(mean)
         counts.append(count)

@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from contextrast_cli.config import resolve_config
-from contextrast_cli.contrast.heads import build_projectors, flush_deferred
+import torch.nn.functional as F
+
+from contextrast_cli.contrast import heads as heads_module
+from contextrast_cli.contrast.ccl import class_means
+from contextrast_cli.contrast.fused import AnchorSimilarity, GradLink
+from contextrast_cli.contrast.heads import ProjectionHead, build_projectors, deferred_sink, flush_deferred
 from contextrast_cli.contrast.loss import contextrast_losses
 from contextrast_cli.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from contextrast_cli.engine.losses import segmentation_losses
@@ -76,10 +81,22 @@ def test_resume_cannot_switch_method(tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(SMALL_MODELS))
-def test_deferred_heads_give_the_plain_gradients(name):
+def test_deferred_heads_give_the_plain_gradients(name, monkeypatch):
     """The deferred head backward (replayed when the network's backward reaches each tapped
     feature) gives the gradients of plain autograd through the heads, float64, for every
-    registered network (HRNet's features are crops of padded maps: the view case)."""
+    registered network (HRNet's features are crops of padded maps: the view case). The
+    loss's gradient reaches every replay as factors: until then autograd carries a zero of
+    one element, not an embedding-sized tensor."""
+    seen = []
+    replay = heads_module._Deferred.replay
+
+    def spy(self, grad_target=None):
+        if self.grad_out is not None:
+            seen.append((self.factors is not None, all(s == 0 for s in self.grad_out.stride()),
+                         self.grad_out.untyped_storage().nbytes()))
+        return replay(self, grad_target)
+
+    monkeypatch.setattr(heads_module._Deferred, "replay", spy)
     torch.manual_seed(0)
     cfg = resolve_config("toy", overrides=["contrast.method=contextrast"]).contrast
     model = build_model(SMALL_MODELS[name], 4).double().train()
@@ -99,6 +116,7 @@ def test_deferred_heads_give_the_plain_gradients(name):
         sum(v for k, v in terms.items() if k.startswith("loss_")).backward()
         flush_deferred(heads)
         grads[mode] = [p.grad for p in [*net.parameters(), *(heads.parameters() if mode != "ce" else [])]]
+    assert seen == [(True, True, 8)] * len(projectors)  # one float64 element per head until its replay
     assert len(grads["deferred"]) == len(grads["plain"])
     for deferred, plain in zip(grads["deferred"], grads["plain"]):
         assert (deferred is None) == (plain is None)
@@ -107,6 +125,37 @@ def test_deferred_heads_give_the_plain_gradients(name):
     # and the contrastive part did reach the network
     moved = max(float((a - b).abs().max()) for a, b in zip(grads["plain"], grads["ce"]) if a is not None)
     assert moved > 1e-6
+
+
+@pytest.mark.parametrize("other_use", [False, True])
+def test_factored_head_gradient_equals_the_dense_one(other_use):
+    """CCL's gradient handed to a head's replay as factors equals the dense gradient written
+    by the loss's backward, also when another loss reads the same embedding (its gradient
+    arrives summed into the placeholder and is added at the replay)."""
+    torch.manual_seed(0)
+    head = ProjectionHead(6, 6, 5).double().train()
+    x0 = torch.randn(2, 6, 4, 5, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 3, (2, 20))
+    weight, other, network = torch.randn(2, 3, 20, dtype=torch.float64), torch.randn(2, 5, 4, 5, dtype=torch.float64), \
+        torch.randn(2, 6, 4, 5, dtype=torch.float64)
+    results = {}
+    for factored in (False, True):
+        net, x0.grad = copy.deepcopy(head), None
+        x = x0 * 1.0  # the network's feature: the replay hooks it
+        emb = net(x)
+        sink = deferred_sink(net, emb)
+        assert sink is not None and sink.x is x
+        link = GradLink(sink if factored else None)
+        flat = emb.flatten(2)
+        means, _ = class_means(flat, labels, 3, link)
+        sim = AnchorSimilarity.apply(F.normalize(means, dim=1), flat, link)
+        loss = (sim * weight).sum() + (x * network).sum() + ((emb * other).sum() if other_use else 0)
+        loss.backward()
+        flush_deferred([net])
+        assert sink.factors is None and sink.grad_out is None  # used once, released
+        results[factored] = [x0.grad] + [p.grad for p in net.parameters()]
+    for dense, factored in zip(results[False], results[True]):
+        assert torch.allclose(dense, factored, rtol=1e-10, atol=1e-12)
 
 
 def test_contrastive_backward_without_the_network_loss_says_so():
