@@ -15,7 +15,8 @@ def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int,
     """Mean embedding per class over all labelled pixels of the batch.
 
     Args:
-        emb: (B, D, N) embeddings, channels first (a feature map flattened: no copy).
+        emb: (B, D, N) embeddings, channels first (a feature map flattened: no copy); summed in
+            float32 at least (a bfloat16 map is upcast, float64 stays).
         labels: (B, N) class ids; values outside [0, K) (ignore) take no part.
         link: shared with the layer's ``pixel_anchor_loss`` to write dL/demb in one pass
             (see ``contrast.fused``); None = plain autograd.
@@ -26,9 +27,9 @@ def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int,
     bins = torch.where((labels >= 0) & (labels < num_classes), labels, num_classes)
     classes = torch.arange(num_classes, device=labels.device)
     # (B, K, N) by comparison: F.one_hot reads the labels' min and max back to the host
-    one_hot = (bins[:, None, :] == classes[None, :, None]).to(emb.dtype)
+    one_hot = (bins[:, None, :] == classes[None, :, None]).to(torch.promote_types(emb.dtype, torch.float32))
     if link is None:
-        sums = torch.bmm(one_hot, emb.transpose(1, 2)).sum(0)  # (K, D): a batched matmul, no copy of emb
+        sums = torch.bmm(one_hot, emb.to(one_hot.dtype).transpose(1, 2)).sum(0)  # (K, D): a batched matmul
     else:
         sums = ClassSums.apply(emb, one_hot, link)
     counts = count_ids(bins, num_classes + 1)[:num_classes]
@@ -67,7 +68,7 @@ def pixel_anchor_loss(anchors: torch.Tensor, emb: torch.Tensor, pos_index: torch
 
     Args:
         anchors: (K, D) unit anchors.
-        emb: (B, D, N) unit embeddings of the layer, channels first.
+        emb: (B, D, N) unit embeddings of the layer, channels first (bfloat16 is upcast).
         pos_index, pos_valid: (K, Mp) positives per anchor, indices into the B*N pixels.
         neg_index, neg_valid: (K, Mn) negatives per anchor.
         link: the layer's link from ``class_means`` (one fused gradient pass), or None.
@@ -77,10 +78,10 @@ def pixel_anchor_loss(anchors: torch.Tensor, emb: torch.Tensor, pos_index: torch
         (mean cosine similarity, detached).
     """
     dtype = torch.promote_types(emb.dtype, torch.float32)  # float32 under autocast, float64 stays
-    anchors, emb = anchors.to(dtype), emb.to(dtype)
+    anchors = anchors.to(dtype)
     # one matmul (B, K, N), then cheap gathers: no (K, M, D) copies, no (B*N, D) transpose
     if link is None:
-        sim = torch.bmm(anchors.expand(emb.shape[0], *anchors.shape), emb)  # (B, K, N)
+        sim = torch.bmm(anchors.expand(emb.shape[0], *anchors.shape), emb.to(dtype))  # (B, K, N)
     else:
         sim = AnchorSimilarity.apply(anchors, emb, link)
     sim = sim.transpose(0, 1).reshape(anchors.shape[0], -1)  # (K, B*N), small

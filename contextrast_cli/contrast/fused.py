@@ -38,14 +38,15 @@ class GradLink:
 
 
 class ClassSums(torch.autograd.Function):
-    """sums (K, D) = sum over the batch of onehot (B, K, N) @ v^T; the fused backward."""
+    """sums (K, D) = sum over the batch of onehot (B, K, N) @ v^T in one_hot's dtype (v is
+    upcast: a bfloat16 map gets its gradient in bfloat16); the fused backward."""
 
     @staticmethod
     def forward(ctx, emb: torch.Tensor, one_hot: torch.Tensor, link: GradLink) -> torch.Tensor:
         ctx.save_for_backward(one_hot)
         ctx.link = link
         ctx.emb_spec = (emb.shape, emb.dtype)
-        return torch.bmm(one_hot, emb.transpose(1, 2)).sum(0)
+        return torch.bmm(one_hot, emb.transpose(1, 2).to(one_hot.dtype)).sum(0)
 
     @staticmethod
     def backward(ctx, grad_sums: torch.Tensor):
@@ -63,7 +64,7 @@ class ClassSums(torch.autograd.Function):
             placeholder = torch.zeros((), dtype=dtype, device=right.device).expand(shape)
             link.sink.defer_gradient(left, right, placeholder)
             return placeholder, None, None
-        return dense_gradient(left, right), None, None
+        return dense_gradient(left, right).to(ctx.emb_spec[1]), None, None
 
 
 def dense_gradient(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
@@ -72,13 +73,14 @@ def dense_gradient(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
 
 
 class AnchorSimilarity(torch.autograd.Function):
-    """sim (B, K, N) = anchors @ v; passes dL/dv on to the layer's ClassSums."""
+    """sim (B, K, N) = anchors @ v in the anchors' dtype (v is upcast, and kept in its own
+    dtype for the backward); passes dL/dv on to the layer's ClassSums."""
 
     @staticmethod
     def forward(ctx, anchors: torch.Tensor, emb: torch.Tensor, link: GradLink) -> torch.Tensor:
         ctx.save_for_backward(anchors, emb)
         ctx.link = link
-        return torch.bmm(anchors.expand(emb.shape[0], *anchors.shape), emb)
+        return torch.bmm(anchors.expand(emb.shape[0], *anchors.shape), emb.to(anchors.dtype))
 
     @staticmethod
     def backward(ctx, grad_sim: torch.Tensor):
@@ -86,5 +88,7 @@ class AnchorSimilarity(torch.autograd.Function):
         if ctx.link.closed:
             raise RuntimeError("GradLink: the class sums' gradient was computed before the similarities'")
         ctx.link.grad_sim, ctx.link.anchors = grad_sim, anchors
-        grad_anchors = torch.bmm(grad_sim, emb.transpose(1, 2)).sum(0) if ctx.needs_input_grad[0] else None
+        grad_anchors = None
+        if ctx.needs_input_grad[0]:
+            grad_anchors = torch.bmm(grad_sim, emb.transpose(1, 2).to(grad_sim.dtype)).sum(0)
         return grad_anchors, None, None

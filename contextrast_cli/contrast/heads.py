@@ -86,7 +86,7 @@ class _Deferred:
         if self.factors is not None:
             left, right, placeholder = self.factors
             self.factors = None
-            dense = dense_gradient(left, right).view(grad_out.shape)
+            dense = dense_gradient(left, right).view(grad_out.shape).to(grad_out.dtype)
             if grad_out.untyped_storage().data_ptr() != placeholder.untyped_storage().data_ptr():
                 dense += grad_out  # another loss's gradient of the output, summed into the placeholder
             grad_out = dense

@@ -66,11 +66,9 @@ def contextrast_losses(features: list[torch.Tensor], logits: torch.Tensor, targe
         emb = head(features[layer - 1])  # (B, D, h, w)
         labels.append(resize_labels(target, emb.shape[-2:]))  # (B, h, w)
         with torch.autocast(emb.device.type, enabled=False):  # the loss runs in float32 (float64 stays)
-            flat = emb.to(torch.promote_types(emb.dtype, torch.float32)).flatten(2)  # (B, D, h*w)
-            flats.append(flat)
-            # a head's deferred output takes its gradient as factors (no dense write in the loss's
-            # backward) when the loss reads it without a dtype copy
-            links.append(GradLink(deferred_sink(head, emb) if flat.dtype == emb.dtype else None))
+            flats.append(emb.flatten(2))  # (B, D, h*w), a view in the head's dtype: upcast inside
+            # a head's deferred output takes its gradient as factors: no dense write in the loss's backward
+            links.append(GradLink(deferred_sink(head, emb)))
             mean, count = class_means(flats[-1], labels[-1].flatten(1), num_classes, links[-1])
         means.append(mean)
         counts.append(count)

@@ -127,17 +127,20 @@ def test_deferred_heads_give_the_plain_gradients(name, monkeypatch):
     assert moved > 1e-6
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("other_use", [False, True])
-def test_factored_head_gradient_equals_the_dense_one(other_use):
+def test_factored_head_gradient_equals_the_dense_one(other_use, dtype):
     """CCL's gradient handed to a head's replay as factors equals the dense gradient written
     by the loss's backward, also when another loss reads the same embedding (its gradient
-    arrives summed into the placeholder and is added at the replay)."""
+    arrives summed into the placeholder and is added at the replay), and for a bfloat16
+    head (the loss upcasts inside; the placeholder stays bfloat16)."""
     torch.manual_seed(0)
-    head = ProjectionHead(6, 6, 5).double().train()
-    x0 = torch.randn(2, 6, 4, 5, dtype=torch.float64, requires_grad=True)
+    head = ProjectionHead(6, 6, 5).to(dtype).train()
+    x0 = torch.randn(2, 6, 4, 5, dtype=dtype, requires_grad=True)
     labels = torch.randint(0, 3, (2, 20))
-    weight, other, network = torch.randn(2, 3, 20, dtype=torch.float64), torch.randn(2, 5, 4, 5, dtype=torch.float64), \
-        torch.randn(2, 6, 4, 5, dtype=torch.float64)
+    loss_dtype = torch.promote_types(dtype, torch.float32)
+    weight = torch.randn(2, 3, 20, dtype=loss_dtype)
+    other, network = torch.randn(2, 5, 4, 5, dtype=dtype), torch.randn(2, 6, 4, 5, dtype=dtype)
     results = {}
     for factored in (False, True):
         net, x0.grad = copy.deepcopy(head), None
@@ -148,6 +151,7 @@ def test_factored_head_gradient_equals_the_dense_one(other_use):
         link = GradLink(sink if factored else None)
         flat = emb.flatten(2)
         means, _ = class_means(flat, labels, 3, link)
+        assert means.dtype == loss_dtype
         sim = AnchorSimilarity.apply(F.normalize(means, dim=1), flat, link)
         loss = (sim * weight).sum() + (x * network).sum() + ((emb * other).sum() if other_use else 0)
         loss.backward()
@@ -155,7 +159,8 @@ def test_factored_head_gradient_equals_the_dense_one(other_use):
         assert sink.factors is None and sink.grad_out is None  # used once, released
         results[factored] = [x0.grad] + [p.grad for p in net.parameters()]
     for dense, factored in zip(results[False], results[True]):
-        assert torch.allclose(dense, factored, rtol=1e-10, atol=1e-12)
+        assert dense.dtype == factored.dtype == dtype
+        assert torch.allclose(dense, factored, rtol=1e-10, atol=1e-12)  # the same operations
 
 
 def test_contrastive_backward_without_the_network_loss_says_so():
