@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Everything the CPU machine cannot check, in one call of under 10 minutes on a lent GPU.
+#
+#   bash benchmarks/gpu_session.sh [OUT_DIR]      # from the repository root
+#
+# Writes into OUT_DIR (default: $OUT, else ./gpu_out), one file per step, and goes on after
+# a failed step (each has its own time limit, so a hang cannot eat the call):
+#   env.txt                  GPU, driver, torch, cuDNN
+#   pytest_gpu.txt           tests/gpu: sync-free step under CUDA's detector, float64
+#                            parity of the deferred heads, CPU/GPU loss equality, resume, AMP
+#   sampling_speed.txt       the loss alone (issue 3, must-hold 3), with a profile
+#   overhead_r50.{json,err}  training-step time and peak memory, DeepLabV3-ResNet-50 OS8
+#   overhead_hrnet.{json,err}  the same for HRNetV2-W48 (the camvid preset's network)
+#   status.txt               each step's exit status
+# Runs from the source tree (PYTHONPATH). A machine image without pydantic gets it from
+# wheels in .whl/ when they were carried along.
+set -uo pipefail
+out="${1:-${OUT:-gpu_out}}"
+mkdir -p "$out"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+python -c "import pydantic" 2>/dev/null || pip install --quiet --no-index --find-links .whl pydantic
+
+step() {  # step NAME LIMIT_S COMMAND...: run, keep the exit status
+  local name=$1 limit=$2
+  shift 2
+  timeout "$limit" "$@"
+  echo "$name $?" >> "$out/status.txt"
+}
+
+{
+  nvidia-smi
+  python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), torch.cuda.get_device_name(0))"
+} > "$out/env.txt" 2>&1
+step pytest_gpu 150 python -m pytest -q tests/gpu > "$out/pytest_gpu.txt" 2>&1
+step sampling_speed 90 python benchmarks/sampling_speed.py --device cuda --repeats 30 --profile \
+  > "$out/sampling_speed.txt" 2>&1
+step overhead_r50 160 python benchmarks/contrast_overhead.py --device cuda --model deeplabv3 --backbone resnet50 \
+  --output-stride 8 --rounds 2 --steps 10 > "$out/overhead_r50.json" 2> "$out/overhead_r50.err"
+step overhead_hrnet 160 python benchmarks/contrast_overhead.py --device cuda --preset camvid --rounds 2 --steps 10 \
+  > "$out/overhead_hrnet.json" 2> "$out/overhead_hrnet.err"
+cat "$out/status.txt"

@@ -1,0 +1,141 @@
+"""Checks that need a CUDA GPU; skipped on machines without one (CI's has none).
+
+The CPU tests simulate what they can of the GPU path. These run it: bfloat16 autocast,
+cuDNN, the GPU's own random streams, and the sync-free loss under CUDA's own detector of
+synchronising calls. Run them whenever a GPU is at hand (``benchmarks/gpu_session.sh``
+runs them first):
+
+    pytest -q tests/gpu
+"""
+
+import copy
+import json
+
+import pytest
+import torch
+
+from contextrast_cli.config import resolve_config
+from contextrast_cli.contrast.heads import build_projectors, flush_deferred
+from contextrast_cli.contrast.loss import contextrast_losses
+from contextrast_cli.contrast.sampling import bane_maps
+from contextrast_cli.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from contextrast_cli.engine.device import setup_runtime
+from contextrast_cli.engine.losses import segmentation_losses
+from contextrast_cli.engine.trainer import Interrupted, Trainer, training_step
+from contextrast_cli.models.registry import build_model
+from tests.conftest import tiny_overrides
+from tests.engine.test_trainer import _CtrlCAt
+from tests.models.small import SMALL_MODELS
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _contrast_cfg(**overrides):
+    sets = ["contrast.method=contextrast"] + [f"contrast.{k}={v}" for k, v in overrides.items()]
+    return resolve_config("toy", overrides=sets).contrast
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_MODELS))
+def test_training_step_never_synchronises(name):
+    """A whole Contextrast step (bfloat16 autocast where native) under
+    ``torch.cuda.set_sync_debug_mode("error")``: any call that waits for the GPU raises."""
+    runtime = setup_runtime("cuda", amp=True, seed=0, fixed_shapes=True)
+    cfg = _contrast_cfg()
+    model = build_model(SMALL_MODELS[name], 5).to(runtime.device).train()
+    projectors = build_projectors(model.feature_channels, cfg).to(runtime.device).train()
+    optimizer = torch.optim.SGD([*model.parameters(), *projectors.parameters()], lr=0.01, momentum=0.9)
+    images = torch.randn(2, 3, 64, 96, device=runtime.device)
+    labels = torch.randint(0, 5, (2, 64, 96), device=runtime.device)
+    training_step(model, optimizer, images, labels, runtime.autocast, projectors, cfg)  # cuDNN timing, lazy init
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        terms = training_step(model, optimizer, images, labels, runtime.autocast, projectors, cfg)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(bool(torch.isfinite(v)) for v in terms.values())
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_MODELS))
+def test_deferred_heads_give_the_plain_gradients_on_cuda(name):
+    """The CPU test's float64 parity on the GPU: the deferred, factored head gradient equals
+    plain autograd through the heads."""
+    torch.manual_seed(0)
+    cfg = _contrast_cfg()
+    model = build_model(SMALL_MODELS[name], 4).double().cuda().train()
+    projectors = build_projectors(model.feature_channels, cfg).double().cuda().train()
+    images = torch.randn(2, 3, 64, 96, dtype=torch.float64, device="cuda")
+    target = torch.randint(0, 4, (2, 64, 96), device="cuda")
+    grads = {}
+    for mode in ("deferred", "plain"):
+        net, heads = copy.deepcopy(model), copy.deepcopy(projectors)
+        if mode == "plain":
+            for head in heads:
+                head.forward = head._project
+        torch.manual_seed(1)  # the same samples in both modes
+        outputs = net(images)
+        terms = segmentation_losses(outputs, target)
+        terms.update(contextrast_losses(outputs["features"], outputs["out"], target, heads, cfg))
+        sum(v for k, v in terms.items() if k.startswith("loss_")).backward()
+        flush_deferred(heads)
+        grads[mode] = [p.grad for p in [*net.parameters(), *heads.parameters()]]
+    for deferred, plain in zip(grads["deferred"], grads["plain"]):
+        assert (deferred is None) == (plain is None)
+        if plain is not None:
+            assert torch.allclose(deferred, plain, rtol=1e-7, atol=1e-10)
+
+
+def test_loss_and_bane_match_the_cpu():
+    """With caps above every count, sampling takes every pixel whatever the random stream, so
+    the loss is the same number on both devices; BANE's maps are deterministic and equal."""
+    torch.manual_seed(0)
+    cfg = _contrast_cfg(max_positives=100000, max_negatives=100000)
+    feats = [torch.nn.functional.normalize(torch.randn(2, 16, 24 // s, 32 // s), dim=1) for s in (1, 2, 4, 8)]
+    target = torch.randint(0, 5, (2, 24, 32))
+    target[:, :3] = 255
+    logits = torch.randn(2, 5, 24, 32)
+    heads = torch.nn.ModuleList(torch.nn.Identity() for _ in cfg.used_layers)
+    values = {}
+    for device in ("cpu", "cuda"):
+        terms = contextrast_losses([f.to(device) for f in feats], logits.to(device), target.to(device), heads, cfg)
+        values[device] = {k: v.cpu() for k, v in terms.items()}
+    for key, value in values["cpu"].items():
+        assert torch.allclose(values["cuda"][key], value, rtol=1e-4, atol=1e-5), key
+    pred = logits.argmax(1)
+    cpu, gpu = bane_maps(pred, target, 5, 0.5), bane_maps(pred.cuda(), target.cuda(), 5, 0.5)
+    assert torch.equal(gpu.error.cpu(), cpu.error) and torch.equal(gpu.selected.cpu(), cpu.selected)
+    assert torch.allclose(gpu.distance.cpu(), cpu.distance)
+
+
+def test_interrupted_cuda_run_resumes_like_an_uninterrupted_one(tmp_path):
+    """Ctrl-C, then resume on the GPU: the checkpoint's CUDA random state and the weights carry
+    over (float32: bfloat16 rounding would swamp the comparison)."""
+    def cfg(path):
+        overrides = tiny_overrides(path, 4) + ["train.device=cuda", "train.amp=false", "contrast.method=contextrast"]
+        return resolve_config("toy", overrides=overrides)
+
+    straight = Trainer(cfg(tmp_path / "a")).run()
+    interrupted = Trainer(cfg(tmp_path / "b"), reporter=_CtrlCAt(3))
+    with pytest.raises(Interrupted):
+        interrupted.run()
+    payload = load_checkpoint(interrupted.run_dir)
+    resumed = Trainer(resolve_config(base=payload["config"]), resume=payload, run_dir=interrupted.run_dir).run()
+    assert resumed.iterations == 4
+    a = model_from_checkpoint(load_checkpoint(straight.run_dir / "last.pt")).state_dict()
+    b = model_from_checkpoint(load_checkpoint(resumed.run_dir / "last.pt")).state_dict()
+    for key in a:  # cuDNN and atomics make the GPU run-to-run nondeterministic at the 1e-6 level
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-4), key
+
+
+def test_amp_training_run_is_finite(tmp_path):
+    """A short run with the runtime's precision policy (bfloat16 where native), evaluation
+    included: every logged term finite, and the checkpoint rebuilds the plain network."""
+    overrides = tiny_overrides(tmp_path, 4) + ["train.device=cuda", "train.amp=true", "contrast.method=contextrast"]
+    result = Trainer(resolve_config("toy", overrides=overrides)).run()
+    payload = load_checkpoint(result.run_dir / "last.pt")
+    assert payload["contrast"]
+    model_from_checkpoint(payload)
+    for line in (result.run_dir / "metrics.jsonl").read_text().splitlines():
+        for key, value in json.loads(line).items():
+            if isinstance(value, float):
+                assert value == value and abs(value) != float("inf"), (key, value)
