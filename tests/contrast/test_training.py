@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from contextrast_cli.contrast import heads as heads_module
 from contextrast_cli.contrast.ccl import class_means
 from contextrast_cli.contrast.fused import AnchorSimilarity, GradLink
-from contextrast_cli.contrast.heads import ProjectionHead, build_projectors, deferred_sink, flush_deferred
+from contextrast_cli.contrast.heads import ProjectionHead, build_projectors, deferred_sink, flush_deferred, l2_normalize
 from contextrast_cli.contrast.loss import contextrast_losses
 from contextrast_cli.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from contextrast_cli.engine.losses import segmentation_losses
@@ -175,3 +175,22 @@ def test_contrastive_backward_without_the_network_loss_says_so():
     with pytest.raises(RuntimeError, match="backpropagate the network's loss together"):
         flush_deferred(projectors)
     assert all(p.grad is not None for p in projectors.parameters())  # the heads' own part is kept
+
+
+def test_l2_normalize_equals_f_normalize():
+    """Values and gradients of the heads' normalisation equal F.normalize's (float64), also
+    for an all-zero vector (shorter than eps: the clamp's branch), and pass gradcheck."""
+    torch.manual_seed(0)
+    z = torch.randn(2, 5, 3, 4, dtype=torch.float64)
+    z[0, :, 1, 2] = 0.0
+    z[1, :, 0, 0] *= 1e-14  # shorter than eps, not zero
+    grad = torch.randn_like(z)
+    ours, ref = z.clone().requires_grad_(), z.clone().requires_grad_()
+    y = l2_normalize(ours)
+    y.backward(grad)
+    F.normalize(ref, dim=1).backward(grad)
+    assert torch.allclose(y, F.normalize(z, dim=1), rtol=1e-12, atol=0)
+    assert torch.allclose(ours.grad, ref.grad, rtol=1e-9, atol=1e-12)
+    assert torch.autograd.gradcheck(l2_normalize, (torch.randn(2, 4, 3, 3, dtype=torch.float64, requires_grad=True),))
+    half = l2_normalize(z.to(torch.bfloat16).requires_grad_())
+    assert half.dtype == torch.float32  # computed in float32 at least
