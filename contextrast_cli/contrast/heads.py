@@ -3,7 +3,6 @@
 import weakref
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from contextrast_cli.config import ContrastConfig
@@ -57,7 +56,7 @@ class ProjectionHead(nn.Module):
 
 def l2_normalize(z: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """``F.normalize(z, dim=1)`` (z / max(||z||, eps) over channels) computed in float32 at
-    least, with a two-pass backward (see ``_L2Normalize``)."""
+    least, with a three-pass backward (see ``_L2Normalize``)."""
     return _L2Normalize.apply(z, eps)
 
 
