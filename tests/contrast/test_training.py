@@ -87,6 +87,11 @@ def test_deferred_heads_give_the_plain_gradients(name, monkeypatch):
     registered network (HRNet's features are crops of padded maps: the view case). The
     loss's gradient reaches every replay as factors: until then autograd carries a zero of
     one element, not an embedding-sized tensor."""
+    check_deferred_heads(name, "cpu", monkeypatch)
+
+
+def check_deferred_heads(name: str, device: str, monkeypatch) -> None:
+    """``test_deferred_heads_give_the_plain_gradients`` on ``device`` (tests/gpu runs it on CUDA)."""
     seen = []
     replay = heads_module._Deferred.replay
 
@@ -99,9 +104,10 @@ def test_deferred_heads_give_the_plain_gradients(name, monkeypatch):
     monkeypatch.setattr(heads_module._Deferred, "replay", spy)
     torch.manual_seed(0)
     cfg = resolve_config("toy", overrides=["contrast.method=contextrast"]).contrast
-    model = build_model(SMALL_MODELS[name], 4).double().train()
-    projectors = build_projectors(model.feature_channels, cfg).double().train()
-    images, target = torch.randn(2, 3, 64, 96, dtype=torch.float64), torch.randint(0, 4, (2, 64, 96))
+    model = build_model(SMALL_MODELS[name], 4).double().to(device).train()
+    projectors = build_projectors(model.feature_channels, cfg).double().to(device).train()
+    images = torch.randn(2, 3, 64, 96, dtype=torch.float64).to(device)
+    target = torch.randint(0, 4, (2, 64, 96)).to(device)
     grads = {}
     for mode in ("deferred", "plain", "ce"):
         net, heads = copy.deepcopy(model), copy.deepcopy(projectors)

@@ -8,23 +8,22 @@ runs them first):
     pytest -q tests/gpu
 """
 
-import copy
 import json
 
 import pytest
 import torch
 
 from contextrast_cli.config import resolve_config
-from contextrast_cli.contrast.heads import build_projectors, flush_deferred
+from contextrast_cli.contrast.heads import build_projectors
 from contextrast_cli.contrast.loss import contextrast_losses
 from contextrast_cli.contrast.sampling import bane_maps
 from contextrast_cli.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from contextrast_cli.engine.device import setup_runtime
-from contextrast_cli.engine.losses import segmentation_losses
-from contextrast_cli.engine.trainer import Interrupted, Trainer, training_step
+from contextrast_cli.engine.trainer import Trainer, training_step
 from contextrast_cli.models.registry import build_model
 from tests.conftest import tiny_overrides
-from tests.engine.test_trainer import _CtrlCAt
+from tests.contrast.test_training import check_deferred_heads
+from tests.engine.test_trainer import check_resume_matches_uninterrupted_run
 from tests.models.small import SMALL_MODELS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -57,32 +56,10 @@ def test_training_step_never_synchronises(name):
 
 
 @pytest.mark.parametrize("name", sorted(SMALL_MODELS))
-def test_deferred_heads_give_the_plain_gradients_on_cuda(name):
+def test_deferred_heads_give_the_plain_gradients_on_cuda(name, monkeypatch):
     """The CPU test's float64 parity on the GPU: the deferred, factored head gradient equals
     plain autograd through the heads."""
-    torch.manual_seed(0)
-    cfg = _contrast_cfg()
-    model = build_model(SMALL_MODELS[name], 4).double().cuda().train()
-    projectors = build_projectors(model.feature_channels, cfg).double().cuda().train()
-    images = torch.randn(2, 3, 64, 96, dtype=torch.float64, device="cuda")
-    target = torch.randint(0, 4, (2, 64, 96), device="cuda")
-    grads = {}
-    for mode in ("deferred", "plain"):
-        net, heads = copy.deepcopy(model), copy.deepcopy(projectors)
-        if mode == "plain":
-            for head in heads:
-                head.forward = head._project
-        torch.manual_seed(1)  # the same samples in both modes
-        outputs = net(images)
-        terms = segmentation_losses(outputs, target)
-        terms.update(contextrast_losses(outputs["features"], outputs["out"], target, heads, cfg))
-        sum(v for k, v in terms.items() if k.startswith("loss_")).backward()
-        flush_deferred(heads)
-        grads[mode] = [p.grad for p in [*net.parameters(), *heads.parameters()]]
-    for deferred, plain in zip(grads["deferred"], grads["plain"]):
-        assert (deferred is None) == (plain is None)
-        if plain is not None:
-            assert torch.allclose(deferred, plain, rtol=1e-7, atol=1e-10)
+    check_deferred_heads(name, "cuda", monkeypatch)
 
 
 def test_loss_and_bane_match_the_cpu():
@@ -109,22 +86,10 @@ def test_loss_and_bane_match_the_cpu():
 
 def test_interrupted_cuda_run_resumes_like_an_uninterrupted_one(tmp_path):
     """Ctrl-C, then resume on the GPU: the checkpoint's CUDA random state and the weights carry
-    over (float32: bfloat16 rounding would swamp the comparison)."""
-    def cfg(path):
-        overrides = tiny_overrides(path, 4) + ["train.device=cuda", "train.amp=false", "contrast.method=contextrast"]
-        return resolve_config("toy", overrides=overrides)
-
-    straight = Trainer(cfg(tmp_path / "a")).run()
-    interrupted = Trainer(cfg(tmp_path / "b"), reporter=_CtrlCAt(3))
-    with pytest.raises(Interrupted):
-        interrupted.run()
-    payload = load_checkpoint(interrupted.run_dir)
-    resumed = Trainer(resolve_config(base=payload["config"]), resume=payload, run_dir=interrupted.run_dir).run()
-    assert resumed.iterations == 4
-    a = model_from_checkpoint(load_checkpoint(straight.run_dir / "last.pt")).state_dict()
-    b = model_from_checkpoint(load_checkpoint(resumed.run_dir / "last.pt")).state_dict()
-    for key in a:  # cuDNN and atomics make the GPU run-to-run nondeterministic at the 1e-6 level
-        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-4), key
+    over (float32: bfloat16 rounding would swamp the comparison; cuDNN and atomics make the
+    GPU nondeterministic at the 1e-6 level)."""
+    check_resume_matches_uninterrupted_run(
+        tmp_path, ["train.device=cuda", "train.amp=false", "contrast.method=contextrast"], atol=1e-4)
 
 
 def test_amp_training_run_is_finite(tmp_path):
