@@ -38,9 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import add_network_args, conv_flops, machine, network_overrides, scene_batch  # noqa: E402
 from contextrast_cli.config import resolve_config  # noqa: E402
-from contextrast_cli.contrast.heads import build_projectors  # noqa: E402
+from contextrast_cli.contrast.build import build_criterion  # noqa: E402
 from contextrast_cli.engine.device import setup_runtime  # noqa: E402
-from contextrast_cli.engine.trainer import training_step  # noqa: E402
+from contextrast_cli.engine.step import training_step  # noqa: E402
 from contextrast_cli.models.registry import build_model  # noqa: E402
 
 
@@ -71,18 +71,18 @@ def build(args: argparse.Namespace, method: str):
     cfg = resolve_config(args.preset, overrides=overrides(args, method))
     runtime = setup_runtime(cfg.train.device, cfg.train.amp, seed=0, fixed_shapes=True)
     model = build_model(cfg.model, args.num_classes).to(runtime.device).train()
-    projectors = None
-    if cfg.contrast.method != "none":
-        projectors = build_projectors(model.feature_channels, cfg.contrast).to(runtime.device).train()
-    params = list(model.parameters()) + (list(projectors.parameters()) if projectors else [])
+    criterion = build_criterion(cfg.contrast, model.feature_channels)
+    if criterion is not None:
+        criterion.to(runtime.device).train()
+    params = list(model.parameters()) + (list(criterion.parameters()) if criterion else [])
     optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=5e-4)
     images, labels = (t.to(runtime.device) for t in scene_batch(args.batch, args.height, args.width))
-    return cfg, runtime, model, projectors, optimizer, images, labels
+    return cfg, runtime, model, criterion, optimizer, images, labels
 
 
 def child(args: argparse.Namespace) -> dict:
     """Build one configuration, time its steps, report time and memory."""
-    cfg, runtime, model, projectors, optimizer, images, labels = build(args, args.child)
+    cfg, runtime, model, criterion, optimizer, images, labels = build(args, args.child)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     cuda = runtime.device.type == "cuda"
     base_rss = _rss_mb()
@@ -92,7 +92,7 @@ def child(args: argparse.Namespace) -> dict:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         start, cpu_start = time.perf_counter(), time.process_time()
-        training_step(model, optimizer, images, labels, runtime.autocast, projectors, cfg.contrast)
+        training_step(model, optimizer, images, labels, runtime.autocast, criterion)
         if cuda:
             torch.cuda.synchronize()
         if index >= args.warmup:
@@ -102,7 +102,7 @@ def child(args: argparse.Namespace) -> dict:
               "step_cpu_s": statistics.median(cpu_times),
               "peak_rss_mb": _rss_mb(), "base_rss_mb": base_rss,
               "peak_alloc_mb": None if cuda else _peak_alloc_mb(
-                  lambda: training_step(model, optimizer, images, labels, runtime.autocast, projectors, cfg.contrast)),
+                  lambda: training_step(model, optimizer, images, labels, runtime.autocast, criterion)),
               "params": sum(p.numel() for p in params), "machine": machine(runtime.device)}
     if cuda:
         result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -153,7 +153,7 @@ def flop_shares(args: argparse.Namespace) -> dict:
     network = conv_flops(model, images) / 2
     with torch.no_grad():
         features = model(images)["features"]
-    heads = build_projectors(model.feature_channels, cfg.contrast).train()
+    heads = build_criterion(cfg.contrast, model.feature_channels).heads.train()
     projection = sum(conv_flops(heads[i], features[layer - 1])
                      for i, layer in enumerate(cfg.contrast.used_layers)) / 2
     return {"network_gflop": network / 1e9, "heads_gflop": projection / 1e9,
@@ -168,14 +168,13 @@ def paired(args: argparse.Namespace) -> dict:
     the median of the per-pair ratios resolves what ratios of separate children, minutes
     apart, cannot on a shared machine. No memory figure (one process holds both).
     """
-    cfg, runtime, model, projectors, optimizer, images, labels = build(args, args.method)
+    cfg, runtime, model, criterion, optimizer, images, labels = build(args, args.method)
 
     def step(contrast: bool) -> float:
         if runtime.device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        training_step(model, optimizer, images, labels, runtime.autocast, projectors if contrast else None,
-                      cfg.contrast)
+        training_step(model, optimizer, images, labels, runtime.autocast, criterion if contrast else None)
         if runtime.device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - start

@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import add_network_args, conv_flops, machine, network_overrides, scene_batch  # noqa: E402
 from contextrast_cli.config import resolve_config  # noqa: E402
-from contextrast_cli.contrast.heads import build_projectors  # noqa: E402
+from contextrast_cli.contrast.build import build_criterion  # noqa: E402
 from contextrast_cli.data.specs import DATASETS, default_palette  # noqa: E402
 from contextrast_cli.engine.checkpoint import describe, model_from_checkpoint, save_checkpoint  # noqa: E402
-from contextrast_cli.engine.onnx_eval import open_session  # noqa: E402
+from contextrast_cli.export.verify import open_session  # noqa: E402
 from contextrast_cli.export import ExportOptions, export_checkpoint  # noqa: E402
 from contextrast_cli.models.registry import build_model  # noqa: E402
 
@@ -61,9 +61,9 @@ def write_checkpoint(cfg, path: Path) -> None:
                                  palette=spec.palette or default_palette(len(classes)))
     torch.manual_seed(0)
     model = build_model(cfg.model, len(classes))
-    projectors = build_projectors(model.feature_channels, cfg.contrast) if cfg.contrast.method != "none" else None
+    criterion = build_criterion(cfg.contrast, model.feature_channels)
     save_checkpoint(path, {**describe(cfg, dataset), "model": model.state_dict(), "iteration": 0,
-                           "contrast": projectors.state_dict() if projectors is not None else None})
+                           "contrast": criterion.heads.state_dict() if criterion is not None else None})
 
 
 @torch.inference_mode()

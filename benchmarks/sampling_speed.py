@@ -6,7 +6,7 @@ maps of a 360x480 input (HRNet's branches), pixel-contrast uses the stride-4 map
 are synthetic street scenes; the prediction BANE and the hard/easy split see is the label
 map shifted by a few pixels with random wrong blobs (error regions along boundaries and
 inside objects, as mid-training). The variants run interleaved, ``--repeats`` times each,
-through the same ``contrast_losses`` the trainer calls (identity projection heads).
+through the same loss object (``build_criterion``) the trainer calls (identity projection heads).
 
     python benchmarks/sampling_speed.py [--device cuda] [--repeats 20]
 
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import machine, scene_batch  # noqa: E402
 from contextrast_cli.config import ContrastConfig  # noqa: E402
-from contextrast_cli.contrast.loss import contrast_losses  # noqa: E402
+from contextrast_cli.contrast.build import build_criterion  # noqa: E402
 
 STRIDES = (4, 8, 16, 32)
 
@@ -64,11 +64,12 @@ def variants() -> dict[str, ContrastConfig]:
 
 def time_once(cfg: ContrastConfig, feats, labels, logits, device: torch.device) -> float:
     leaves = [f.detach().requires_grad_() for f in feats]
-    heads = nn.ModuleList(nn.Identity() for _ in cfg.used_layers)
+    criterion = build_criterion(cfg, [f.shape[1] for f in feats])
+    criterion.heads = nn.ModuleList(nn.Identity() for _ in cfg.used_layers)
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    terms = contrast_losses(leaves, logits, labels, heads, cfg)
+    terms = criterion(leaves, logits, labels)
     sum(v for k, v in terms.items() if k.startswith("loss_")).backward()
     if device.type == "cuda":
         torch.cuda.synchronize()

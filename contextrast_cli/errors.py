@@ -37,6 +37,26 @@ class VerificationError(ContextrastError):
     exit_code = 1
 
 
+class Interrupted(ContextrastError):
+    """Training stopped by a signal between two steps; ``last.pt`` has been saved.
+
+    The exit code tells schedulers and scripts what stopped the run: 130 for SIGINT
+    (Ctrl-C), 143 for SIGTERM (what cluster schedulers send before preemption).
+    """
+
+    exit_code = 130
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Diverged(ContextrastError):
+    """The loss became NaN or infinite; nothing non-finite was saved."""
+
+    exit_code = 3
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first non-empty line of an exception's message (its type name if it has none), cut to ``limit``."""
     text = str(exc).strip()

@@ -76,17 +76,17 @@ def cell_centres(index: torch.Tensor, width: int, cell: tuple[float, float]) -> 
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, image: np.ndarray, mean, std,
+def predict(model: torch.nn.Module, image: np.ndarray,
             device: torch.device) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """Eval-mode prediction (H, W) on the CPU and the (h, w) of every tapped layer.
 
     Args:
-        image: (H, W, 3) uint8 RGB, normalised here as the evaluator's transform does.
+        image: (H, W, 3) uint8 RGB, scaled to [0, 1] here as the evaluator's transform does
+            (the network normalises).
     """
     from contextrast_cli.engine.evaluator import predict_probs
 
-    x = torch.from_numpy(image).permute(2, 0, 1).float().div(255)
-    x = ((x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None])[None].to(device)
+    x = torch.from_numpy(image).permute(2, 0, 1).float().div(255)[None].to(device)
     height, width = image.shape[:2]  # the segmentor's contract: tap i is ceil(H / s_i) x ceil(W / s_i)
     sizes = [(-(-height // s), -(-width // s)) for s in model.feature_strides]
     return predict_probs(model, x).argmax(1)[0].cpu(), sizes
@@ -152,8 +152,6 @@ class Loaded:
     model: torch.nn.Module
     meta: Meta
     layers: tuple[int, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
     data: object  # the checkpoint config's data section, for --split
 
 
@@ -173,7 +171,7 @@ def load_for_visualize(path: Path, device: torch.device, layers: str | None = No
                 colour_table(data["palette"], data["ignore_index"]), data["ignore_index"],
                 ratio or cfg.contrast.bane.ratio, cfg.contrast.max_negatives, cfg.contrast.method)
     return Loaded(Path(path), model, meta, parse_layers(layers, len(model.feature_strides), cfg.contrast.layers),
-                  tuple(payload["normalization"]["mean"]), tuple(payload["normalization"]["std"]), cfg.data)
+                  cfg.data)
 
 
 def gather_inputs(images: list[Path], label: Path | None, split: str | None, num: int,
@@ -203,7 +201,7 @@ def figure(image: np.ndarray, label: np.ndarray | None, loaded: list[Loaded], de
     """Predict with every checkpoint, compute the BANE views, draw the figure (RGB)."""
     results = []
     for item in loaded:
-        pred, sizes = predict(item.model, image, item.mean, item.std, device)
+        pred, sizes = predict(item.model, image, device)
         views = [] if label is None else bane_view(
             pred, torch.from_numpy(label.astype(np.int64)), {layer: sizes[layer - 1] for layer in item.layers},
             len(item.meta.classes), item.meta.max_negatives, item.meta.ratio, item.meta.ignore_index)

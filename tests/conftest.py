@@ -4,8 +4,25 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+from typer.testing import CliRunner
 
+from contextrast_cli.cli import app
 from contextrast_cli.config import resolve_config
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    """Run ``contextrast ARGS`` in-process (Typer's CliRunner); paths and numbers become strings."""
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result, code: int, text: str) -> None:
+    """The command failed with ``code`` and printed one line (no traceback) containing ``text``."""
+    assert result.exit_code == code, result.output
+    assert len(result.output.strip().splitlines()) == 1 and text in result.output, result.output
+    assert "Traceback" not in result.output
 
 
 def tiny_overrides(tmp_path: Path, iterations: int = 4) -> list[str]:
@@ -40,3 +57,21 @@ def camvid_source() -> Path:
     if not path:
         pytest.skip("set CONTEXTRAST_CAMVID to the SegNet CamVid folder to run real-data tests")
     return Path(path)
+
+
+@pytest.fixture
+def bane_case() -> tuple[torch.Tensor, torch.Tensor]:
+    """One 10x12 layer with known BANE picks: (pred, labels), both (10, 12) int64.
+
+    Labels: class 0 everywhere except a class-2 strip in the top-right corner and one ignored
+    pixel. Prediction: a 5x5 block of class 1 over class-0 pixels (the error region of anchor
+    1) and a 1x3 strip of class 2 over class 0 (anchor 2).
+    """
+    labels = torch.zeros(10, 12, dtype=torch.long)
+    labels[0, 9:] = 2
+    labels[9, 0] = 255
+    pred = labels.clone()
+    pred[9, 0] = 0
+    pred[2:7, 2:7] = 1
+    pred[8, 6:9] = 2
+    return pred, labels

@@ -14,26 +14,17 @@ import pytest
 import torch
 from torch import nn
 from torchvision import tv_tensors
-from typer.testing import CliRunner
 
-from contextrast_cli.cli import app
 from contextrast_cli.config import resolve_config
-from contextrast_cli.contrast.heads import build_projectors
+from contextrast_cli.contrast.build import build_criterion
 from contextrast_cli.data.build import locate_dataset
 from contextrast_cli.data.transforms import eval_transform
 from contextrast_cli.engine.checkpoint import (describe, load_checkpoint, model_from_checkpoint,
                                                save_checkpoint)
 from contextrast_cli.export import ExportOptions, export_checkpoint
 from contextrast_cli.models.registry import build_model
-from tests.conftest import tiny_overrides
+from tests.conftest import invoke, one_line_error, tiny_overrides
 from tests.models.small import SMALL_MODELS
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
 
 def session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -52,16 +43,16 @@ def calibrate_batchnorm(model: nn.Module, size=(64, 96)) -> None:
             module.momentum = None  # cumulative average over the calibration batches
     model.train()
     for _ in range(2):
-        model(torch.randn(2, 3, *size, generator=generator))
+        model(torch.rand(2, 3, *size, generator=generator))
     model.eval()
 
 
 def random_checkpoint(path: Path, cfg, dataset) -> tuple[nn.Module, nn.Module]:
     """A checkpoint written by the real ``describe``/``save_checkpoint``: network + projection heads."""
     torch.manual_seed(0)
-    model = build_model(cfg.model, len(dataset.classes))
+    model = build_model(cfg.model, len(dataset.classes), cfg.data.mean, cfg.data.std)
     calibrate_batchnorm(model)
-    projectors = build_projectors(model.feature_channels, cfg.contrast)
+    projectors = build_criterion(cfg.contrast, model.feature_channels).heads
     save_checkpoint(path, {**describe(cfg, dataset), "model": model.state_dict(),
                            "contrast": projectors.state_dict(), "iteration": 0})
     return model, projectors
@@ -104,7 +95,7 @@ def test_export_matches_pytorch_and_holds_only_the_network(name, tmp_path):
     ort_session = session(result.path)
     generator = torch.Generator().manual_seed(2)
     for shape in [(1, 3, 64, 96), (2, 3, 45, 77)]:
-        images = torch.randn(shape, generator=generator)
+        images = torch.rand(shape, generator=generator)
         with torch.no_grad():
             ref = model(images)["out"]
         got = torch.from_numpy(ort_session.run(["logits"], {"image": images.numpy()})[0])
@@ -125,7 +116,9 @@ def test_export_matches_pytorch_and_holds_only_the_network(name, tmp_path):
     floats = [t for t in onnx.load(str(result.path)).graph.initializer if t.data_type == onnx.TensorProto.FLOAT]
     network = [t for t in floats if t.name.startswith("network.")]
     bn_channels = sum(m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d))
-    assert sum(int(np.prod(t.dims)) for t in network) == params - bn_channels == result.counts["initializer_elements"]
+    normalization = model.pixel_mean.numel() + model.pixel_std.numel()  # the graph normalises its input
+    assert sum(int(np.prod(t.dims)) for t in network) == params - bn_channels + normalization
+    assert result.counts["initializer_elements"] == params - bn_channels + normalization
     assert all(int(np.prod(t.dims)) <= 4 for t in floats if not t.name.startswith("network."))
     head_only = {tuple(v.shape) for v in projectors.state_dict().values()} - {tuple(v.shape) for v in state.values()}
     assert head_only and not head_only & {tuple(t.dims) for t in floats}
@@ -154,7 +147,7 @@ def test_training_only_modules_are_dropped_and_counted(toy, tmp_path, monkeypatc
 
 def test_argmax_graph_gives_int64_labels_of_torch(toy):
     path = exported(toy, argmax=True)
-    images = torch.randn(2, 3, 37, 53, generator=torch.Generator().manual_seed(3))
+    images = torch.rand(2, 3, 37, 53, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         logits = toy.model(images)["out"]
     labels = session(path).run(None, {"image": images.numpy()})[0]
@@ -174,10 +167,10 @@ def test_preprocessing_graph_takes_uint8_nhwc(toy):
     payload = load_checkpoint(toy.checkpoint)
     norm = payload["normalization"]
     pixels = torch.randint(0, 256, (2, 37, 53, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(4))
-    normalised = torch.stack([eval_transform(norm["mean"], norm["std"])(tv_tensors.Image(p.permute(2, 0, 1)))
-                              for p in pixels]).as_subclass(torch.Tensor)
+    scaled = torch.stack([eval_transform()(tv_tensors.Image(p.permute(2, 0, 1)))
+                          for p in pixels]).as_subclass(torch.Tensor)
     with torch.no_grad():
-        ref = model_from_checkpoint(payload)(normalised)["out"]
+        ref = model_from_checkpoint(payload)(scaled)["out"]
     got = torch.from_numpy(session(path).run(None, {"image": pixels.numpy()})[0])
     assert got.shape == ref.shape and float((got - ref).abs().max()) <= 1e-3
     assert float((got.argmax(1) == ref.argmax(1)).double().mean()) >= 0.999
@@ -191,7 +184,7 @@ def test_cli_export_writes_graph_and_sidecar_atomically(toy, tmp_path):
     run = tmp_path / "runs" / "toy" / "run"
     run.mkdir(parents=True)
     (run / "best.pt").write_bytes(toy.checkpoint.read_bytes())
-    result = invoke("export", "--onnx", "--runs-dir", tmp_path / "runs", "--height", 40, "--width", 56)
+    result = invoke("export", "--runs-dir", tmp_path / "runs", "--size", "40x56")  # ONNX is the default
     assert result.exit_code == 0, result.output
     assert f"using {tmp_path / 'runs'}" in result.output and "max |logit diff|" in result.output
     assert sorted(p.name for p in run.iterdir()) == ["best.onnx", "best.onnx.json", "best.pt"]  # no temp files
@@ -203,18 +196,12 @@ def test_cli_export_writes_graph_and_sidecar_atomically(toy, tmp_path):
     assert meta["input"] == {"name": "image", "dtype": "float32", "layout": "NCHW",
                              "shape": ["batch", 3, "height", "width"],
                              "dynamic_axes": {"batch": 0, "height": 2, "width": 3},
-                             "meaning": "RGB / 255, minus mean, over std"}
+                             "meaning": "RGB / 255 (the graph normalises)"}
     assert set(meta["versions"]) == {"contextrast", "torch", "onnx", "onnxruntime"}
     counts = meta["parameters"]
     assert f"{counts['network']:,}" in result.output and f"{counts['training_total']:,}" in result.output
     model = onnx.load(str(run / "best.onnx"))
     assert [i.name for i in model.graph.input] == ["image"] and [o.name for o in model.graph.output] == ["logits"]
-
-
-def one_line_error(result, code: int, text: str) -> None:
-    assert result.exit_code == code, result.output
-    assert len(result.output.strip().splitlines()) == 1 and text in result.output
-    assert "Traceback" not in result.output
 
 
 def test_cli_export_bad_inputs_are_one_line(toy, tmp_path):
@@ -226,9 +213,8 @@ def test_cli_export_bad_inputs_are_one_line(toy, tmp_path):
         one_line_error(invoke("export", "--onnx", "--checkpoint", toy.checkpoint, "--opset", opset), 2,
                        f"--opset {opset}: the ONNX exporter (torch.onnx, dynamo) writes opsets 18 to")
     (tmp_path / "file").write_text("x")
-    one_line_error(invoke("export", "--onnx", "--checkpoint", toy.checkpoint, "--output",
+    one_line_error(invoke("export", "--onnx", "--checkpoint", toy.checkpoint, "--out",
                           tmp_path / "file" / "m.onnx"), 2, "cannot write")
-    one_line_error(invoke("export", "--checkpoint", toy.checkpoint), 2, "--onnx")
     one_line_error(invoke("evaluate", "--onnx", tmp_path / "none.onnx"), 2, "does not exist")
     (tmp_path / "bare.onnx").write_bytes(b"")
     one_line_error(invoke("evaluate", "--onnx", tmp_path / "bare.onnx"), 2, "has no sidecar bare.onnx.json")
@@ -241,7 +227,7 @@ def test_cli_export_refuses_unwritable_folder(toy, tmp_path):
     try:
         if os.access(locked, os.W_OK):
             pytest.skip("running as a user that chmod does not stop (root)")
-        one_line_error(invoke("export", "--onnx", "--checkpoint", toy.checkpoint, "--output", locked / "m.onnx"),
+        one_line_error(invoke("export", "--onnx", "--checkpoint", toy.checkpoint, "--out", locked / "m.onnx"),
                        2, "cannot write")
         assert list(locked.iterdir()) == []
     finally:

@@ -7,26 +7,19 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import contextrast_cli.visualize as visualize
 from contextrast_cli import viz
-from contextrast_cli.cli import app
 from contextrast_cli.config import resolve_config
 from contextrast_cli.contrast.loss import resize_labels
 from contextrast_cli.contrast.sampling import select_negatives
 from contextrast_cli.engine.checkpoint import config_from_checkpoint, load_checkpoint, model_from_checkpoint
 from contextrast_cli.engine.trainer import Trainer
 from contextrast_cli.models.registry import build_model
-from tests.conftest import tiny_overrides
+from tests.conftest import invoke, tiny_overrides
 from tests.models.small import SMALL_MODELS
 
-runner = CliRunner()
 PALETTE = ((255, 0, 0), (0, 255, 0), (0, 0, 255))  # none is white or the top-up grey
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -40,22 +33,14 @@ def trained(tmp_path_factory):
     return run_dir, image, images.parent / "labels" / f"{image.stem}.png"
 
 
-def constructed_case(cell: int = 8):
-    """The BANE test's 10x12 layer (a 5x5 block predicted 1 over class 0, a 1x3 strip predicted 2)
-    blown up to an image of ``cell``-pixel cells, so the layer grid is known exactly."""
-    labels = torch.zeros(10, 12, dtype=torch.long)
-    labels[0, 9:] = 2
-    labels[9, 0] = 255
-    pred = labels.clone()
-    pred[9, 0] = 0
-    pred[2:7, 2:7] = 1
-    pred[8, 6:9] = 2
-    blow = lambda t: t.repeat_interleave(cell, 0).repeat_interleave(cell, 1)  # noqa: E731
-    return blow(pred), blow(labels)
+def blown_up(case, cell: int = 8):
+    """The BANE fixture's 10x12 layer blown up to an image of ``cell``-pixel cells, so the
+    layer grid is known exactly."""
+    return tuple(t.repeat_interleave(cell, 0).repeat_interleave(cell, 1) for t in case)
 
 
-def test_constructed_case_marks_exactly_the_pixels_bane_must_pick():
-    pred, label = constructed_case()
+def test_constructed_case_marks_exactly_the_pixels_bane_must_pick(bane_case):
+    pred, label = blown_up(bane_case)
     (view,) = visualize.bane_view(pred, label, {1: (10, 12)}, num_classes=3, max_negatives=20, ratio=0.62)
     ring = {(y, x) for y in range(2, 7) for x in range(2, 7) if y in (2, 6) or x in (2, 6)}
     strip = {(8 * 6 + 4, 8 * 8 + 4, 2), (8 * 7 + 4, 8 * 8 + 4, 2)}  # the first two of the 1x3 strip
@@ -77,11 +62,10 @@ def test_constructed_case_marks_exactly_the_pixels_bane_must_pick():
 def independent_selection(model, image, label, payload):
     """BANE picks per layer as the training step makes them: train-mode features, then the
     loss's resizing and ``select_negatives`` with the visualizer's seed."""
-    contrast, norm = config_from_checkpoint(payload).contrast, payload["normalization"]
-    mean, std = torch.tensor(norm["mean"])[:, None, None], torch.tensor(norm["std"])[:, None, None]
-    x = ((torch.from_numpy(image).permute(2, 0, 1).float() / 255 - mean) / std)[None]
-    with torch.no_grad():
-        features = copy.deepcopy(model.backbone).train()(x)  # the taps the loss sees (B = 1 ASPP cannot train)
+    contrast = config_from_checkpoint(payload).contrast
+    x = (torch.from_numpy(image).permute(2, 0, 1).float() / 255)[None]
+    with torch.no_grad():  # the taps the loss sees (B = 1 ASPP cannot train)
+        features = copy.deepcopy(model.backbone).train()(model.normalize(x))
         pred = model(x)["out"].argmax(1)  # (1, H, W): the eval-mode prediction the figure shows
     target, num_classes = torch.from_numpy(label.astype(np.int64))[None], len(payload["dataset"]["classes"])
     picks, topups = {}, {}
@@ -212,7 +196,7 @@ def test_layer_sizes_are_the_sizes_the_loss_sees(name):
     """Padded networks (HRNet) included: the drawn layers have the training features' sizes."""
     model = build_model(SMALL_MODELS[name], 3).eval()
     image = np.random.default_rng(0).integers(0, 255, (45, 77, 3), dtype=np.uint8)
-    _, sizes = visualize.predict(model, image, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), torch.device("cpu"))
+    _, sizes = visualize.predict(model, image, torch.device("cpu"))
     with torch.no_grad():
         features = model.train()(torch.zeros(2, 3, 45, 77))["features"]  # batch 2: BN in training mode
     assert sizes == [tuple(f.shape[-2:]) for f in features]

@@ -1,13 +1,12 @@
 """Projection heads pi_i: training-only modules owned by the trainer, never exported."""
 
 import weakref
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from contextrast_cli.config import ContrastConfig
 from contextrast_cli.contrast.fused import dense_gradient
-from contextrast_cli.errors import ConfigError
 
 
 class ProjectionHead(nn.Module):
@@ -29,9 +28,11 @@ class ProjectionHead(nn.Module):
     gradient is written only inside the replay.
 
     The replay needs the network's loss to reach the feature in the same backward, which
-    the trainer's loss (cross-entropy plus the contrastive terms) always does;
-    ``flush_deferred`` after the backward finishes the heads' own parameter gradients and
-    says so when a feature's part was lost.
+    the trainer's loss (cross-entropy plus the contrastive terms) always does. Nothing needs
+    to be called after the backward: the first time the loss's gradient reaches a head, the
+    head queues a callback on autograd's engine that runs when that backward ends; it
+    finishes the head's own parameter gradients if the replay never ran (a frozen or
+    detached feature) and raises when a feature's contrastive part was lost.
     """
 
     def __init__(self, in_channels: int, hidden: int, out_channels: int) -> None:
@@ -103,6 +104,21 @@ class _Deferred:
         if self.hooked:
             self.target.register_hook(self.replay)
 
+    def finish(self) -> None:
+        """At the end of the backward that reached the head: replay what the network's backward did
+        not (the head's own parameter gradients), and raise when a feature's part was lost.
+
+        Raises:
+            RuntimeError: the contrastive gradient of a feature that needs one was lost (the
+                network's loss did not reach that feature in the same backward).
+        """
+        if self.grad_out is None:  # replayed by the feature's hook
+            return
+        lost = self.hooked
+        self.replay()
+        if lost:  # raised from a callback queued behind the other heads' ones, so they all finish first
+            torch.autograd.Variable._execution_engine.queue_callback(_raise_lost)
+
     def defer_gradient(self, left: torch.Tensor, right: torch.Tensor, placeholder: torch.Tensor) -> None:
         """Take dL/dout as factors, (B, D, N) = left^T (D, R) @ right (B, R, N), written only at the
         replay; ``placeholder`` is the zero autograd carries instead (one element, expanded)."""
@@ -137,6 +153,12 @@ class _Deferred:
         return base.grad.add_(grad_target)
 
 
+def _raise_lost() -> None:
+    raise RuntimeError("a projection head's gradient could not reach its feature: the heads replay "
+                       "their backward when the network's backward reaches the tapped features, so "
+                       "backpropagate the network's loss together with the contrastive terms")
+
+
 class _Boundary(torch.autograd.Function):
     """The head's output without its graph; the backward hands dL/demb to the pending replay."""
 
@@ -148,6 +170,8 @@ class _Boundary(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         ctx.pending.grad_out = grad_out
+        # runs when this backward ends, after every hook (the replay) had its chance
+        torch.autograd.Variable._execution_engine.queue_callback(ctx.pending.finish)
         return (None,) * len(ctx.needs_input_grad)
 
 
@@ -160,35 +184,8 @@ def deferred_sink(head: nn.Module, out: torch.Tensor) -> "_Deferred | None":
     return None
 
 
-def flush_deferred(projectors: nn.ModuleList | None) -> None:
-    """After ``loss.backward()``: finish the parameter gradients of heads whose replay did not run
-    (a replay that ran has cleared its ``grad_out`` and returns at once).
-
-    Raises:
-        RuntimeError: the contrastive gradient of a feature that needs one was lost (the
-            network's loss did not reach that feature in the same backward).
-    """
-    lost = False
-    for head in projectors or ():
-        for pending in list(head._pending):
-            lost = lost or (pending.hooked and pending.grad_out is not None)
-            pending.replay()
-        head._pending.clear()
-    if lost:
-        raise RuntimeError("a projection head's gradient could not reach its feature: the heads replay "
-                           "their backward when the network's backward reaches the tapped features, so "
-                           "backpropagate the network's loss together with the contrastive terms")
-
-
-def build_projectors(feature_channels: list[int], cfg: ContrastConfig) -> nn.ModuleList:
-    """One head per used layer (``cfg.used_layers``: 1-based tap indices).
-
-    Raises:
-        ConfigError: a layer the network does not tap.
-    """
-    if max(cfg.layers) > len(feature_channels):
-        raise ConfigError(f"contrast.layers: {list(cfg.layers)} but the network taps only "
-                          f"{len(feature_channels)} layers (1..{len(feature_channels)})")
-    return nn.ModuleList(
-        ProjectionHead(feature_channels[i - 1], min(feature_channels[i - 1], cfg.hidden_cap), cfg.embed_dim)
-        for i in cfg.used_layers)
+def build_heads(in_channels: Sequence[int], layers: Sequence[int], hidden_cap: int, embed_dim: int) -> nn.ModuleList:
+    """One head per entry of ``layers`` (1-based tap indices into ``in_channels``), hidden width
+    min(C_i, ``hidden_cap``), output ``embed_dim``."""
+    return nn.ModuleList(ProjectionHead(in_channels[i - 1], min(in_channels[i - 1], hidden_cap), embed_dim)
+                         for i in layers)

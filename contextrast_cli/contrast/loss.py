@@ -1,13 +1,20 @@
-"""The contrastive losses over the used layers: named, already-weighted terms plus diagnostics."""
+"""The contrastive losses as objects: settings fixed at construction, projection heads owned,
+tensors in, named and already-weighted terms plus diagnostics out.
+
+Both are ``nn.Module``s called as ``terms = criterion(features, logits, target)``; add the
+``loss_*`` terms to the network's loss and call ``backward()`` once: the heads' deferred
+backward (``contrast.heads``) finishes by itself when that backward ends.
+"""
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contextrast_cli.config import ContrastConfig
 from contextrast_cli.contrast.ccl import class_means, contextual_anchors, pixel_anchor_loss
 from contextrast_cli.contrast.fused import GradLink
-from contextrast_cli.contrast.heads import deferred_sink
+from contextrast_cli.contrast.heads import build_heads, deferred_sink
 from contextrast_cli.contrast.pixel_contrast import pixel_contrast_loss
 from contextrast_cli.contrast.sampling import sample_positives, select_negatives
 from contextrast_cli.data.specs import IGNORE_INDEX
@@ -24,74 +31,138 @@ def predict_at(logits: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(logits.detach(), size=tuple(size), mode="nearest").argmax(1)
 
 
-def contrast_losses(features: list[torch.Tensor], logits: torch.Tensor, target: torch.Tensor,
-                    projectors: nn.ModuleList, cfg: ContrastConfig) -> dict[str, torch.Tensor]:
-    """The terms of ``cfg.method`` (contextrast or pixel-contrast); see those functions."""
-    if cfg.method == "pixel-contrast":
-        return pixel_contrast_losses(features, logits, target, projectors, cfg)
-    return contextrast_losses(features, logits, target, projectors, cfg)
+def _check_layers(in_channels: Sequence[int], layers: Sequence[int]) -> None:
+    if not layers or list(layers) != sorted(set(layers)) or layers[0] < 1:
+        raise ValueError(f"layers must be distinct, ascending, 1-based tap indices, got {list(layers)}")
+    if layers[-1] > len(in_channels):
+        raise ValueError(f"layers {list(layers)} but the network taps only {len(in_channels)} layers "
+                         f"(in_channels {list(in_channels)})")
 
 
-def pixel_contrast_losses(features: list[torch.Tensor], logits: torch.Tensor, target: torch.Tensor,
-                          projectors: nn.ModuleList, cfg: ContrastConfig) -> dict[str, torch.Tensor]:
-    """alpha * the Wang et al. baseline on the last entry of ``cfg.layers``, as ``loss_pc``,
-    plus ``pc_pairs`` (qualifying image-class pairs) and ``pc_views`` (pixels per pair)."""
-    (layer,) = cfg.used_layers
-    emb = projectors[0](features[layer - 1])
-    labels = resize_labels(target, emb.shape[-2:])
-    pred = predict_at(logits, emb.shape[-2:])
-    with torch.autocast(emb.device.type, enabled=False):  # the loss runs in float32
-        out = pixel_contrast_loss(emb.float(), labels, pred, logits.shape[1], cfg.tau, cfg.pixel_contrast,
-                                  IGNORE_INDEX)
-    return {"loss_pc": cfg.alpha * out["loss"], "pc_pairs": out["pairs"], "pc_views": out["views"]}
-
-
-def contextrast_losses(features: list[torch.Tensor], logits: torch.Tensor, target: torch.Tensor,
-                       projectors: nn.ModuleList, cfg: ContrastConfig) -> dict[str, torch.Tensor]:
-    """alpha * lambda_i * L_i for every used layer, as ``loss_ccl_l{i}``, plus diagnostics.
+class ContextrastLoss(nn.Module):
+    """CCL + BANE (METHOD.md sections 2-3): alpha * lambda_i * L_i for every layer, as
+    ``loss_ccl_l{i}``, plus ``ccl_*`` diagnostics (classes present, BANE and top-up negatives
+    per anchor, mean anchor-positive / anchor-negative similarity).
 
     Args:
-        features: the segmentor's tapped maps [F_1 .. F_I].
-        logits: (B, K, H, W) current prediction logits (detached for BANE).
-        target: (B, H, W) ground truth, 255 ignored.
-        projectors: one head per entry of ``cfg.layers``.
-
-    Returns:
-        ``loss_ccl_l{i}`` terms and ``ccl_*`` diagnostics (classes present, BANE and top-up
-        negatives per layer, mean anchor-positive / anchor-negative similarity).
+        in_channels: channels of the network's tapped maps [F_1 .. F_I], shallow to deep.
+        layers: the taps used (1-based); one projection head each.
+        lambdas: per-layer weights, one per entry of ``layers``.
+        alpha: weight of the whole term in L = L_CE + alpha * L_PA.
+        tau: temperature.
+        embed_dim, hidden_cap: head output width d and hidden width cap.
+        anchor_weights: (w_l, w_h) of the cross-layer anchor update, summing to 1.
+        anchor_stop_grad: detach the deepest anchors inside shallower ones.
+        max_positives, max_negatives: sampling caps per class / anchor and layer.
+        bane_ratio: BANE's fraction K, or None for random negatives only.
+        ignore_index: label value that takes no part.
     """
-    num_classes = logits.shape[1]
-    flats, labels, means, counts, links = [], [], [], [], []
-    for layer, head in zip(cfg.layers, projectors):
-        emb = head(features[layer - 1])  # (B, D, h, w)
-        labels.append(resize_labels(target, emb.shape[-2:]))  # (B, h, w)
-        with torch.autocast(emb.device.type, enabled=False):  # the loss runs in float32 (float64 stays)
-            flats.append(emb.flatten(2))  # (B, D, h*w), a view in the head's dtype: upcast inside
-            # a head's deferred output takes its gradient as factors: no dense write in the loss's backward
-            links.append(GradLink(deferred_sink(head, emb)))
-            mean, count = class_means(flats[-1], labels[-1].flatten(1), num_classes, links[-1])
-        means.append(mean)
-        counts.append(count)
-    terms: dict[str, torch.Tensor] = {}
-    with torch.autocast(logits.device.type, enabled=False):
-        anchors = contextual_anchors(means, counts, *cfg.anchor_weights, stop_grad=cfg.anchor_stop_grad)
-        for index, layer in enumerate(cfg.layers):
-            terms.update(_layer_terms(layer, flats[index], labels[index], logits, anchors[index], counts[index],
-                                      cfg.lambdas[index], num_classes, cfg, links[index]))
-    return terms
+
+    def __init__(self, in_channels: Sequence[int], *, layers: Sequence[int] = (1, 2, 3, 4),
+                 lambdas: Sequence[float] = (0.1, 0.4, 0.7, 1.0), alpha: float = 0.1, tau: float = 0.1,
+                 embed_dim: int = 256, hidden_cap: int = 512, anchor_weights: tuple[float, float] = (0.7, 0.3),
+                 anchor_stop_grad: bool = False, max_positives: int = 1024, max_negatives: int = 2048,
+                 bane_ratio: float | None = 0.5, ignore_index: int = IGNORE_INDEX) -> None:
+        super().__init__()
+        layers = tuple(layers)
+        _check_layers(in_channels, layers)
+        if len(lambdas) != len(layers):
+            raise ValueError(f"lambdas has {len(lambdas)} entries but layers has {len(layers)}")
+        if abs(sum(anchor_weights) - 1.0) > 1e-6:
+            raise ValueError(f"anchor_weights must sum to 1, got {list(anchor_weights)}")
+        if bane_ratio is not None and not 0 < bane_ratio <= 1:
+            raise ValueError(f"bane_ratio must be in (0, 1] or None, got {bane_ratio}")
+        self.layers, self.lambdas = layers, tuple(lambdas)
+        self.alpha, self.tau = alpha, tau
+        self.anchor_weights, self.anchor_stop_grad = tuple(anchor_weights), anchor_stop_grad
+        self.max_positives, self.max_negatives = max_positives, max_negatives
+        self.bane_ratio, self.ignore_index = bane_ratio, ignore_index
+        self.heads = build_heads(in_channels, layers, hidden_cap, embed_dim)
+
+    def extra_repr(self) -> str:
+        return (f"layers={self.layers}, lambdas={self.lambdas}, alpha={self.alpha}, tau={self.tau}, "
+                f"anchor_weights={self.anchor_weights}, anchor_stop_grad={self.anchor_stop_grad}, "
+                f"max_positives={self.max_positives}, max_negatives={self.max_negatives}, "
+                f"bane_ratio={self.bane_ratio}, ignore_index={self.ignore_index}")
+
+    def forward(self, features: list[torch.Tensor], logits: torch.Tensor,
+                target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Args: features, the network's tapped maps [F_1 .. F_I]; logits (B, K, H, W), the
+        current prediction (detached for BANE); target (B, H, W), ``ignore_index`` ignored."""
+        num_classes = logits.shape[1]
+        flats, labels, means, counts, links = [], [], [], [], []
+        for layer, head in zip(self.layers, self.heads):
+            emb = head(features[layer - 1])  # (B, D, h, w)
+            labels.append(resize_labels(target, emb.shape[-2:]))  # (B, h, w)
+            with torch.autocast(emb.device.type, enabled=False):  # the loss runs in float32 (float64 stays)
+                flats.append(emb.flatten(2))  # (B, D, h*w), a view in the head's dtype: upcast inside
+                # a head's deferred output takes its gradient as factors: no dense write in the backward
+                links.append(GradLink(deferred_sink(head, emb)))
+                mean, count = class_means(flats[-1], labels[-1].flatten(1), num_classes, links[-1])
+            means.append(mean)
+            counts.append(count)
+        terms: dict[str, torch.Tensor] = {}
+        with torch.autocast(logits.device.type, enabled=False):
+            anchors = contextual_anchors(means, counts, *self.anchor_weights, stop_grad=self.anchor_stop_grad)
+            for index, layer in enumerate(self.layers):
+                terms.update(self._layer_terms(
+                    layer, self.lambdas[index], flats[index], labels[index], logits, anchors[index],
+                    counts[index], links[index]))
+        return terms
+
+    def _layer_terms(self, layer: int, weight: float, flat: torch.Tensor, labels: torch.Tensor,
+                     logits: torch.Tensor, anchor: torch.Tensor, counts: torch.Tensor,
+                     link: GradLink) -> dict[str, torch.Tensor]:
+        num_classes = anchor.shape[0]
+        pos_index, pos_valid = sample_positives(labels.reshape(-1), num_classes, self.max_positives)
+        negatives = select_negatives(predict_at(logits, labels.shape[-2:]), labels, num_classes,
+                                     self.max_negatives, self.bane_ratio, self.ignore_index)
+        neg_valid, is_bane = negatives.valid, negatives.is_bane
+        out = pixel_anchor_loss(anchor, flat, pos_index, pos_valid, negatives.index, neg_valid, self.tau, link)
+        present = (counts > 0).sum().float()
+        bane = is_bane.sum().float()
+        return {f"loss_ccl_l{layer}": self.alpha * weight * out["loss"],
+                f"ccl_l{layer}_classes": present,
+                f"ccl_l{layer}_bane": bane / present.clamp_min(1),
+                f"ccl_l{layer}_topup": (neg_valid.sum() - bane) / present.clamp_min(1),
+                f"ccl_l{layer}_pos_sim": out["pos_sim"],
+                f"ccl_l{layer}_neg_sim": out["neg_sim"]}
 
 
-def _layer_terms(layer, flat, labels, logits, anchor, counts, weight, num_classes, cfg, link) -> dict:
-    pos_index, pos_valid = sample_positives(labels.reshape(-1), num_classes, cfg.max_positives)
-    negatives = select_negatives(predict_at(logits, labels.shape[-2:]), labels, num_classes, cfg.max_negatives,
-                                 cfg.bane.ratio if cfg.bane.enabled else None, IGNORE_INDEX)
-    neg_valid, is_bane = negatives.valid, negatives.is_bane
-    out = pixel_anchor_loss(anchor, flat, pos_index, pos_valid, negatives.index, neg_valid, cfg.tau, link)
-    present = (counts > 0).sum().float()
-    bane = is_bane.sum().float()
-    return {f"loss_ccl_l{layer}": cfg.alpha * weight * out["loss"],
-            f"ccl_l{layer}_classes": present,
-            f"ccl_l{layer}_bane": bane / present.clamp_min(1),
-            f"ccl_l{layer}_topup": (neg_valid.sum() - bane) / present.clamp_min(1),
-            f"ccl_l{layer}_pos_sim": out["pos_sim"],
-            f"ccl_l{layer}_neg_sim": out["neg_sim"]}
+class PixelContrastLoss(nn.Module):
+    """The baseline of Wang et al. (ICCV 2021) on one tap: alpha * SupCon as ``loss_pc``, plus
+    ``pc_pairs`` (qualifying image-class pairs) and ``pc_views`` (pixels per pair).
+
+    Args:
+        in_channels: channels of the network's tapped maps.
+        layer: the tap used (1-based).
+        tau, base_tau: temperature, and the base the loss is scaled by (tau / base_tau).
+        max_samples, max_views: pixels sampled in all, and per (image, class) pair at most.
+        Others as ``ContextrastLoss``.
+    """
+
+    def __init__(self, in_channels: Sequence[int], *, layer: int = 4, alpha: float = 0.1, tau: float = 0.1,
+                 base_tau: float = 0.07, max_samples: int = 1024, max_views: int = 100, embed_dim: int = 256,
+                 hidden_cap: int = 512, ignore_index: int = IGNORE_INDEX) -> None:
+        super().__init__()
+        _check_layers(in_channels, (layer,))
+        self.layers = (layer,)
+        self.alpha, self.tau, self.base_tau = alpha, tau, base_tau
+        self.max_samples, self.max_views, self.ignore_index = max_samples, max_views, ignore_index
+        self.heads = build_heads(in_channels, self.layers, hidden_cap, embed_dim)
+
+    def extra_repr(self) -> str:
+        return (f"layer={self.layers[0]}, alpha={self.alpha}, tau={self.tau}, base_tau={self.base_tau}, "
+                f"max_samples={self.max_samples}, max_views={self.max_views}, ignore_index={self.ignore_index}")
+
+    def forward(self, features: list[torch.Tensor], logits: torch.Tensor,
+                target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Arguments as ``ContextrastLoss.forward``."""
+        emb = self.heads[0](features[self.layers[0] - 1])
+        labels = resize_labels(target, emb.shape[-2:])
+        pred = predict_at(logits, emb.shape[-2:])
+        with torch.autocast(emb.device.type, enabled=False):  # the loss runs in float32
+            out = pixel_contrast_loss(emb.float(), labels, pred, logits.shape[1], tau=self.tau,
+                                      base_tau=self.base_tau, max_samples=self.max_samples,
+                                      max_views=self.max_views, ignore_index=self.ignore_index)
+        return {"loss_pc": self.alpha * out["loss"], "pc_pairs": out["pairs"], "pc_views": out["views"]}

@@ -16,7 +16,6 @@ classes; the number of qualifying pairs is the one host synchronisation (it sets
 
 import torch
 
-from contextrast_cli.config import PixelContrastConfig
 from contextrast_cli.contrast.sampling import count_ids, shuffle_within_groups
 
 
@@ -90,23 +89,25 @@ def supcon_loss(samples: torch.Tensor, classes: torch.Tensor, tau: float, base_t
     return -(tau / base_tau) * (mean_log_prob * has_pos).sum() / has_pos.sum().clamp_min(1)
 
 
-def pixel_contrast_loss(emb: torch.Tensor, labels: torch.Tensor, pred: torch.Tensor, num_classes: int,
-                        tau: float, cfg: PixelContrastConfig, ignore_index: int = 255) -> dict[str, torch.Tensor]:
-    """The baseline's loss on one layer.
+def pixel_contrast_loss(emb: torch.Tensor, labels: torch.Tensor, pred: torch.Tensor, num_classes: int, *,
+                        tau: float = 0.1, base_tau: float = 0.07, max_samples: int = 1024, max_views: int = 100,
+                        ignore_index: int = 255) -> dict[str, torch.Tensor]:
+    """The baseline's loss on one layer (the defaults are its paper's values).
 
     Args:
         emb: (B, D, h, w) unit embeddings.
         labels, pred: (B, h, w) ground truth and detached prediction at the embedding's size.
+        max_samples, max_views: see ``sample_views``.
 
     Returns:
         ``loss`` (0 with a gradient path when no pair qualifies), ``pairs`` and ``views``.
     """
     flat = emb.flatten(2)  # (B, D, N), a view
-    index, classes = sample_views(labels, pred, num_classes, cfg.max_samples, cfg.max_views, ignore_index)
+    index, classes = sample_views(labels, pred, num_classes, max_samples, max_views, ignore_index)
     if index.numel() == 0:
         return {"loss": emb.sum() * 0.0, "pairs": emb.new_zeros(()), "views": emb.new_zeros(())}
     pixels = flat.shape[-1]
     samples = flat[index // pixels, :, index % pixels]  # (A, V, D): only the sampled pixels move
-    loss = supcon_loss(samples, classes, tau, cfg.base_tau)
+    loss = supcon_loss(samples, classes, tau, base_tau)
     return {"loss": loss, "pairs": emb.new_tensor(float(index.shape[0])),
             "views": emb.new_tensor(float(index.shape[1]))}

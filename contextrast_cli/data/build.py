@@ -36,13 +36,14 @@ def locate_dataset(cfg: DataConfig, root: Path | None = None) -> PreparedDataset
 
     Args:
         cfg: the data section.
-        root: explicit ``--data-root``; overrides ``cfg.root`` and the defaults.
+        root: explicit ``--data-root``; overrides ``cfg.root`` and the defaults. It must hold a
+            prepared dataset: nothing is generated at a path given on the command line.
 
     Raises:
         DataError: missing data (with the command that prepares it) or a mismatch.
     """
     path = resolve_root(cfg.dataset, root if root is not None else cfg.root)
-    if cfg.dataset == "synthetic" and not (path / DATASET_JSON).exists():
+    if root is None and cfg.dataset == "synthetic" and not (path / DATASET_JSON).exists():
         if path.exists() and any(path.iterdir()):
             raise DataError(f"{path} is not empty but has no {DATASET_JSON}; remove it or "
                             f"choose another --data-root for the synthetic scenes")

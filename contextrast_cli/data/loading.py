@@ -1,5 +1,6 @@
 """Datasets, samplers and loaders over the prepared layout."""
 
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -34,8 +35,11 @@ def read_label(path: Path) -> np.ndarray:
 class SegmentationFolder(Dataset):
     """One split of a prepared dataset.
 
-    Items are ``(image, label)``: image float32 (3, H, W) after ``transform``,
-    label int64 (H, W) with 255 = ignore.
+    Items are ``(image, label)``: image float32 (3, H, W) after ``transform``, label int64
+    (H, W) with 255 = ignore. The key is an index, or ``(index, seed)``: the transform's random
+    draws then come from a generator seeded with ``seed`` alone (``InfiniteSampler`` derives it
+    from the run's seed and the sample's position in the global order), so an augmented
+    sample does not depend on which process or worker loads it, or when.
     """
 
     def __init__(self, root: Path, split: str, transform: Callable) -> None:
@@ -45,28 +49,36 @@ class SegmentationFolder(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, seed = key if isinstance(key, tuple) else (key, None)
         image_path, label_path = self.pairs[index]
         image = tv_tensors.Image(torch.from_numpy(read_rgb(image_path)).permute(2, 0, 1))
         mask = tv_tensors.Mask(torch.from_numpy(read_label(label_path)))
         if image.shape[-2:] != mask.shape[-2:]:
             raise DataError(f"{label_path}: label size differs from its image {image_path.name}")
-        image, mask = self.transform(image, mask)
+        if seed is None:
+            image, mask = self.transform(image, mask)
+        else:  # torchvision's transforms draw from the global CPU generator: fork it, seed it
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(seed)
+                image, mask = self.transform(image, mask)
         return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor).long()
 
 
-class InfiniteSampler(Sampler[int]):
-    """Endless, resumable index stream, sharded across ``world_size`` processes.
+class InfiniteSampler(Sampler[tuple[int, int]]):
+    """Endless, resumable stream of ``(index, sample seed)`` keys, sharded across ``world_size`` processes.
 
-    Epoch ``e`` is a permutation drawn from ``seed + e``; the stream can start at
-    any position, so a resumed run sees exactly the data order it would have seen.
+    Epoch ``e`` is a permutation drawn from ``seed + e``; global position ``p`` (counted over
+    all processes) is sample ``order[p % size]`` with augmentation seed ``sample_seed(seed, p)``.
+    The stream can start at any position, so a resumed run sees exactly the samples, and the
+    augmentations, it would have seen, with any number of workers or processes.
     """
 
     def __init__(self, size: int, seed: int, start: int = 0, rank: int = 0, world_size: int = 1) -> None:
         self.size, self.seed, self.start = size, seed, start
         self.rank, self.world_size = rank, world_size
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         position = self.start * self.world_size + self.rank  # global sample position
         epoch, order = -1, []
         while True:
@@ -75,27 +87,43 @@ class InfiniteSampler(Sampler[int]):
                 epoch = current
                 generator = torch.Generator().manual_seed(self.seed + epoch)
                 order = torch.randperm(self.size, generator=generator).tolist()
-            yield order[index]
+            yield order[index], sample_seed(self.seed, position)
             position += self.world_size
+
+
+def sample_seed(seed: int, position: int) -> int:
+    """A 64-bit augmentation seed for the sample at global ``position`` of a run seeded ``seed``
+    (NumPy's SeedSequence: well-mixed, so neighbouring positions get unrelated streams)."""
+    return int(np.random.SeedSequence([seed % 2**64, position]).generate_state(1, np.uint64)[0])
 
 
 def _worker_init(_: int) -> None:
     cv2.setNumThreads(0)
+    # SIGINT / SIGTERM sent to the whole process group (a terminal's Ctrl-C, a scheduler's
+    # SIGTERM) must not kill a worker mid-batch: the training process decides when to stop
+    # (between steps) and shuts its workers down
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def train_loader(dataset: Dataset, batch_size: int, workers: int, sampler: Sampler,
-                 pin_memory: bool, seed: int) -> DataLoader:
+                 pin_memory: bool) -> DataLoader:
     """Endless training batches (fixed batch size, no last partial batch).
 
-    ``seed`` seeds the workers' augmentation RNGs (with no workers, augmentation
-    draws from the global torch RNG, which checkpoints save and restore).
+    Augmentation is seeded per sample by the sampler's keys; the loader's own generator
+    is fixed so that creating it draws nothing from the global RNG that checkpoints restore.
     """
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=pin_memory, drop_last=True, worker_init_fn=_worker_init,
-                      persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
+                      persistent_workers=workers > 0, generator=torch.Generator().manual_seed(0))
 
 
 def eval_loader(dataset: Dataset, batch_size: int, workers: int, pin_memory: bool = False) -> DataLoader:
-    """Sequential batches over a whole split (``pin_memory`` for a GPU: asynchronous copies)."""
+    """Sequential batches over a whole split (``pin_memory`` for a GPU: asynchronous copies).
+
+    Its fixed generator keeps a validation from drawing on the global RNG: a run validated at
+    other iterations trains on the same random numbers.
+    """
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                      pin_memory=pin_memory, worker_init_fn=_worker_init)
+                      pin_memory=pin_memory, worker_init_fn=_worker_init,
+                      generator=torch.Generator().manual_seed(0))

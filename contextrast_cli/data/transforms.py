@@ -27,13 +27,13 @@ class RandomScale(torch.nn.Module):
         return F.resize(image, size, antialias=True), F.resize(mask, size)
 
 
-def _to_float(mean, std) -> list[v2.Transform]:
-    return [v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
-            v2.Normalize(mean=list(mean), std=list(std))]
+def _to_float() -> v2.Transform:
+    """uint8 RGB -> float32 in [0, 1]; the network normalises (``Segmentor.pixel_mean``)."""
+    return v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True)
 
 
 def train_transform(cfg: DataConfig) -> v2.Compose:
-    """Random scale -> crop (labels padded with 255) -> flip -> colour jitter -> normalise."""
+    """Random scale -> crop (labels padded with 255) -> flip -> colour jitter -> float in [0, 1]."""
     jitter = cfg.color_jitter
     steps = [
         RandomScale(cfg.scale_range),
@@ -44,9 +44,9 @@ def train_transform(cfg: DataConfig) -> v2.Compose:
         steps.append(v2.RandomHorizontalFlip(0.5))
     if any((jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue)):
         steps.append(v2.ColorJitter(jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue))
-    return v2.Compose(steps + _to_float(cfg.mean, cfg.std))
+    return v2.Compose([*steps, _to_float()])
 
 
-def eval_transform(mean, std) -> v2.Compose:
-    """Normalise only; evaluation runs on full images."""
-    return v2.Compose(_to_float(mean, std))
+def eval_transform() -> v2.Compose:
+    """Float in [0, 1] only; evaluation runs on full images."""
+    return v2.Compose([_to_float()])

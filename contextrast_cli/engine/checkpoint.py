@@ -1,8 +1,14 @@
-"""Self-describing checkpoints: written atomically, loaded with weights_only=True."""
+"""Self-describing checkpoints: written atomically, loaded with weights_only=True.
 
+Format 2 (this version) keeps the input normalisation in the network's state dict
+(``pixel_mean`` / ``pixel_std``); format 1 files are upgraded when loaded.
+"""
+
+import errno
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from contextrast_cli import __version__
 from contextrast_cli.atomic import atomic_write
@@ -10,7 +16,8 @@ from contextrast_cli.config import Config
 from contextrast_cli.errors import CheckpointError, first_line
 
 FORMAT = "contextrast-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+NORMALIZATION_KEYS = ("pixel_mean", "pixel_std")
 
 
 def describe(cfg: Config, dataset) -> dict:
@@ -28,46 +35,60 @@ def describe(cfg: Config, dataset) -> dict:
 
 
 def save_checkpoint(path: Path, payload: dict) -> Path:
-    """``torch.save`` to a temporary file, then rename into place."""
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    """``torch.save`` to a temporary file, then rename into place: the previous file survives
+    any failure.
+
+    Raises:
+        CheckpointError: the file could not be written (a full disk, permissions).
+    """
+    try:
+        return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    except OSError as exc:
+        why = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        kept = f"the previous {Path(path).name} is intact" if Path(path).exists() else "nothing was written"
+        raise CheckpointError(f"could not write checkpoint {path}: {why}; {kept}; free space or fix the "
+                              f"folder, then resume with: contextrast train --resume {Path(path).parent}") from None
 
 
 def load_checkpoint(path: Path) -> dict:
-    """Load a contextrast checkpoint on the CPU without executing any code.
+    """Load a contextrast checkpoint file on the CPU without executing any code (format 1 upgraded).
 
     Raises:
         CheckpointError: missing file, unreadable file, or not a contextrast checkpoint.
     """
     path = Path(path)
-    if path.is_dir():
-        path = path / "last.pt"
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} does not exist" if not path.is_dir() else
+                              f"{path} is a folder; pass a checkpoint file (or a run folder where the command "
+                              f"takes one)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        reason = first_line(exc, 160)
-        raise CheckpointError(f"{path} is not a loadable checkpoint ({reason})") from None
+        raise CheckpointError(f"{path} is not a loadable checkpoint ({first_line(exc, 160)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a contextrast checkpoint (no '{FORMAT}' marker); "
                               f"pass a last.pt or best.pt written by `contextrast train`")
     if payload.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer contextrast (format "
                               f"{payload['format_version']}); upgrade contextrast")
+    return upgrade(payload)
+
+
+def upgrade(payload: dict) -> dict:
+    """A format-1 payload in format 2: normalisation into the network's state dict, and no
+    ``model.output_stride`` for networks with fixed strides (format 1 stored the default 8)."""
+    if payload.get("format_version", 1) >= 2:
+        return payload
+    from contextrast_cli.models.registry import accepts
+
+    norm = payload["normalization"]
+    for key, values in zip(NORMALIZATION_KEYS, (norm["mean"], norm["std"])):
+        payload["model"][key] = torch.tensor(values, dtype=torch.float32).view(1, 3, 1, 1)
+    model = payload["config"]["model"]
+    if not accepts(model["name"], "output_stride"):
+        model["output_stride"] = None
+    payload["format_version"] = 2
     return payload
-
-
-def newest_checkpoint(runs_dir: Path, filename: str = "best.pt") -> Path:
-    """The most recently written ``filename`` under ``runs_dir``.
-
-    Raises:
-        CheckpointError: none found (says which folder was searched).
-    """
-    found = sorted(Path(runs_dir).glob(f"**/{filename}"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise CheckpointError(f"no {filename} found under {runs_dir}/; train first "
-                              f"(contextrast train --preset toy) or pass --checkpoint PATH")
-    return found[-1]
 
 
 def config_from_checkpoint(payload: dict) -> Config:
@@ -75,12 +96,58 @@ def config_from_checkpoint(payload: dict) -> Config:
     return Config.model_validate(payload["config"])
 
 
-def model_from_checkpoint(payload: dict) -> torch.nn.Module:
-    """Rebuild the inference network from a checkpoint alone (no downloads), in eval mode."""
+def network_from_config(cfg: Config, num_classes: int) -> nn.Module:
+    """The checkpoint's network, freshly initialised, built without downloads."""
     from contextrast_cli.models.registry import build_model
 
-    cfg = config_from_checkpoint(payload)
     model_cfg = cfg.model.model_copy(update={"pretrained": False, "weights": None})
-    model = build_model(model_cfg, len(payload["dataset"]["classes"]))
+    return build_model(model_cfg, num_classes, cfg.data.mean, cfg.data.std)
+
+
+def model_from_checkpoint(payload: dict) -> nn.Module:
+    """Rebuild the inference network from a checkpoint alone (no downloads), in eval mode."""
+    model = network_from_config(config_from_checkpoint(payload), len(payload["dataset"]["classes"]))
     model.load_state_dict(payload["model"])
     return model.eval()
+
+
+def init_from(model: nn.Module, criterion: nn.Module | None, payload: dict, cfg: Config,
+              source: Path) -> list[str]:
+    """Load a checkpoint's network (and projection heads when the methods match) into a new run's.
+
+    The new run keeps its own normalisation; when the class count differs, the per-class
+    tensors (the classifiers) keep their fresh initialisation.
+
+    Returns:
+        One line per thing the user should know (re-initialised classifier, fresh heads).
+
+    Raises:
+        CheckpointError: the checkpoint holds another network.
+    """
+    own = model.state_dict()
+    state = {k: v for k, v in payload["model"].items() if k not in NORMALIZATION_KEYS}
+    classes = (len(payload["dataset"]["classes"]), model.num_classes)
+    differ = sorted(k for k in set(state) & set(own) if state[k].shape != own[k].shape)
+    reset = [k for k in differ if (state[k].shape[:1], own[k].shape[:1]) == ((classes[0],), (classes[1],))
+             and state[k].shape[1:] == own[k].shape[1:]]  # per-class tensors: the classifiers
+    foreign = sorted(set(state) ^ (set(own) - set(NORMALIZATION_KEYS))) + sorted(set(differ) - set(reset))
+    trained = payload["config"]["model"]
+    if foreign:
+        raise CheckpointError(f"--init-from {source}: it holds a {trained['name']} / {trained['backbone']} network, "
+                              f"this run builds {cfg.model.name} / {cfg.model.backbone} (e.g. {foreign[0]!r} "
+                              f"differs); use a checkpoint of the same network")
+    model.load_state_dict({k: v for k, v in state.items() if k not in reset}, strict=False)
+    notes = []
+    if reset:
+        notes.append(f"--init-from: {classes[0]} classes in {source.name}, {classes[1]} here: "
+                     f"re-initialised {', '.join(reset)}")
+    if criterion is not None:
+        method = payload["config"]["contrast"]["method"]
+        heads, saved = criterion.heads.state_dict(), payload.get("contrast") or {}
+        if method == cfg.contrast.method and {k: v.shape for k, v in saved.items()} == \
+                {k: v.shape for k, v in heads.items()}:
+            criterion.heads.load_state_dict(saved)
+        else:
+            notes.append(f"--init-from: projection heads start fresh ({source.name} was trained with "
+                         f"contrast.method {method} and other heads)")
+    return notes

@@ -40,14 +40,15 @@ def predict_probs(model: Predictor, images: torch.Tensor, scales=(1.0,), flip=Fa
 
 
 def evaluate_split(model: Predictor, dataset: PreparedDataset, split: str, cfg: EvalConfig,
-                   runtime: Runtime, mean, std, workers: int = 0,
+                   runtime: Runtime, workers: int = 0,
                    on_batch: Callable[[int, int], None] | None = None) -> dict:
-    """Metrics of ``model`` (a network, or a callable as in ``predict_probs``) on one split.
+    """Metrics of ``model`` (a network, or a callable as in ``predict_probs``) on one split,
+    under ``runtime``'s precision (float32 unless it has an autocast dtype).
 
     Returns:
         ``summarize`` output plus ``num_images`` and ``split``.
     """
-    folder = SegmentationFolder(dataset.root, split, eval_transform(mean, std))
+    folder = SegmentationFolder(dataset.root, split, eval_transform())
     loader = eval_loader(folder, cfg.batch_size, workers, pin_memory=runtime.device.type == "cuda")
     conf = torch.zeros(dataset.num_classes, dataset.num_classes, dtype=torch.int64,
                        device=runtime.device)
@@ -69,8 +70,13 @@ def evaluate_split(model: Predictor, dataset: PreparedDataset, split: str, cfg: 
 
 
 def evaluate_checkpoint(checkpoint: Path, *, split: str | None = None, data_root: Path | None = None,
-                        device: str = "auto", on_batch: Callable[[int, int], None] | None = None) -> dict:
+                        device: str = "auto", amp: bool = False,
+                        on_batch: Callable[[int, int], None] | None = None) -> dict:
     """Rebuild the network from a checkpoint and evaluate it on a prepared split.
+
+    Args:
+        data_root: an explicit prepared dataset folder, which must exist (nothing is generated).
+        amp: bfloat16 autocast where the GPU has it natively; off: float32 metrics.
 
     Raises:
         CheckpointError: unreadable checkpoint. DataError: missing data or other classes.
@@ -82,14 +88,13 @@ def evaluate_checkpoint(checkpoint: Path, *, split: str | None = None, data_root
 
     payload = load_checkpoint(checkpoint)
     cfg = config_from_checkpoint(payload)
-    runtime = setup_runtime(device, cfg.train.amp)
+    runtime = setup_runtime(device, amp)
     dataset = locate_dataset(cfg.data, data_root)
     check_classes(dataset, payload["dataset"]["classes"], checkpoint)
     model = model_from_checkpoint(payload).to(runtime.device)
-    metrics = evaluate_split(model, dataset, split or cfg.eval.split, cfg.eval, runtime,
-                             cfg.data.mean, cfg.data.std, on_batch=on_batch)
+    metrics = evaluate_split(model, dataset, split or cfg.eval.split, cfg.eval, runtime, on_batch=on_batch)
     return {"checkpoint": str(checkpoint), "iteration": payload.get("iteration"),
-            "dataset": str(dataset.root), **metrics}
+            "dataset": str(dataset.root), "precision": "bfloat16" if runtime.amp_dtype else "float32", **metrics}
 
 
 def check_classes(dataset: PreparedDataset, classes: list[str], source: Path) -> None:

@@ -1,11 +1,23 @@
-"""Run folders: ``<output_dir>/<preset>/<timestamp>/`` with config.yaml and metrics.jsonl."""
+"""Run folders: ``<runs dir>/<preset>/<timestamp>/`` with config.yaml, metrics.jsonl and checkpoints.
+
+A run folder holds ``last.pt`` (everything needed to resume), ``best.pt`` (the network of the
+best validation, weights only) and the newest ``train.keep_checkpoints`` interval checkpoints
+``iter_<N>.pt`` (resumable, like ``last.pt``). Wherever a command expects a checkpoint, a run
+folder stands for ``best.pt`` (``last.pt`` when there is no ``best.pt`` yet), and for
+``last.pt`` when resuming.
+"""
 
 import json
+import os
+import re
 import time
 from pathlib import Path
 
 from contextrast_cli.atomic import atomic_write_text
 from contextrast_cli.config import Config
+from contextrast_cli.errors import CheckpointError
+
+INTERVAL = re.compile(r"iter_(\d+)\.pt")
 
 
 def new_run_dir(cfg: Config) -> Path:
@@ -41,3 +53,120 @@ class MetricsLog:
         if not self.path.is_file():
             return []
         return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def checkpoint_path(path: Path, *, resume: bool = False) -> tuple[Path, str | None]:
+    """The checkpoint a path given by the user means, and a note when it is not the obvious one.
+
+    A file is itself. A run folder means ``last.pt`` with ``resume``, else ``best.pt``, or
+    ``last.pt`` (with a note) when no validation has written ``best.pt`` yet.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return path, None
+    if resume:
+        return path / "last.pt", None
+    if (path / "best.pt").is_file() or not (path / "last.pt").is_file():
+        return path / "best.pt", None
+    return path / "last.pt", f"{path} has no best.pt yet (no validation has run); using its last.pt"
+
+
+def newest_checkpoint(runs_dir: Path, filename: str = "best.pt") -> Path:
+    """The most recently written ``filename`` under ``runs_dir``.
+
+    Raises:
+        CheckpointError: none found (says which folder was searched).
+    """
+    found = sorted(Path(runs_dir).glob(f"**/{filename}"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise CheckpointError(f"no {filename} found under {runs_dir}/; train first "
+                              f"(contextrast train --preset toy) or pass --checkpoint PATH")
+    return found[-1]
+
+
+def interval_name(iteration: int) -> str:
+    """File name of the interval checkpoint of ``iteration``."""
+    return f"iter_{iteration:06d}.pt"
+
+
+def interval_checkpoints(run_dir: Path) -> list[Path]:
+    """The run's interval checkpoints, oldest first."""
+    found = [(int(m.group(1)), p) for p in Path(run_dir).glob("iter_*.pt") if (m := INTERVAL.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def prune_intervals(run_dir: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` interval checkpoints."""
+    found = interval_checkpoints(run_dir)
+    for path in found[:max(len(found) - keep, 0)]:
+        path.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes that a killed process left behind."""
+    stale = list(Path(run_dir).glob(".*.pt.*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def load_resumable(path: Path) -> tuple[dict, Path]:
+    """The payload to resume from and its run folder (``path``: a run folder, ``last.pt`` or ``iter_<N>.pt``).
+
+    Raises:
+        CheckpointError: a weights-only checkpoint (names the ``last.pt`` to use), or a truncated or
+            corrupt one (names the newest intact checkpoint and the exact command); nothing is deleted.
+    """
+    from contextrast_cli.engine.checkpoint import load_checkpoint
+
+    file, _ = checkpoint_path(path, resume=True)
+    run_dir = file.parent
+    if not file.exists():
+        raise CheckpointError(f"nothing to resume: {file} does not exist; pass a run folder or its last.pt")
+    try:
+        payload = load_checkpoint(file)
+    except CheckpointError as exc:
+        if "not a loadable checkpoint" not in str(exc):
+            raise
+        raise CheckpointError(f"{file} is truncated or corrupt ({str(exc).split('(', 1)[-1].rstrip(')')}); "
+                              f"nothing was deleted; {_intact_offer(run_dir, exclude=file)}") from None
+    if "optimizer" not in payload:
+        last = run_dir / "last.pt"
+        raise CheckpointError(f"{file} holds the network's weights only (no optimizer, schedule or RNG state) and "
+                              f"cannot resume a run; resume with: contextrast train --resume {last} (or start a "
+                              f"new run from these weights: contextrast train --init-from {file} --preset ...)")
+    return payload, run_dir
+
+
+def _intact_offer(run_dir: Path, exclude: Path) -> str:
+    """'resume from the newest intact checkpoint with: ...', or what to do when there is none."""
+    from contextrast_cli.engine.checkpoint import load_checkpoint
+
+    candidates = [run_dir / "last.pt", *reversed(interval_checkpoints(run_dir))]
+    for candidate in candidates:
+        if candidate == exclude or not candidate.is_file():
+            continue
+        try:
+            payload = load_checkpoint(candidate)
+        except CheckpointError:
+            continue
+        if "optimizer" in payload:
+            return (f"the newest intact checkpoint is {candidate.name} (iteration {payload['iteration']}); "
+                    f"resume with: contextrast train --resume {candidate}")
+    best = run_dir / "best.pt"
+    fresh = f" or start a new run from its best weights: contextrast train --init-from {best}" if best.is_file() else ""
+    return f"no intact resumable checkpoint is left in {run_dir}; start the run again{fresh}"
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Make ``target`` hold ``source``'s bytes, atomically: a hard link (no copy) where the file
+    system allows it, else a copy, through a temporary name."""
+    import shutil
+
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)

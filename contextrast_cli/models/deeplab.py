@@ -6,15 +6,11 @@ from torch import nn
 from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from contextrast_cli.models.backbones import build_backbone
+from contextrast_cli.models.layers import conv_bn_relu
 from contextrast_cli.models.registry import MODELS
 from contextrast_cli.models.segmentor import Segmentor
 
 ASPP_RATES = {8: (12, 24, 36), 16: (6, 12, 18), 32: (3, 6, 9)}
-
-
-def conv_bn_relu(in_channels: int, out_channels: int, kernel: int = 3) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 
 class DeepLabV3Head(nn.Module):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from contextrast_cli.models.backbones import build_hrnet_backbone
-from contextrast_cli.models.deeplab import conv_bn_relu
+from contextrast_cli.models.layers import conv_bn_relu
 from contextrast_cli.models.registry import MODELS
 from contextrast_cli.models.segmentor import Segmentor
 
@@ -43,14 +43,12 @@ class HRNetV2Head(nn.Module):
 
 
 @MODELS.register("hrnet")
-def hrnet(*, num_classes: int, backbone: str = "hrnet_w48", output_stride: int = 32,
-          pretrained: bool = False, weights: Path | None = None) -> Segmentor:
+def hrnet(*, num_classes: int, backbone: str = "hrnet_w48", pretrained: bool = False,
+          weights: Path | None = None) -> Segmentor:
     """HRNetV2 on ``hrnet_w48`` (the paper's), ``hrnet_w18`` or ``hrnet_w18_small_v2`` (timm).
 
-    ``output_stride`` is accepted, as every builder gets it from the config, and
-    ignored: HRNet's branches have the fixed strides 4, 8, 16, 32. Any input
-    size works (padded to a multiple of 32 inside the segmentor).
+    HRNet's branches have the fixed strides 4, 8, 16, 32, so it takes no ``output_stride``.
+    Any input size works (padded to a multiple of 32 inside the segmentor).
     """
-    del output_stride  # fixed strides, see the docstring
     body = build_hrnet_backbone(backbone, pretrained, weights)
     return Segmentor(body, HRNetV2Head(body.channels, num_classes), num_classes)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from contextrast_cli.models.backbones import build_hrnet_backbone
-from contextrast_cli.models.deeplab import conv_bn_relu
+from contextrast_cli.models.layers import conv_bn_relu
 from contextrast_cli.models.hrnet import HRNetV2Head, concat_branches
 from contextrast_cli.models.registry import MODELS
 from contextrast_cli.models.segmentor import Segmentor
@@ -75,17 +75,16 @@ class OCRHead(nn.Module):
 
 
 @MODELS.register("ocrnet")
-def ocrnet(*, num_classes: int, backbone: str = "hrnet_w48", output_stride: int = 32,
-           pretrained: bool = False, weights: Path | None = None, channels: int = 512,
+def ocrnet(*, num_classes: int, backbone: str = "hrnet_w48", pretrained: bool = False,
+           weights: Path | None = None, channels: int = 512,
            key_channels: int = 256, aux_weight: float = AUX_WEIGHT) -> Segmentor:
-    """OCRNet on an HRNet backbone (see ``hrnet``; ``output_stride`` is ignored likewise).
+    """OCRNet on an HRNet backbone (see ``hrnet``: fixed strides, no ``output_stride``).
 
     Args:
         channels: OCR width (mmseg's HRNet-W48 config: 512).
         key_channels: query/key/value width of the attention (mmseg's ``ocr_channels``: 256).
         aux_weight: weight of the auxiliary cross-entropy, ``loss_aux`` (paper: 0.4).
     """
-    del output_stride  # fixed strides
     body = build_hrnet_backbone(backbone, pretrained, weights)
     head = OCRHead(body.channels, num_classes, channels, key_channels)
     return Segmentor(body, head, num_classes, aux_weight=aux_weight)

@@ -1,4 +1,6 @@
-"""The segmentor: backbone taps -> head -> logits at input size."""
+"""The segmentor: normalisation -> backbone taps -> head -> logits at input size."""
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -8,7 +10,12 @@ from contextrast_cli.models.backbones import Backbone
 
 
 class Segmentor(nn.Module):
-    """Encoder + decoder producing per-pixel class logits.
+    """Encoder + decoder producing per-pixel class logits from RGB images in [0, 1].
+
+    The input normalisation belongs to the model (as detectron2's ``pixel_mean`` /
+    ``pixel_std``): the buffers ``pixel_mean`` and ``pixel_std`` (RGB, [0, 1] units, saved in
+    the state dict) are applied first, so training, evaluation, export and visualisation
+    cannot disagree about it.
 
     ``forward`` returns ``{"out": logits (B, K, H, W)}`` at the input size and,
     in training mode, ``"features"``: the tapped encoder maps ``[F_1 .. F_I]``
@@ -29,6 +36,18 @@ class Segmentor(nn.Module):
         self.head = head
         self.num_classes = num_classes
         self.aux_weight = aux_weight
+        self.register_buffer("pixel_mean", torch.zeros(1, 3, 1, 1))
+        self.register_buffer("pixel_std", torch.ones(1, 3, 1, 1))
+
+    def set_normalization(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Set ``pixel_mean`` / ``pixel_std`` (per RGB channel, [0, 1] units)."""
+        with torch.no_grad():
+            self.pixel_mean.copy_(torch.as_tensor(mean, dtype=self.pixel_mean.dtype).view(1, 3, 1, 1))
+            self.pixel_std.copy_(torch.as_tensor(std, dtype=self.pixel_std.dtype).view(1, 3, 1, 1))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) RGB in [0, 1] -> the network's input."""
+        return (x - self.pixel_mean) / self.pixel_std
 
     def training_only_modules(self) -> list[str]:
         """Prefixes of submodules that only training uses, which an exporter may drop.
@@ -48,7 +67,9 @@ class Segmentor(nn.Module):
         return list(self.backbone.strides)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor] | float]:
+        """x: (B, 3, H, W) RGB in [0, 1] (``normalize`` is applied here)."""
         size = x.shape[-2:]
+        x = self.normalize(x)
         divisor = self.backbone.size_divisor
         padded = pad_to_multiple(x, divisor) if divisor > 1 else x
         features = self.backbone(padded)

@@ -5,21 +5,8 @@ import torch
 from contextrast_cli.contrast.sampling import bane_maps, sample_negatives
 
 
-def constructed_pair():
-    """Labels: class 0 everywhere except a class-2 strip. Prediction: a 5x5 block of class 1
-    over class-0 pixels (error region of anchor 1) and a 1x3 strip of class 2 over class 0."""
-    labels = torch.zeros(1, 10, 12, dtype=torch.long)
-    labels[0, 0, 9:] = 2
-    labels[0, 9, 0] = 255
-    pred = labels.clone()
-    pred[0, 9, 0] = 0
-    pred[0, 2:7, 2:7] = 1
-    pred[0, 8, 6:9] = 2
-    return pred, labels
-
-
-def test_error_masks_distances_and_selection():
-    pred, labels = constructed_pair()
+def test_error_masks_distances_and_selection(bane_case):
+    pred, labels = (t[None] for t in bane_case)
     maps = bane_maps(pred, labels, num_classes=3, ratio=0.62)
     expected_error = torch.zeros(1, 10, 12, dtype=torch.bool)
     expected_error[0, 2:7, 2:7] = True
@@ -37,8 +24,8 @@ def test_error_masks_distances_and_selection():
     assert int(maps.selected.sum()) == 18
 
 
-def test_negatives_take_bane_picks_then_top_up():
-    pred, labels = constructed_pair()
+def test_negatives_take_bane_picks_then_top_up(bane_case):
+    pred, labels = (t[None] for t in bane_case)
     maps = bane_maps(pred, labels, num_classes=3, ratio=0.62)
     flat_labels = labels.reshape(-1)
     index, valid, is_bane = sample_negatives(flat_labels, 3, 20, maps, generator=torch.Generator().manual_seed(0))

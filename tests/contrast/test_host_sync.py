@@ -14,8 +14,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from contextrast_cli.config import resolve_config
-from contextrast_cli.contrast.heads import build_projectors
-from contextrast_cli.engine.trainer import training_step
+from contextrast_cli.contrast.build import build_criterion
+from contextrast_cli.engine.step import training_step
 from contextrast_cli.models.registry import build_model
 from tests.models.small import SMALL_MODELS
 
@@ -61,12 +61,12 @@ def test_contextrast_training_step_never_waits_for_the_device(name, bane):
     torch.manual_seed(0)
     cfg = resolve_config("toy", overrides=["contrast.method=contextrast", f"contrast.bane.enabled={bane}"]).contrast
     model = build_model(SMALL_MODELS[name], 5).train()
-    projectors = build_projectors(model.feature_channels, cfg).train()
-    optimizer = torch.optim.SGD([*model.parameters(), *projectors.parameters()], lr=0.01, momentum=0.9)
-    images, labels = torch.randn(2, 3, 64, 96), torch.randint(0, 5, (2, 64, 96))
+    criterion = build_criterion(cfg, model.feature_channels).train()
+    optimizer = torch.optim.SGD([*model.parameters(), *criterion.parameters()], lr=0.01, momentum=0.9)
+    images, labels = torch.rand(2, 3, 64, 96), torch.randint(0, 5, (2, 64, 96))
     labels[:, :8] = 255
     with SyncRecorder() as recorder:
-        terms = training_step(model, optimizer, images, labels, nullcontext, projectors, cfg)
+        terms = training_step(model, optimizer, images, labels, nullcontext, criterion)
     assert recorder.syncing == []
     assert aten.scatter_add_ in recorder.seen and aten.topk in recorder.seen  # the loss did run
     assert all(torch.isfinite(v) for v in terms.values())
@@ -79,10 +79,10 @@ def test_pixel_contrast_waits_once_for_its_sample_count(name):
     cfg = resolve_config("toy", overrides=["contrast.method=pixel-contrast", "contrast.layers=[1]",
                                            "contrast.lambdas=[1.0]", "contrast.pixel_contrast.max_views=4"]).contrast
     model = build_model(SMALL_MODELS[name], 5).train()
-    projectors = build_projectors(model.feature_channels, cfg).train()
-    optimizer = torch.optim.SGD([*model.parameters(), *projectors.parameters()], lr=0.01)
-    images, labels = torch.randn(2, 3, 64, 96), torch.randint(0, 5, (2, 64, 96))
+    criterion = build_criterion(cfg, model.feature_channels).train()
+    optimizer = torch.optim.SGD([*model.parameters(), *criterion.parameters()], lr=0.01)
+    images, labels = torch.rand(2, 3, 64, 96), torch.randint(0, 5, (2, 64, 96))
     with SyncRecorder() as recorder:
-        terms = training_step(model, optimizer, images, labels, nullcontext, projectors, cfg)
+        terms = training_step(model, optimizer, images, labels, nullcontext, criterion)
     assert recorder.syncing == ["aten._local_scalar_dense.default"]
     assert float(terms["pc_pairs"]) > 0  # pairs qualified: the sampling and SupCon ran

@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from contextrast_cli.config import PixelContrastConfig, resolve_config
+from contextrast_cli.config import resolve_config
 from contextrast_cli.contrast.pixel_contrast import pixel_contrast_loss, sample_views, supcon_loss
 from contextrast_cli.engine.trainer import Trainer
 from tests.conftest import tiny_overrides
@@ -77,7 +77,7 @@ def test_no_qualifying_class_gives_zero_loss_with_gradient():
     emb = F.normalize(torch.randn(2, 8, 4, 4), dim=1).requires_grad_()
     labels = torch.full((2, 4, 4), 255)
     labels[0, 0, :3] = 1  # 3 pixels: below max_views
-    out = pixel_contrast_loss(emb, labels, labels.clone(), 4, 0.1, PixelContrastConfig(max_views=5))
+    out = pixel_contrast_loss(emb, labels, labels.clone(), 4, tau=0.1, max_views=5)
     assert out["loss"].item() == 0.0 and out["pairs"].item() == 0
     out["loss"].backward()
     assert torch.isfinite(emb.grad).all()
@@ -88,11 +88,11 @@ def test_pixel_contrast_contributes_in_training(tmp_path):
         "contrast.method=pixel-contrast", "contrast.pixel_contrast={max_views: 5}", "contrast.layers=[1]",
         "contrast.lambdas=[1.0]"])
     trainer = Trainer(cfg)
-    assert len(trainer.projectors) == 1  # one head, on the last listed layer (stride 4)
+    assert len(trainer.criterion.heads) == 1  # one head, on the last listed layer (stride 4)
     terms = trainer._step(next(trainer._batches()))
     assert terms["loss_pc"] > 0 and terms["pc_pairs"] > 0
     assert math.isclose(float(terms["loss"]), float(terms["loss_ce"] + terms["loss_pc"]), rel_tol=1e-6)
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.projectors.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.criterion.parameters())
     result = trainer.run()
     logged = json.loads((result.run_dir / "metrics.jsonl").read_text().splitlines()[0])
     assert {"loss_pc", "pc_pairs", "pc_views"} <= set(logged)

@@ -6,16 +6,15 @@ import math
 
 import pytest
 import torch
-
-from contextrast_cli.config import resolve_config
 import torch.nn.functional as F
 
+from contextrast_cli.config import resolve_config
 from contextrast_cli.contrast import heads as heads_module
+from contextrast_cli.contrast.build import build_criterion
 from contextrast_cli.contrast.ccl import class_means
 from contextrast_cli.contrast.fused import AnchorSimilarity, GradLink
-from contextrast_cli.contrast.heads import ProjectionHead, build_projectors, deferred_sink, flush_deferred, l2_normalize
-from contextrast_cli.contrast.loss import contextrast_losses
-from contextrast_cli.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from contextrast_cli.contrast.heads import ProjectionHead, deferred_sink, l2_normalize
+from contextrast_cli.engine.checkpoint import load_checkpoint
 from contextrast_cli.engine.losses import segmentation_losses
 from contextrast_cli.engine.trainer import Trainer
 from contextrast_cli.errors import CheckpointError
@@ -27,7 +26,7 @@ from tests.models.small import SMALL_MODELS
 def test_method_none_is_exactly_cross_entropy(tmp_path):
     cfg = resolve_config("toy", overrides=tiny_overrides(tmp_path, 2) + ["contrast.method=none"])
     trainer = Trainer(cfg)
-    assert trainer.projectors is None
+    assert trainer.criterion is None
     batch = next(trainer._batches())
     torch.manual_seed(0)
     terms = trainer._step(batch)
@@ -38,23 +37,23 @@ def test_contextrast_terms_weights_and_diagnostics():
     torch.manual_seed(0)
     cfg = resolve_config("toy", overrides=["contrast.method=contextrast"]).contrast
     model = build_model(resolve_config("toy").model, 4)
-    projectors = build_projectors(model.feature_channels, cfg)
-    images, target = torch.randn(2, 3, 64, 64), torch.randint(0, 4, (2, 64, 64))
+    criterion = build_criterion(cfg, model.feature_channels)
+    images, target = torch.rand(2, 3, 64, 64), torch.randint(0, 4, (2, 64, 64))
     outputs = model(images)
-    terms = contextrast_losses(outputs["features"], outputs["out"], target, projectors, cfg)
+    terms = criterion(outputs["features"], outputs["out"], target)
     assert {f"loss_ccl_l{i}" for i in (1, 2, 3, 4)} <= set(terms)
     assert all(torch.isfinite(v) for v in terms.values())
     assert terms["ccl_l1_classes"] == 4  # all four classes present at stride 4
     # the deepest layer carries weight alpha * 1.0, the shallowest alpha * 0.1
-    no_alpha = cfg.model_copy(update={"alpha": 1.0})
+    no_alpha = build_criterion(cfg.model_copy(update={"alpha": 1.0}), model.feature_channels)
+    no_alpha.heads = criterion.heads
     torch.manual_seed(0)
-    terms_1 = contextrast_losses(outputs["features"], outputs["out"], target, projectors, no_alpha)
+    terms_1 = no_alpha(outputs["features"], outputs["out"], target)
     assert math.isclose(terms["loss_ccl_l4"].detach().item(), 0.1 * terms_1["loss_ccl_l4"].detach().item(), rel_tol=1e-5)
     assert segmentation_losses(outputs, target)["loss_ce"].requires_grad
     loss = segmentation_losses(outputs, target)["loss_ce"] + sum(v for k, v in terms.items() if k.startswith("loss_"))
-    loss.backward()
-    flush_deferred(projectors)
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in projectors.parameters())
+    loss.backward()  # the heads' deferred backward finishes by itself: nothing to call afterwards
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in criterion.parameters())
 
 
 def test_contextrast_run_logs_and_checkpoint_drops_heads(tmp_path):
@@ -65,16 +64,18 @@ def test_contextrast_run_logs_and_checkpoint_drops_heads(tmp_path):
     assert {"loss_ccl_l1", "ccl_l4_bane", "ccl_l4_topup", "ccl_l1_pos_sim"} <= set(logged)
     assert math.isclose(logged["loss"], logged["loss_ce"] + sum(logged[f"loss_ccl_l{i}"] for i in (1, 2, 3, 4)),
                         rel_tol=1e-5)
-    payload = load_checkpoint(result.run_dir / "last.pt")
-    assert payload["contrast"] and all(k.split(".")[0].isdigit() for k in payload["contrast"])
-    plain = model_from_checkpoint(payload)
-    heads = sum(v.numel() for v in payload["contrast"].values())
-    assert heads > 0 and set(plain.state_dict()) == set(payload["model"])
+    # what the file holds: the network's tensors under "model", exactly the heads' under "contrast"
+    payload = torch.load(result.run_dir / "last.pt", map_location="cpu", weights_only=True)
+    fresh = build_model(cfg.model, len(payload["dataset"]["classes"]))
+    heads = build_criterion(cfg.contrast, fresh.feature_channels).heads
+    assert {k: v.shape for k, v in payload["model"].items()} == {k: v.shape for k, v in fresh.state_dict().items()}
+    assert {k: v.shape for k, v in payload["contrast"].items()} == {k: v.shape for k, v in heads.state_dict().items()}
+    assert not set(payload["model"]) & {f"heads.{k}" for k in heads.state_dict()} and len(payload["contrast"]) > 0
 
 
 def test_resume_cannot_switch_method(tmp_path):
     result = Trainer(resolve_config("toy", overrides=tiny_overrides(tmp_path, 2) + ["contrast.method=none"])).run()
-    payload = load_checkpoint(result.run_dir)
+    payload = load_checkpoint(result.run_dir / "last.pt")
     cfg = resolve_config(base=payload["config"], overrides=["contrast.method=contextrast"])
     with pytest.raises(CheckpointError, match="resume with the same method"):
         Trainer(cfg, resume=payload, run_dir=result.run_dir)
@@ -105,24 +106,23 @@ def check_deferred_heads(name: str, device: str, monkeypatch) -> None:
     torch.manual_seed(0)
     cfg = resolve_config("toy", overrides=["contrast.method=contextrast"]).contrast
     model = build_model(SMALL_MODELS[name], 4).double().to(device).train()
-    projectors = build_projectors(model.feature_channels, cfg).double().to(device).train()
-    images = torch.randn(2, 3, 64, 96, dtype=torch.float64).to(device)
+    criterion = build_criterion(cfg, model.feature_channels).double().to(device).train()
+    images = torch.rand(2, 3, 64, 96, dtype=torch.float64).to(device)
     target = torch.randint(0, 4, (2, 64, 96)).to(device)
     grads = {}
     for mode in ("deferred", "plain", "ce"):
-        net, heads = copy.deepcopy(model), copy.deepcopy(projectors)
+        net, loss = copy.deepcopy(model), copy.deepcopy(criterion)
         if mode == "plain":
-            for head in heads:
+            for head in loss.heads:
                 head.forward = head._project  # the head's graph kept, backward run by autograd
         torch.manual_seed(1)
         outputs = net(images)
         terms = segmentation_losses(outputs, target)
         if mode != "ce":
-            terms.update(contextrast_losses(outputs["features"], outputs["out"], target, heads, cfg))
+            terms.update(loss(outputs["features"], outputs["out"], target))
         sum(v for k, v in terms.items() if k.startswith("loss_")).backward()
-        flush_deferred(heads)
-        grads[mode] = [p.grad for p in [*net.parameters(), *(heads.parameters() if mode != "ce" else [])]]
-    assert seen == [(True, True, 8)] * len(projectors)  # one float64 element per head until its replay
+        grads[mode] = [p.grad for p in [*net.parameters(), *(loss.parameters() if mode != "ce" else [])]]
+    assert seen == [(True, True, 8)] * len(criterion.heads)  # one float64 element per head until its replay
     assert len(grads["deferred"]) == len(grads["plain"])
     for deferred, plain in zip(grads["deferred"], grads["plain"]):
         assert (deferred is None) == (plain is None)
@@ -161,7 +161,6 @@ def test_factored_head_gradient_equals_the_dense_one(other_use, dtype):
         sim = AnchorSimilarity.apply(F.normalize(means, dim=1), flat, link)
         loss = (sim * weight).sum() + (x * network).sum() + ((emb * other).sum() if other_use else 0)
         loss.backward()
-        flush_deferred([net])
         assert sink.factors is None and sink.grad_out is None  # used once, released
         results[factored] = [x0.grad] + [p.grad for p in net.parameters()]
     for dense, factored in zip(results[False], results[True]):
@@ -173,14 +172,38 @@ def test_contrastive_backward_without_the_network_loss_says_so():
     torch.manual_seed(0)
     cfg = resolve_config("toy", overrides=["contrast.method=contextrast"]).contrast
     model = build_model(SMALL_MODELS["deeplabv3"], 4).train()
-    projectors = build_projectors(model.feature_channels, cfg).train()
-    images, target = torch.randn(2, 3, 64, 64), torch.randint(0, 4, (2, 64, 64))
+    criterion = build_criterion(cfg, model.feature_channels).train()
+    images, target = torch.rand(2, 3, 64, 64), torch.randint(0, 4, (2, 64, 64))
     outputs = model(images)
-    terms = contextrast_losses(outputs["features"], outputs["out"], target, projectors, cfg)
-    sum(v for k, v in terms.items() if k.startswith("loss_")).backward()
+    terms = criterion(outputs["features"], outputs["out"], target)
     with pytest.raises(RuntimeError, match="backpropagate the network's loss together"):
-        flush_deferred(projectors)
-    assert all(p.grad is not None for p in projectors.parameters())  # the heads' own part is kept
+        sum(v for k, v in terms.items() if k.startswith("loss_")).backward()
+    assert all(p.grad is not None for p in criterion.parameters())  # the heads' own part is kept
+
+
+def test_heads_finish_their_backward_when_the_feature_needs_no_gradient():
+    """A frozen network (features without gradient): no hook fires, and the end of the backward
+    still gives every head its parameter gradients, equal to plain autograd's (float64)."""
+    torch.manual_seed(0)
+    cfg = resolve_config("toy", overrides=["contrast.method=contextrast"]).contrast
+    model = build_model(SMALL_MODELS["deeplabv3"], 4).double().train()
+    criterion = build_criterion(cfg, model.feature_channels).double().train()
+    images, target = torch.rand(2, 3, 64, 64, dtype=torch.float64), torch.randint(0, 4, (2, 64, 64))
+    with torch.no_grad():
+        outputs = model(images)
+    grads = []
+    for plain in (False, True):
+        loss = copy.deepcopy(criterion)
+        if plain:
+            for head in loss.heads:
+                head.forward = head._project
+        torch.manual_seed(1)
+        terms = loss(outputs["features"], outputs["out"], target)
+        sum(v for k, v in terms.items() if k.startswith("loss_")).backward()
+        grads.append([p.grad for p in loss.parameters()])
+    assert all(g is not None for g in grads[0])
+    for deferred, plain in zip(*grads):
+        assert torch.allclose(deferred, plain, rtol=1e-9, atol=1e-12)
 
 
 def test_l2_normalize_equals_f_normalize():

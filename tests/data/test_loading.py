@@ -8,7 +8,7 @@ from torchvision import tv_tensors
 
 from contextrast_cli.config import resolve_config
 from contextrast_cli.data.build import locate_dataset, prepare_synthetic
-from contextrast_cli.data.loading import InfiniteSampler, SegmentationFolder
+from contextrast_cli.data.loading import InfiniteSampler, SegmentationFolder, sample_seed
 from contextrast_cli.data.transforms import RandomScale, eval_transform, train_transform
 from contextrast_cli.errors import DataError
 
@@ -22,8 +22,7 @@ def coded_pair(height=10, width=12):
 
 def test_train_transform_keeps_image_and_mask_aligned():
     cfg = resolve_config("toy", overrides=["data.crop_size=[8, 8]", "data.scale_range=[1.0, 1.0]",
-                                            "data.color_jitter={brightness: 0, contrast: 0, saturation: 0}",
-                                            "data.mean=[0, 0, 0]", "data.std=[1, 1, 1]"]).data
+                                            "data.color_jitter={brightness: 0, contrast: 0, saturation: 0}"]).data
     torch.manual_seed(0)
     for _ in range(10):
         image, mask = train_transform(cfg)(*coded_pair())
@@ -48,12 +47,37 @@ def test_random_scale_uses_nearest_for_masks():
 
 def test_sampler_resumes_exactly_and_shards():
     full = list(itertools.islice(iter(InfiniteSampler(7, seed=3)), 30))
-    assert sorted(full[:7]) == list(range(7))  # each epoch is a permutation
-    assert full[:7] != full[7:14]  # and epochs differ
+    indices = [index for index, _ in full]
+    assert sorted(indices[:7]) == list(range(7))  # each epoch is a permutation
+    assert indices[:7] != indices[7:14]  # and epochs differ
     assert list(itertools.islice(iter(InfiniteSampler(7, seed=3, start=11)), 19)) == full[11:]
     shards = [list(itertools.islice(iter(InfiniteSampler(7, seed=3, rank=r, world_size=2)), 10))
               for r in range(2)]
-    assert shards[0] == full[0:20:2] and shards[1] == full[1:20:2]
+    assert shards[0] == full[0:20:2] and shards[1] == full[1:20:2]  # keys and seeds follow the global position
+    seeds = [seed for _, seed in full]
+    assert len(set(seeds)) == 30 and seeds == [sample_seed(3, p) for p in range(30)]
+    assert sample_seed(3, 5) != sample_seed(4, 5)
+
+
+def test_augmentation_depends_only_on_the_sample_key(tmp_path):
+    """The same (index, seed) key gives the same augmented sample whatever the global RNG did
+    before, and loading it leaves the global RNG untouched; another seed augments differently."""
+    cfg = resolve_config("toy", overrides=[f"data.root={tmp_path / 's'}",
+                                           "data.synthetic={num_train: 2, num_val: 1, size: [24, 32]}",
+                                           "data.crop_size=[16, 20]"]).data
+    folder = SegmentationFolder(locate_dataset(cfg).root, "train", train_transform(cfg))
+    torch.manual_seed(0)
+    first = folder[(1, 1234)]
+    state = torch.get_rng_state()
+    torch.manual_seed(99)
+    torch.rand(5)
+    second = folder[(1, 1234)]
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    torch.manual_seed(0)
+    folder[(1, 1234)]
+    assert torch.equal(torch.get_rng_state(), state)  # loading did not draw from the global RNG
+    other = [folder[(1, seed)][0] for seed in range(5)]
+    assert any(not torch.equal(o, first[0]) for o in other)
 
 
 def test_synthetic_generated_on_first_use(tmp_path):
@@ -61,7 +85,7 @@ def test_synthetic_generated_on_first_use(tmp_path):
                                             "data.synthetic={num_train: 3, num_val: 2, size: [24, 32]}"]).data
     prepared = locate_dataset(cfg)
     assert prepared.splits == {"train": 3, "val": 2}
-    image, label = SegmentationFolder(prepared.root, "val", eval_transform(cfg.mean, cfg.std))[1]
+    image, label = SegmentationFolder(prepared.root, "val", eval_transform())[1]
     assert image.shape == (3, 24, 32) and image.dtype == torch.float32
     assert label.dtype == torch.int64 and int(label.max()) < 8
     # the same scenes are found again, not regenerated

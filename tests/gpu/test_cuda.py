@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from contextrast_cli.config import resolve_config
-from contextrast_cli.contrast.heads import build_projectors
-from contextrast_cli.contrast.loss import contextrast_losses
+from contextrast_cli.contrast.build import build_criterion
 from contextrast_cli.contrast.sampling import bane_maps
 from contextrast_cli.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from contextrast_cli.engine.device import setup_runtime
-from contextrast_cli.engine.trainer import Trainer, training_step
+from contextrast_cli.engine.step import training_step
+from contextrast_cli.engine.trainer import Trainer
 from contextrast_cli.models.registry import build_model
 from tests.conftest import tiny_overrides
 from tests.contrast.test_training import check_deferred_heads
@@ -41,15 +41,15 @@ def test_training_step_never_synchronises(name):
     runtime = setup_runtime("cuda", amp=True, seed=0, fixed_shapes=True)
     cfg = _contrast_cfg()
     model = build_model(SMALL_MODELS[name], 5).to(runtime.device).train()
-    projectors = build_projectors(model.feature_channels, cfg).to(runtime.device).train()
-    optimizer = torch.optim.SGD([*model.parameters(), *projectors.parameters()], lr=0.01, momentum=0.9)
-    images = torch.randn(2, 3, 64, 96, device=runtime.device)
+    criterion = build_criterion(cfg, model.feature_channels).to(runtime.device).train()
+    optimizer = torch.optim.SGD([*model.parameters(), *criterion.parameters()], lr=0.01, momentum=0.9)
+    images = torch.rand(2, 3, 64, 96, device=runtime.device)
     labels = torch.randint(0, 5, (2, 64, 96), device=runtime.device)
-    training_step(model, optimizer, images, labels, runtime.autocast, projectors, cfg)  # cuDNN timing, lazy init
+    training_step(model, optimizer, images, labels, runtime.autocast, criterion)  # cuDNN timing, lazy init
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        terms = training_step(model, optimizer, images, labels, runtime.autocast, projectors, cfg)
+        terms = training_step(model, optimizer, images, labels, runtime.autocast, criterion)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert all(bool(torch.isfinite(v)) for v in terms.values())
@@ -71,10 +71,11 @@ def test_loss_and_bane_match_the_cpu():
     target = torch.randint(0, 5, (2, 24, 32))
     target[:, :3] = 255
     logits = torch.randn(2, 5, 24, 32)
-    heads = torch.nn.ModuleList(torch.nn.Identity() for _ in cfg.used_layers)
+    criterion = build_criterion(cfg, [f.shape[1] for f in feats])
+    criterion.heads = torch.nn.ModuleList(torch.nn.Identity() for _ in cfg.used_layers)
     values = {}
     for device in ("cpu", "cuda"):
-        terms = contextrast_losses([f.to(device) for f in feats], logits.to(device), target.to(device), heads, cfg)
+        terms = criterion([f.to(device) for f in feats], logits.to(device), target.to(device))
         values[device] = {k: v.cpu() for k, v in terms.items()}
     for key, value in values["cpu"].items():
         assert torch.allclose(values["cuda"][key], value, rtol=1e-4, atol=1e-5), key
@@ -85,7 +86,7 @@ def test_loss_and_bane_match_the_cpu():
 
 
 def test_interrupted_cuda_run_resumes_like_an_uninterrupted_one(tmp_path):
-    """Ctrl-C, then resume on the GPU: the checkpoint's CUDA random state and the weights carry
+    """SIGINT, then resume on the GPU: the checkpoint's CUDA random state and the weights carry
     over (float32: bfloat16 rounding would swamp the comparison; cuDNN and atomics make the
     GPU nondeterministic at the 1e-6 level)."""
     check_resume_matches_uninterrupted_run(

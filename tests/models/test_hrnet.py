@@ -13,7 +13,7 @@ from contextrast_cli.engine.checkpoint import load_checkpoint, model_from_checkp
 from contextrast_cli.engine.losses import segmentation_losses
 from contextrast_cli.engine.trainer import Trainer
 from contextrast_cli.errors import ConfigError
-from contextrast_cli.models.registry import build_model, load_builders
+from contextrast_cli.models.registry import MODELS, build_model
 from tests.conftest import tiny_overrides
 from tests.models.small import SMALL_MODELS
 
@@ -25,7 +25,7 @@ def ceil_div(a: int, b: int) -> int:
 
 
 def test_every_registered_network_has_a_small_config():
-    assert set(SMALL_MODELS) == set(load_builders())
+    assert set(SMALL_MODELS) == set(MODELS)
     assert all(name == cfg.name for name, cfg in SMALL_MODELS.items())
 
 
@@ -34,7 +34,7 @@ def test_every_registered_network_has_a_small_config():
 def test_logits_at_input_size_taps_and_eval_outputs(name, size):
     torch.manual_seed(0)
     model = build_model(SMALL_MODELS[name], 11)
-    x = torch.randn(2, 3, *size)  # batch 2: ASPP's image pooling needs it in training mode
+    x = torch.rand(2, 3, *size)  # batch 2: ASPP's image pooling needs it in training mode
     with torch.no_grad():
         out = model(x)
         assert out["out"].shape == (2, 11, *size)
@@ -46,13 +46,24 @@ def test_logits_at_input_size_taps_and_eval_outputs(name, size):
         model.eval()
         evaluated = model(x)
     assert set(evaluated) == {"out"} and evaluated["out"].shape == (2, 11, *size)
-    assert model.training_only_modules() == []
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_MODELS))
+def test_inference_uses_every_parameter(name):
+    """``training_only_modules()`` says no registered network has training-only parts (the
+    exporter keeps everything): then the eval-mode logits depend on every parameter (OCRNet's
+    auxiliary head included: its soft regions feed the OCR block)."""
+    torch.manual_seed(0)
+    model = build_model(SMALL_MODELS[name], 5).eval()
+    model(torch.rand(1, 3, 64, 96))["out"].square().mean().backward()
+    unused = [k for k, p in model.named_parameters() if p.grad is None]  # not in the inference graph
+    assert model.training_only_modules() == [] and unused == []
 
 
 @pytest.mark.parametrize("name", sorted(SMALL_MODELS))
 def test_backward_reaches_every_parameter(name):
     model = build_model(SMALL_MODELS[name], 5)
-    out = model(torch.randn(2, 3, 61, 83))  # odd size
+    out = model(torch.rand(2, 3, 61, 83))  # odd size
     loss = out["out"].mean() + sum(f.mean() for f in out["features"]) + out.get("aux", torch.zeros(1)).mean()
     loss.backward()
     missing = [k for k, p in model.named_parameters() if p.grad is None]
@@ -62,8 +73,10 @@ def test_backward_reaches_every_parameter(name):
 def test_hrnet_padding_is_cropped_back_exactly():
     torch.manual_seed(0)
     model = build_model(SMALL_MODELS["hrnet"], 4)
-    x = torch.randn(2, 3, 61, 83)
-    padded = F.pad(x, (0, 96 - 83, 0, 64 - 61))  # what the model pads to internally
+    x = torch.rand(2, 3, 61, 83)
+    # what the model pads to internally: zeros after its normalisation, i.e. the mean before it
+    mean = model.pixel_mean
+    padded = F.pad(x - mean, (0, 96 - 83, 0, 64 - 61)) + mean
     with torch.no_grad():
         out, reference = model(x), model(padded)
     torch.testing.assert_close(out["out"], reference["out"][..., :61, :83])
@@ -72,9 +85,12 @@ def test_hrnet_padding_is_cropped_back_exactly():
         torch.testing.assert_close(feature, full[..., :ceil_div(61, s), :ceil_div(83, s)])
 
 
-def test_hrnet_output_stride_is_ignored_and_backbones_are_hrnets():
-    model = build_model(ModelConfig(name="hrnet", backbone="hrnet_w18_small_v2", output_stride=8), 3)
+def test_hrnet_has_fixed_strides_and_backbones_are_hrnets():
+    model = build_model(ModelConfig(name="hrnet", backbone="hrnet_w18_small_v2"), 3)
     assert model.feature_strides == [4, 8, 16, 32] and model.feature_channels == [18, 36, 72, 144]
+    for name in ("hrnet", "ocrnet"):  # an output stride is refused, not silently ignored
+        with pytest.raises(ConfigError, match=f"model.output_stride: {name} has fixed strides"):
+            build_model(ModelConfig(name=name, backbone="hrnet_w18_small_v2", output_stride=8), 3)
     with pytest.raises(ConfigError, match="unknown HRNet backbone 'resnet18'; choose one of: hrnet_w18_small_v2"):
         build_model(ModelConfig(name="hrnet", backbone="resnet18"), 3)
 
@@ -84,7 +100,7 @@ def test_ocrnet_aux_loss_is_weighted_cross_entropy():
     model = build_model(SMALL_MODELS["ocrnet"], 4)
     target = torch.randint(0, 4, (2, 64, 96))
     target[:, :8] = 255  # ignored rows
-    out = model(torch.randn(2, 3, 64, 96))
+    out = model(torch.rand(2, 3, 64, 96))
     assert out["aux_weight"] == 0.4
     terms = segmentation_losses(out, target)
     assert set(terms) == {"loss_ce", "loss_aux"}
@@ -93,8 +109,8 @@ def test_ocrnet_aux_loss_is_weighted_cross_entropy():
     torch.testing.assert_close(terms["loss_ce"], F.cross_entropy(out["out"], target, ignore_index=255))
     options = {**SMALL_MODELS["ocrnet"].options, "aux_weight": 0.25}
     other = build_model(SMALL_MODELS["ocrnet"].model_copy(update={"options": options}), 4)
-    assert other(torch.randn(2, 3, 32, 32))["aux_weight"] == 0.25
-    assert set(segmentation_losses(build_model(SMALL_MODELS["hrnet"], 4)(torch.randn(1, 3, 64, 96)), target[:1])) \
+    assert other(torch.rand(2, 3, 32, 32))["aux_weight"] == 0.25
+    assert set(segmentation_losses(build_model(SMALL_MODELS["hrnet"], 4)(torch.rand(1, 3, 64, 96)), target[:1])) \
         == {"loss_ce"}
 
 
@@ -102,7 +118,7 @@ def test_ocrnet_inference_uses_the_aux_head():
     """The soft object regions come from the aux head, so it is not training-only."""
     torch.manual_seed(0)
     model = build_model(SMALL_MODELS["ocrnet"], 4).eval()
-    x = torch.randn(1, 3, 64, 64)
+    x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         before = model(x)["out"]
         model.head.aux_head.classifier.weight.mul_(3.0)

@@ -14,7 +14,7 @@ SMALL = [("deeplabv3", "resnet18", 8), ("deeplabv3", "resnet18", 16), ("deeplabv
 @pytest.mark.parametrize("name,backbone,stride", SMALL)
 def test_logits_at_input_size_and_taps(name, backbone, stride):
     model = build_model(ModelConfig(name=name, backbone=backbone, output_stride=stride), 5)
-    x = torch.randn(2, 3, 61, 83)  # odd size
+    x = torch.rand(2, 3, 61, 83)  # odd size
     out = model(x)
     assert out["out"].shape == (2, 5, 61, 83)
     features = out["features"]
@@ -31,7 +31,7 @@ def test_logits_at_input_size_and_taps(name, backbone, stride):
 def test_torchvision_resnet50_dilated():
     model = build_model(ModelConfig(backbone="resnet50", output_stride=8), 11).eval()
     with torch.no_grad():
-        out = model(torch.randn(1, 3, 97, 129))
+        out = model(torch.rand(1, 3, 97, 129))
     assert out["out"].shape == (1, 11, 97, 129)
     assert model.feature_channels == [256, 512, 1024, 2048] and model.feature_strides == [4, 8, 8, 8]
 

@@ -1,19 +1,12 @@
-"""The preset schema (pydantic v2), preset discovery, and config resolution.
-
-Precedence, lowest first: preset < ``--config`` file < ``--set key=value`` <
-explicit command-line flags. Every problem is reported with its field path and
-the place (file and line, or the override) that set it. No torch import here.
-"""
+"""The preset schema (pydantic v2): every section, validated once and frozen. No torch import here."""
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from contextrast_cli.config_sources import Sources, load_yaml, merge, parse_override
 from contextrast_cli.data.specs import DATASETS
-from contextrast_cli.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -102,8 +95,9 @@ class ModelConfig(_Section):
     backbone: str = "resnet50"
     """Backbone for the segmentor: hrnet_w48 / hrnet_w18 / hrnet_w18_small_v2 (hrnet, ocrnet);
     resnet18 / resnet34 / resnet50 / resnet101 (deeplabv3, deeplabv3plus)."""
-    output_stride: Literal[8, 16, 32] = 8
-    """Backbone output stride of dilated ResNets (8 as in the paper); HRNet ignores it."""
+    output_stride: Literal[8, 16, 32] | None = None
+    """Backbone output stride of dilated ResNets (the paper: 8); null = the network's default
+    (deeplabv3: 8, deeplabv3plus: 16). HRNet and OCRNet have fixed strides and take none."""
     pretrained: bool = False
     """Load ImageNet weights through torchvision / timm (needs network access)."""
     weights: Path | None = None
@@ -210,7 +204,7 @@ class TrainConfig(_Section):
     eval_interval: PosInt = 1000
     """Validate every N iterations and at the end; best.pt follows val mIoU."""
     checkpoint_interval: PosInt = 500
-    """Write last.pt every N iterations (and at the end, and on Ctrl-C)."""
+    """Write last.pt and iter_<N>.pt every N iterations (last.pt also at the end and when stopped)."""
     log_interval: PosInt = 20
     """Append to metrics.jsonl every N iterations."""
     seed: int = 0
@@ -221,7 +215,9 @@ class TrainConfig(_Section):
     """Mixed precision (bfloat16 autocast) on GPUs with native bfloat16 (compute capability
     8.0+: A100, H100, RTX 30xx and later); float32 on older GPUs and on the CPU."""
     output_dir: Path = Path("runs")
-    """Run folders are created as <output_dir>/<preset name>/<timestamp>/."""
+    """Run folders are created as <output_dir>/<preset name>/<timestamp>/ (``--runs-dir``)."""
+    keep_checkpoints: Annotated[int, Field(ge=0)] = 2
+    """Interval checkpoints (iter_000500.pt ...) kept besides last.pt and best.pt; 0 keeps none."""
 
     @field_validator("device")
     @classmethod
@@ -243,6 +239,8 @@ class EvalConfig(_Section):
     """Test scales; several give multi-scale testing (paper: 0.75-2.0 step 0.25)."""
     flip: bool = False
     """Also average the horizontally flipped prediction."""
+    amp: bool = False
+    """Evaluate under the training precision (bfloat16 autocast where native); off: float32 metrics."""
 
 
 class Config(_Section):
@@ -266,108 +264,3 @@ class Config(_Section):
     def to_yaml(self) -> str:
         """The resolved config as YAML."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-
-def presets_dir() -> Path:
-    """The folder holding the preset YAMLs (repo checkout or installed package)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "presets", here.parent / "presets"):
-        if candidate.is_dir():
-            return candidate
-    raise ConfigError(f"no presets folder found next to {here}; reinstall contextrast")
-
-
-def list_presets() -> dict[str, Path]:
-    """Preset name -> YAML path, sorted by name."""
-    return {path.stem: path for path in sorted(presets_dir().glob("*.yaml"))}
-
-
-def preset_path(name: str) -> Path:
-    """The YAML of preset ``name``; a ConfigError listing the presets on a miss."""
-    presets = list_presets()
-    if name not in presets:
-        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(presets)} "
-                          f"(or pass your own file with --config FILE.yaml)")
-    return presets[name]
-
-
-def resolve_config(
-    preset: str | None = None,
-    config_file: Path | None = None,
-    overrides: list[str] = (),
-    flags: dict[str, Any] | None = None,
-    base: dict[str, Any] | None = None,
-) -> Config:
-    """Merge the sources in precedence order and validate once.
-
-    Args:
-        preset: name of a preset in ``presets/``.
-        config_file: a YAML file laid over the preset (or standing alone).
-        overrides: ``key.path=value`` strings; values are parsed as YAML.
-        flags: dotted key -> value from explicit command-line flags (None values skipped).
-        base: a starting dict (a checkpoint's resolved config when resuming).
-
-    Raises:
-        ConfigError: listing every problem with field path and source.
-    """
-    if preset is None and config_file is None and base is None:
-        raise ConfigError("no configuration given: pass --preset NAME or --config FILE.yaml "
-                          "(see `contextrast presets`)")
-    data: dict[str, Any] = {}
-    sources = Sources()
-    if base is not None:
-        merge(data, base, sources, lambda path: "the checkpoint's config")
-    for path in ([preset_path(preset)] if preset else []) + ([config_file] if config_file else []):
-        doc, lines = load_yaml(path)
-        merge(data, doc, sources, lambda key, p=path, ln=lines: f"{p}:{ln.get(key, 1)}")
-    if preset and config_file is None and "name" not in data:
-        data["name"] = preset
-    for text in overrides:
-        key, value = parse_override(text)
-        merge(data, _nest(key, value), sources, lambda _, t=text: f"--set {t}")
-    for dotted, value in (flags or {}).items():
-        if value is not None:
-            merge(data, _nest(tuple(dotted.split(".")), value), sources,
-                  lambda _, d=dotted: f"--{d.split('.')[-1].replace('_', '-')}")
-    if config_file is not None and "name" not in data:
-        data["name"] = config_file.stem
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, sources)) from None
-
-
-def _nest(key: tuple[str, ...], value: Any) -> dict[str, Any]:
-    for part in reversed(key):
-        value = {part: value}
-    return value
-
-
-def _format_errors(exc: ValidationError, sources: Sources) -> str:
-    """One line per problem: ``source: field.path: message``."""
-    lines = []
-    for error in exc.errors():
-        loc = tuple(str(part) for part in error["loc"])
-        dotted = ".".join(loc) or "(top level)"
-        message = error["msg"]
-        if error["type"] == "extra_forbidden":
-            message = f"unknown key; valid keys here: {', '.join(_valid_keys(loc[:-1]))}"
-        elif error["type"] == "missing":
-            message = "required field is missing"
-        message = message.removeprefix("Value error, ")
-        lines.append(f"{sources.origin(loc)}: {dotted}: {message}")
-    return "invalid configuration:\n  " + "\n  ".join(lines)
-
-
-def _valid_keys(loc: tuple[str, ...]) -> list[str]:
-    model: type[BaseModel] = Config
-    for part in loc:
-        if part not in model.model_fields:
-            return []
-        annotation = model.model_fields[part].annotation
-        candidates = [a for a in getattr(annotation, "__args__", (annotation,))
-                      if isinstance(a, type) and issubclass(a, BaseModel)]
-        if not candidates:
-            return []
-        model = candidates[0]
-    return list(model.model_fields)

@@ -1,0 +1,15 @@
+"""The ``contextrast`` command line: parse, load the config, one library call, print.
+
+``app`` lives in ``cli.app``; importing this package registers every command on it.
+"""
+
+from contextrast_cli.cli import data, evaluate, export, train, visualize  # noqa: F401  (register commands)
+from contextrast_cli.cli.app import app
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+__all__ = ["app", "main"]

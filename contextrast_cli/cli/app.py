@@ -1,0 +1,116 @@
+"""The Typer application, its shared options, and the one place errors become messages and exit codes."""
+
+import contextlib
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from contextrast_cli import __version__
+from contextrast_cli.errors import ConfigError, ContextrastError, first_line
+
+app = typer.Typer(name="contextrast", no_args_is_help=True, pretty_exceptions_enable=False,
+                  add_completion=False, rich_markup_mode="rich",
+                  help="Train semantic segmentation networks with contextual contrastive learning.")
+presets_app = typer.Typer(no_args_is_help=False, invoke_without_command=True,
+                          help="List presets, or show one resolved.")
+prepare_app = typer.Typer(no_args_is_help=True, help="Convert a dataset into the prepared layout.")
+app.add_typer(presets_app, name="presets")
+app.add_typer(prepare_app, name="prepare-data")
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+CHECKPOINT_HELP = ("Checkpoint file, or a run folder (its best.pt; its last.pt, with a note, before the first "
+                   "validation). Default: the newest best.pt under --runs-dir.")
+PresetOpt = Annotated[Optional[str], typer.Option("--preset", "-p", help="Preset name (see `contextrast presets`).")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file laid over the preset.")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override key.path=value (repeatable).")]
+DataRootOpt = Annotated[Optional[Path], typer.Option(
+    "--data-root", help="Prepared dataset folder; it must exist (see `contextrast prepare-data`).")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="Folder of run folders (<runs-dir>/<preset>/<time>/).")]
+CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help=CHECKPOINT_HELP)]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")]
+
+
+def renamed(new_value, old_value, old: str, new: str):
+    """The value of an option given under its old, hidden spelling (with a note), else the new one's."""
+    if old_value is None:
+        return new_value
+    err.print(f"[yellow]note:[/] {old} is now {new}; the old spelling goes in the next release")
+    if new_value is not None and new_value != old_value:
+        raise ConfigError(f"{old} and {new} are the same option with different values; give {new} once")
+    return old_value
+
+
+@contextlib.contextmanager
+def guarded(ctx: typer.Context, debug: bool = False):
+    """Turn library errors into one red line and their exit code (tracebacks with --debug)."""
+    debug = debug or bool((ctx.find_root().obj or {}).get("debug"))
+    try:
+        yield
+    except ContextrastError as exc:
+        if debug:
+            raise
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # an internal failure: keep it to one line unless --debug
+        if debug:
+            raise
+        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(first_line(exc))}"
+                  f" (re-run with --debug for the traceback)")
+        raise typer.Exit(1) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"contextrast {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(ctx: typer.Context,
+         version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                               help="Print the version and exit.")] = False,
+         debug: DebugOpt = False) -> None:
+    """Contextrast: CCL + BANE pixel contrastive learning for semantic segmentation.
+
+    Exit codes: 0 done, 1 failure, 2 bad input (config, data, checkpoint), 3 the loss diverged,
+    130 stopped by Ctrl-C (SIGINT), 143 stopped by SIGTERM; a stopped training saved last.pt.
+    """
+    ctx.obj = {"debug": debug}
+
+
+def progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), console=err, transient=True)
+
+
+def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
+    """``HxW`` -> (H, W)."""
+    height, sep, width = text.lower().partition("x")
+    if not sep or not height.isdigit() or not width.isdigit() or not int(height) or not int(width):
+        raise typer.BadParameter(f"expected HxW such as 120x160, got {text!r}", param_hint=option)
+    return int(height), int(width)
+
+
+def pick_checkpoint(checkpoint: Path | None, runs_dir: Path) -> Path:
+    """The checkpoint a command uses: ``--checkpoint`` (a run folder means its best.pt, else its
+    last.pt with a note), or the newest best.pt under ``runs_dir``."""
+    from contextrast_cli.engine.runs import checkpoint_path, newest_checkpoint
+
+    if checkpoint is None:
+        path = newest_checkpoint(runs_dir)
+        err.print(f"using {escape(str(path))}")
+        return path
+    path, note = checkpoint_path(checkpoint)
+    if note:
+        err.print(f"[yellow]note:[/] {escape(note)}")
+    return path

@@ -1,0 +1,71 @@
+"""The ``FILE.onnx.json`` sidecar: everything a consumer needs besides the graph."""
+
+import json
+from pathlib import Path
+
+import torch
+
+from contextrast_cli import __version__
+from contextrast_cli.errors import ExportError
+from contextrast_cli.export.graph import ExportOptions, ExportResult, traced_size
+
+SIDECAR_FORMAT = "contextrast-onnx"
+SIDECAR_VERSION = 2  # 1: float inputs were normalised outside the graph
+
+
+def build_sidecar(payload: dict, cfg, result: ExportResult, options: ExportOptions, digest: str) -> dict:
+    """Everything a consumer needs besides the graph: classes, palette, normalisation, I/O spec, provenance."""
+    import onnx
+    import onnxruntime
+
+    axes = {"batch": 0, "height": 1, "width": 2} if options.preprocessing else {"batch": 0, "height": 2, "width": 3}
+    out_axes = {"batch": 0, "height": 1, "width": 2} if options.argmax else {"batch": 0, "height": 2, "width": 3}
+    num_classes = len(payload["dataset"]["classes"])
+    height, width = options.size
+    dims = ("batch", "height", "width") if options.dynamic else (1, height, width)
+    in_shape = [dims[0], dims[1], dims[2], 3] if options.preprocessing else [dims[0], 3, dims[1], dims[2]]
+    out_shape = [dims[0], dims[1], dims[2]] if options.argmax else [dims[0], num_classes, dims[1], dims[2]]
+    return {
+        "format": SIDECAR_FORMAT, "format_version": SIDECAR_VERSION, "onnx": result.path.name,
+        "checkpoint": {"path": str(result.checkpoint.resolve()), "sha256": digest,
+                       "iteration": payload.get("iteration")},
+        "model": cfg.model.model_dump(mode="json"), "dataset": payload["dataset"],
+        "normalization": {**payload["normalization"], "units": "RGB scaled to [0, 1]", "applied": "inside the graph"},
+        "preprocessing": options.preprocessing, "argmax": options.argmax, "dynamic": options.dynamic,
+        "export_size": [height, width], "traced_size": list(traced_size(options)), "opset": options.opset,
+        "input": {"name": "image", "dtype": "uint8" if options.preprocessing else "float32",
+                  "layout": "NHWC" if options.preprocessing else "NCHW", "shape": in_shape,
+                  "dynamic_axes": axes if options.dynamic else {},
+                  "meaning": "RGB 0-255" if options.preprocessing else "RGB / 255 (the graph normalises)"},
+        "output": {"name": "labels" if options.argmax else "logits",
+                   "dtype": "int64" if options.argmax else "float32",
+                   "layout": "NHW" if options.argmax else "NCHW", "shape": out_shape,
+                   "dynamic_axes": out_axes if options.dynamic else {}},
+        "eval": cfg.eval.model_dump(mode="json"),
+        "parameters": result.counts, "verification": result.verification,
+        "exporter": "torch.onnx.export(dynamo=True), optimised with onnxscript",
+        "versions": {"contextrast": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                     "onnxruntime": onnxruntime.__version__},
+    }
+
+
+def read_sidecar(path: Path) -> dict:
+    """The ``FILE.onnx.json`` written beside an exported graph.
+
+    Raises:
+        ExportError: the graph or its sidecar is missing or not contextrast's.
+    """
+    path = Path(path)
+    sidecar = Path(f"{path}.json")
+    if not path.is_file():
+        raise ExportError(f"ONNX file {path} does not exist")
+    if not sidecar.is_file():
+        raise ExportError(f"{path} has no sidecar {sidecar.name} (classes, normalisation, I/O spec); "
+                          f"export it with `contextrast export --onnx`")
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ExportError(f"{sidecar} is not valid JSON ({exc}); re-export") from None
+    if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
+        raise ExportError(f"{sidecar} is not a contextrast ONNX sidecar (no '{SIDECAR_FORMAT}' marker)")
+    return meta
