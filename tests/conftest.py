@@ -18,10 +18,14 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
-def one_line_error(result, code: int, text: str) -> None:
-    """The command failed with ``code`` and printed one line (no traceback) containing ``text``."""
+def one_line_error(result, code: int, text: str, after_progress: bool = False) -> None:
+    """The command failed with ``code`` and printed one line (no traceback) containing ``text``;
+    with ``after_progress``, a training run's progress lines may come before that one line."""
     assert result.exit_code == code, result.output
-    assert len(result.output.strip().splitlines()) == 1 and text in result.output, result.output
+    lines = result.output.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and text in errors[0], result.output
+    assert after_progress or len(lines) == 1, result.output
     assert "Traceback" not in result.output
 
 

@@ -101,3 +101,16 @@ def test_unknown_preset_lists_choices():
 def test_synthetic_section_only_for_synthetic():
     with pytest.raises(ConfigError, match="only valid with dataset: synthetic"):
         resolve_config("camvid", overrides=["data.synthetic={num_train: 2}"])
+
+
+def test_resnet_tap_presets_ship_narrow_heads():
+    """Presets whose taps are ResNet stages use hidden width 128 (METHOD.md); HRNet presets keep 512,
+    which equals every HRNet-W48 branch width."""
+    from contextrast_cli.contrast.build import build_criterion
+
+    for name in list_presets():
+        cfg = resolve_config(name)
+        resnet = cfg.model.backbone.startswith("resnet")
+        assert cfg.contrast.hidden_cap == (128 if resnet and name != "toy" else 512), name
+    heads = build_criterion(resolve_config("camvid-deeplab").contrast, [256, 512, 1024, 2048]).heads
+    assert [head.net[0].out_channels for head in heads] == [128, 128, 128, 128]

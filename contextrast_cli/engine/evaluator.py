@@ -23,10 +23,10 @@ def predict_probs(model: Predictor, images: torch.Tensor, scales=(1.0,), flip=Fa
     Args:
         model: the network in eval mode, or any callable images -> ``{"out": logits}``
             (an onnxruntime session adapter, ``engine.onnx_eval.OnnxSegmentor``).
-        images: (B, 3, H, W) normalised float images on the model's device.
+        images: (B, 3, H, W) RGB float images in [0, 1] on the model's device.
     """
     size = images.shape[-2:]
-    total = None
+    total, count = None, 0
     for scale in scales:
         x = images if scale == 1.0 else F.interpolate(
             images, scale_factor=scale, mode="bilinear", align_corners=False)
@@ -35,8 +35,8 @@ def predict_probs(model: Predictor, images: torch.Tensor, scales=(1.0,), flip=Fa
             logits = model(inp)["out"].float()
             logits = logits.flip(-1) if flipped else logits
             probs = F.interpolate(logits, size=size, mode="bilinear", align_corners=False).softmax(1)
-            total = probs if total is None else total + probs
-    return total
+            total, count = (probs if total is None else total + probs), count + 1
+    return total / count
 
 
 def evaluate_split(model: Predictor, dataset: PreparedDataset, split: str, cfg: EvalConfig,

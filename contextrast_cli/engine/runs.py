@@ -158,15 +158,14 @@ def _intact_offer(run_dir: Path, exclude: Path) -> str:
     return f"no intact resumable checkpoint is left in {run_dir}; start the run again{fresh}"
 
 
-def link_or_copy(source: Path, target: Path) -> None:
-    """Make ``target`` hold ``source``'s bytes, atomically: a hard link (no copy) where the file
-    system allows it, else a copy, through a temporary name."""
+def copy_file(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` through a temporary name: an interval checkpoint is a file of
+    its own (a hard link would share any later damage to ``last.pt``)."""
     import shutil
 
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.link.tmp")
-    tmp.unlink(missing_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.copy.tmp")
     try:
-        os.link(source, tmp)
-    except OSError:
         shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)

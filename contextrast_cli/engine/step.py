@@ -1,6 +1,5 @@
 """One optimisation step, and the loss window between two log lines."""
 
-import math
 import time
 
 import torch
@@ -35,36 +34,42 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: to
 
 
 class LossWindow:
-    """Loss terms accumulated on the device between log steps (one host sync per log), and the
-    first iteration whose loss terms were not all finite."""
+    """Loss terms accumulated on the device between log steps (one host sync per log), and for
+    every loss term the first iteration at which it was not finite."""
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
         self.count = 0
-        self.first_bad: torch.Tensor | None = None  # () int64, -1 while every step was finite
         self.started = time.perf_counter()
+        self.keys: list[str] = []  # the loss terms, in the order of ``first_bad``
+        self.first_bad: torch.Tensor | None = None  # (len(keys),) int64, -1 while finite
 
     def add(self, iteration: int, terms: dict[str, torch.Tensor]) -> None:
-        """Add the terms of step ``iteration`` (1-based)."""
-        losses = torch.stack([v.float() for k, v in terms.items() if k.startswith("loss")])
-        bad = ~torch.isfinite(losses).all()
-        if self.first_bad is None:
-            self.first_bad = torch.full((), -1, dtype=torch.long, device=losses.device)
+        """Add the terms of step ``iteration`` (1-based), without a host synchronisation."""
+        keys = [k for k in terms if k.startswith("loss")]
+        if keys != self.keys:  # the contrastive terms join after contrast.warmup_iters
+            known = dict(zip(self.keys, self.first_bad)) if self.first_bad is not None else {}
+            none = terms["loss"].new_full((), -1, dtype=torch.long)
+            self.first_bad, self.keys = torch.stack([known.get(k, none) for k in keys]), keys
+        bad = ~torch.isfinite(torch.stack([terms[k].float() for k in keys]))
         self.first_bad = torch.where(bad & (self.first_bad < 0), iteration, self.first_bad)
         for key, value in terms.items():
             self.sums[key] = self.sums.get(key, 0) + value
         self.count += 1
 
     def non_finite(self) -> tuple[int, list[str]] | None:
-        """(first bad iteration, the loss terms that are not finite in the window), or None."""
-        if self.first_bad is None or int(self.first_bad) < 0:
+        """(the first iteration with a non-finite loss term, the terms non-finite there), or None."""
+        if self.first_bad is None:
             return None
-        bad = [k for k, v in self.sums.items() if k.startswith("loss") and not math.isfinite(float(v))]
-        return int(self.first_bad), bad
+        first_bad = dict(zip(self.keys, self.first_bad.tolist()))
+        bad = [it for it in first_bad.values() if it >= 0]
+        if not bad:
+            return None
+        return min(bad), [k for k, it in first_bad.items() if it == min(bad)]
 
     def flush(self) -> dict:
         """The mean of every term and the speed since the last flush; starts a new window
-        (the first bad iteration is kept)."""
+        (the first non-finite iterations are kept)."""
         elapsed = time.perf_counter() - self.started
         stats = {key: float(value) / self.count for key, value in self.sums.items()}
         stats["it_per_s"] = self.count / max(elapsed, 1e-9)

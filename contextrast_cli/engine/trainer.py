@@ -244,7 +244,7 @@ class Trainer:
         if interval and keep:
             target = self.run_dir / runs.interval_name(self.iteration)
             try:
-                runs.link_or_copy(path, target)
+                runs.copy_file(path, target)
             except OSError as exc:
                 raise CheckpointError(f"could not write {target}: {exc.strerror or exc}; last.pt is complete; "
                                       f"free space or set train.keep_checkpoints=0") from None
