@@ -12,8 +12,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from contextrast_cli import __version__
 from contextrast_cli.errors import ConfigError, ContextrastError, first_line
 
+EXIT_CODES = ("Exit codes: 0 done, 1 failure, 2 bad input (config, data, checkpoint), 3 the loss diverged, "
+              "130 stopped by Ctrl-C (SIGINT), 143 stopped by SIGTERM; a stopped training saved last.pt.")
 app = typer.Typer(name="contextrast", no_args_is_help=True, pretty_exceptions_enable=False,
-                  add_completion=False, rich_markup_mode="rich",
+                  add_completion=False, rich_markup_mode="rich", epilog=EXIT_CODES,
                   help="Train semantic segmentation networks with contextual contrastive learning.")
 presets_app = typer.Typer(no_args_is_help=False, invoke_without_command=True,
                           help="List presets, or show one resolved.")
@@ -80,11 +82,7 @@ def root(ctx: typer.Context,
          version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                                help="Print the version and exit.")] = False,
          debug: DebugOpt = False) -> None:
-    """Contextrast: CCL + BANE pixel contrastive learning for semantic segmentation.
-
-    Exit codes: 0 done, 1 failure, 2 bad input (config, data, checkpoint), 3 the loss diverged,
-    130 stopped by Ctrl-C (SIGINT), 143 stopped by SIGTERM; a stopped training saved last.pt.
-    """
+    """Contextrast: CCL + BANE pixel contrastive learning for semantic segmentation."""
     ctx.obj = {"debug": debug}
 
 

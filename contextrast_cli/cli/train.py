@@ -32,7 +32,7 @@ def train(
     """Train a segmentation network; writes <runs-dir>/<preset>/<time>/ with checkpoints and metrics.
 
     Ctrl-C or SIGTERM stops after the step in progress and saves last.pt (exit 130 / 143);
-    `--resume RUN` continues exactly where it stopped.
+    `--resume RUN` continues exactly where it stopped. A diverged loss exits with 3.
     """
     from contextrast_cli.config import resolve_config
     from contextrast_cli.data.build import locate_dataset

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from contextrast_cli.atomic import atomic_write_text
 from contextrast_cli.config import Config
+from contextrast_cli.engine.checkpoint import load_checkpoint
 from contextrast_cli.errors import CheckpointError
 
 INTERVAL = re.compile(r"iter_(\d+)\.pt")
@@ -117,8 +118,6 @@ def load_resumable(path: Path) -> tuple[dict, Path]:
         CheckpointError: a weights-only checkpoint (names the ``last.pt`` to use), or a truncated or
             corrupt one (names the newest intact checkpoint and the exact command); nothing is deleted.
     """
-    from contextrast_cli.engine.checkpoint import load_checkpoint
-
     file, _ = checkpoint_path(path, resume=True)
     run_dir = file.parent
     if not file.exists():
@@ -140,8 +139,6 @@ def load_resumable(path: Path) -> tuple[dict, Path]:
 
 def _intact_offer(run_dir: Path, exclude: Path) -> str:
     """'resume from the newest intact checkpoint with: ...', or what to do when there is none."""
-    from contextrast_cli.engine.checkpoint import load_checkpoint
-
     candidates = [run_dir / "last.pt", *reversed(interval_checkpoints(run_dir))]
     for candidate in candidates:
         if candidate == exclude or not candidate.is_file():

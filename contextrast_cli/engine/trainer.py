@@ -150,12 +150,15 @@ class Trainer:
 
     def _loop(self, total: int, stop: StopSignals) -> None:
         cfg = self.cfg.train
-        if self.pending_validation:
+        if self.pending_validation:  # stopped during a validation: redo it first
             self._validate_or_stop(stop)
+        window = LossWindow()
+        if stop.requested:
+            self._stop(window, stop)
         self.model.train()
         if self.criterion is not None:
             self.criterion.train()
-        batches, window = self._batches(), LossWindow()
+        batches = self._batches()
         while self.iteration < total:
             window.add(self.iteration + 1, self._step(next(batches)))
             self.iteration += 1

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from contextrast_cli.config import resolve_config
-from contextrast_cli.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from contextrast_cli.engine.checkpoint import load_checkpoint
 from contextrast_cli.engine.evaluator import evaluate_checkpoint
 from contextrast_cli.engine.reporting import Reporter
 from contextrast_cli.engine.runs import newest_checkpoint
