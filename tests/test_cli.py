@@ -261,7 +261,8 @@ def test_real_camvid_prepare_train_evaluate(camvid_source, tmp_path):
                      "--set", "model.name=deeplabv3", "--set", "model.backbone=resnet18",
                      "--set", "model.output_stride=32", "--set", "data.crop_size=[96, 128]",
                      "--set", "data.workers=0", "--set", "train.device=cpu", "--runs-dir", tmp_path / "runs",
-                     "--set", "eval.split=val", "--iterations", 2, "--batch-size", 2)
+                     "--set", "eval.split=val", "--set", "eval.scales=[1.0]", "--set", "eval.flip=false",
+                     "--iterations", 2, "--batch-size", 2)
     assert trained.exit_code == 0, trained.output
     (best,) = (tmp_path / "runs" / "camvid").glob("*/best.pt")
     evaluated = invoke("evaluate", "--checkpoint", best, "--json", tmp_path / "m.json", "--device", "cpu")

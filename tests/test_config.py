@@ -18,7 +18,7 @@ def test_every_preset_validates(name):
 
 
 def test_expected_presets_exist():
-    assert {"toy", "camvid", "cityscapes", "ade20k", "pascal-context", "coco-stuff"} <= set(list_presets())
+    assert {"toy", "camvid", "cityscapes", "ade20k", "pascal-context", "coco-stuff", "folder"} <= set(list_presets())
 
 
 def test_camvid_preset_is_the_paper_recipe():
@@ -114,3 +114,12 @@ def test_resnet_tap_presets_ship_narrow_heads():
         assert cfg.contrast.hidden_cap == (128 if resnet and name != "toy" else 512), name
     heads = build_criterion(resolve_config("camvid-deeplab").contrast, [256, 512, 1024, 2048]).heads
     assert [head.net[0].out_channels for head in heads] == [128, 128, 128, 128]
+
+
+def test_presets_test_with_the_papers_protocol():
+    """METHOD.md section 4: multi-scale 0.75-2.0 (step 0.25) with flip, single scale for Cityscapes."""
+    paper = (0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
+    for name in ("ade20k", "pascal-context", "coco-stuff", "camvid", "camvid-ocr", "camvid-deeplab"):
+        cfg = resolve_config(name).eval
+        assert (cfg.scales, cfg.flip) == (paper, True), name
+    assert resolve_config("cityscapes").eval.scales == (1.0,) and not resolve_config("cityscapes").eval.flip

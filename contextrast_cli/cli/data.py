@@ -1,7 +1,7 @@
 """``contextrast presets`` and ``contextrast prepare-data``."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -42,27 +42,97 @@ def _print_dataset(prepared) -> None:
     out.print(table)
     freq = prepared.meta.get("class_frequencies", {})
     if freq:
-        out.print("train pixel share: " + ", ".join(f"{k} {v:.1%}" for k, v in freq.items()))
+        shares = sorted(freq.items(), key=lambda kv: -kv[1])
+        columns = 3 if len(shares) > 20 else 1
+        rows = -(-len(shares) // columns)
+        share_table = Table(*(["class", "share"] * columns), title="train pixel share per class")
+        for row in range(rows):
+            cells = []
+            for column in range(columns):
+                index = column * rows + row
+                name, value = shares[index] if index < len(shares) else ("", None)
+                cells += [name, "" if value is None else f"{value:.2%}"]
+            share_table.add_row(*cells)
+        out.print(share_table)
 
 
-@prepare_app.command("camvid")
-def prepare_camvid(
-    ctx: typer.Context,
-    source: Annotated[Path, typer.Option(help="SegNet CamVid folder (train/, trainannot/, val/, ...).")],
-    out_dir: OutDirOpt = Path("data/camvid"),
-    force: ForceOpt = False,
-    debug: DebugOpt = False,
-) -> None:
-    """Convert the SegNet CamVid folder (void 11 -> ignore 255)."""
-    from contextrast_cli.data.camvid import convert_camvid, find_camvid_splits
+def _run(ctx: typer.Context, debug: bool, plan_of, out_dir: Path, force: bool) -> None:
+    """Plan (find every pair), then convert with a progress bar, then print the summary."""
+    from contextrast_cli.data.convert import convert
 
     with guarded(ctx, debug), progress() as bar:
-        total = sum(len(p) for p in find_camvid_splits(source).values())
-        task = bar.add_task("converting CamVid", total=total)
-        prepared = convert_camvid(source, out_dir, force=force, on_sample=lambda _: bar.advance(task))
+        plan = plan_of()
+        task = bar.add_task(f"converting {plan.name}", total=plan.count)
+        prepared = convert(plan, out_dir, force=force, on_sample=lambda _: bar.advance(task))
     _print_dataset(prepared)
 
 
+def _converter_command(name: str, source_help: str):
+    def command(ctx: typer.Context,
+                source: Annotated[Path, typer.Option(help=source_help)],
+                out_dir: OutDirOpt = Path("data") / name,
+                force: ForceOpt = False,
+                debug: DebugOpt = False) -> None:
+        from contextrast_cli.data.converters import SOURCES
+
+        _run(ctx, debug, lambda: SOURCES[name][0](source), out_dir, force)
+
+    command.__doc__ = f"Convert {name} into the prepared layout (validates every pair; see the README)."
+    return command
+
+
+def _register_converters() -> None:
+    from contextrast_cli.data.converters import SOURCES
+
+    for name, (_, source_help) in SOURCES.items():
+        prepare_app.command(name)(_converter_command(name, f"{source_help}."))
+
+
+_register_converters()
+
+
+@prepare_app.command("folder")
+def prepare_folder(
+    ctx: typer.Context,
+    images: Annotated[Path, typer.Option(help="Folder of images (or of <split>/ sub-folders).")],
+    labels: Annotated[Path, typer.Option(help="Folder of label PNGs <image stem><suffix>.png (same sub-folders).")],
+    classes: Annotated[Path, typer.Option(help="One class per line in id order, optionally with its colour "
+                                          "R,G,B: `traffic light 250,170,30`.")],
+    out_dir: OutDirOpt = Path("data/folder"),
+    split_file: Annotated[Optional[list[str]], typer.Option(
+        "--split-file", help="SPLIT=FILE listing that split's image names, one per line (repeatable).")] = None,
+    val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Without split files or sub-folders: "
+                                                "this share of the images, drawn with --seed, becomes val.")] = 0.1,
+    seed: int = 0,
+    ignore_index: Annotated[int, typer.Option(min=0, max=255, help="Index masks: the unlabelled value.")] = 255,
+    reduce_zero_label: Annotated[bool, typer.Option(
+        "--reduce-zero-label", help="Index masks: 0 means unlabelled, class k is stored as k+1.")] = False,
+    ignore_color: Annotated[Optional[str], typer.Option(help="Colour masks: R,G,B of unlabelled pixels.")] = None,
+    label_suffix: Annotated[str, typer.Option(help="Label file = <image stem><suffix>.png.")] = "",
+    force: ForceOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Convert your own labelled images (index or RGB colour-coded masks) into the prepared layout."""
+    from contextrast_cli.data.folder import FolderOptions, plan_folder
+    from contextrast_cli.errors import ConfigError
+
+    def plan():
+        files = {}
+        for item in split_file or []:
+            split, sep, path = item.partition("=")
+            if not sep or not split or not path:
+                raise ConfigError(f"--split-file {item!r}: expected SPLIT=FILE, e.g. --split-file val=val.txt")
+            files[split] = Path(path)
+        colour = None
+        if ignore_color is not None:
+            parts = ignore_color.split(",")
+            if len(parts) != 3 or not all(p.strip().isdigit() and int(p) < 256 for p in parts):
+                raise ConfigError(f"--ignore-color {ignore_color!r}: expected R,G,B in 0-255, e.g. 0,0,0")
+            colour = tuple(int(p) for p in parts)
+        return plan_folder(FolderOptions(images, labels, classes, files or None, val_fraction, seed, ignore_index,
+                                         reduce_zero_label, colour, label_suffix))
+
+    _run(ctx, debug, plan, out_dir, force)
 @prepare_app.command("synthetic")
 def prepare_synthetic_cmd(
     ctx: typer.Context,

@@ -46,7 +46,7 @@ class DataConfig(_Section):
     """Dataset, augmentation and loading."""
 
     dataset: str
-    """Dataset name: synthetic, camvid, cityscapes, ade20k, pascal-context, coco-stuff."""
+    """Dataset name: synthetic, camvid, cityscapes, ade20k, pascal-context, coco-stuff, folder (your own)."""
     root: Path | None = None
     """Prepared dataset folder. Default: $CONTEXTRAST_DATA/<dataset>, else data/<dataset>."""
     crop_size: tuple[PosInt, PosInt]

@@ -48,7 +48,7 @@ class Sample:
 
     stem: str
     image: Path | np.ndarray
-    label: np.ndarray  # (H, W) uint8 train ids, 255 = ignore
+    label: np.ndarray | None  # (H, W) uint8 train ids, 255 = ignore; None: an unlabelled split
 
 
 def resolve_root(dataset: str, root: Path | None) -> Path:
@@ -62,11 +62,7 @@ def resolve_root(dataset: str, root: Path | None) -> Path:
 def missing_data_message(dataset: str, root: Path) -> str:
     """One line: which folder was expected and the command that prepares it."""
     spec = DATASETS[dataset]
-    if spec.prepare_hint:
-        how = f"prepare it with: contextrast prepare-data {spec.prepare_hint.format(root=root)}"
-    else:
-        how = (f"contextrast has no {spec.title} converter yet; lay it out by hand as "
-               f"<root>/<split>/images, <root>/<split>/labels and <root>/{DATASET_JSON} (see README)")
+    how = f"prepare it with: contextrast prepare-data {spec.prepare_hint.format(root=root)}"
     return (f"{spec.title} data not found: expected a prepared dataset at {root} "
             f"(no {DATASET_JSON}); {how}, or point --data-root / CONTEXTRAST_DATA at it")
 
@@ -144,17 +140,21 @@ def write_prepared(
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        counts, hist = {}, np.zeros(256, dtype=np.int64)
+        counts, hist, unlabelled = {}, np.zeros(256, dtype=np.int64), set()
         for split, samples in splits.items():
             counts[split] = 0
             for sample in samples:
                 label_hist = _write_sample(tmp / split, sample)
                 if split == "train":
                     hist += label_hist
+                if sample.label is None:
+                    unlabelled.add(split)
                 counts[split] += 1
                 if on_sample:
                     on_sample(split)
         meta = _describe(name, classes, palette, counts, hist, source)
+        if unlabelled:
+            meta["unlabelled_splits"] = sorted(unlabelled)
         (tmp / DATASET_JSON).write_text(json.dumps(meta, indent=2), encoding="utf-8")
         _swap_into_place(tmp, out)
     finally:
@@ -163,13 +163,15 @@ def write_prepared(
 
 
 def _write_sample(split_dir: Path, sample: Sample) -> np.ndarray:
-    """Write one pair; returns the label's 256-bin histogram."""
+    """Write one pair (or an unlabelled image); returns the label's 256-bin histogram."""
     (split_dir / "images").mkdir(parents=True, exist_ok=True)
-    (split_dir / "labels").mkdir(parents=True, exist_ok=True)
     if isinstance(sample.image, Path):
         shutil.copyfile(sample.image, split_dir / "images" / f"{sample.stem}{sample.image.suffix.lower()}")
     else:
         _imwrite(split_dir / "images" / f"{sample.stem}.png", cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR))
+    if sample.label is None:
+        return np.zeros(256, dtype=np.int64)
+    (split_dir / "labels").mkdir(parents=True, exist_ok=True)
     _imwrite(split_dir / "labels" / f"{sample.stem}.png", sample.label)
     return np.bincount(sample.label.ravel(), minlength=256)
 

@@ -5,6 +5,8 @@ No torch here: the config schema validates dataset names against this module.
 
 from dataclasses import dataclass
 
+from contextrast_cli.data.classes import ADE20K_CLASSES, COCO_STUFF_CLASSES, PASCAL_CONTEXT_CLASSES
+
 IGNORE_INDEX = 255
 
 CAMVID_CLASSES = (
@@ -41,7 +43,8 @@ class DatasetSpec:
     Attributes:
         name: the ``data.dataset`` value.
         title: human name for messages.
-        num_classes: number of train ids (0..num_classes-1; 255 is ignore).
+        num_classes: number of train ids (0..num_classes-1; 255 is ignore); 0 when the prepared
+            dataset's ``dataset.json`` defines its classes (``folder``).
         classes: class names, or empty when ``dataset.json`` names them.
         palette: RGB per class, or empty for a generated palette.
         prepare_hint: arguments of ``contextrast prepare-data`` for this dataset,
@@ -63,10 +66,16 @@ DATASETS: dict[str, DatasetSpec] = {
                     SYNTHETIC_PALETTE, "synthetic --out {root}"),
         DatasetSpec("camvid", "CamVid", len(CAMVID_CLASSES), CAMVID_CLASSES, CAMVID_PALETTE,
                     "camvid --source <SegNet CamVid folder> --out {root}"),
-        DatasetSpec("cityscapes", "Cityscapes", 19, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE),
-        DatasetSpec("ade20k", "ADE20K", 150),
-        DatasetSpec("pascal-context", "PASCAL-Context", 59),
-        DatasetSpec("coco-stuff", "COCO-Stuff", 171),
+        DatasetSpec("cityscapes", "Cityscapes", 19, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE,
+                    "cityscapes --source <folder with leftImg8bit/ and gtFine/> --out {root}"),
+        DatasetSpec("ade20k", "ADE20K", len(ADE20K_CLASSES), ADE20K_CLASSES, (),
+                    "ade20k --source <ADEChallengeData2016> --out {root}"),
+        DatasetSpec("pascal-context", "PASCAL-Context", len(PASCAL_CONTEXT_CLASSES), PASCAL_CONTEXT_CLASSES, (),
+                    "pascal-context --source <VOC2010 with SegmentationClassContext/> --out {root}"),
+        DatasetSpec("coco-stuff", "COCO-Stuff", len(COCO_STUFF_CLASSES), COCO_STUFF_CLASSES, (),
+                    "coco-stuff --source <COCO-Stuff 164k or 10k folder> --out {root}"),
+        DatasetSpec("folder", "your own labelled images", 0, (), (),
+                    "folder --images <dir> --labels <dir> --classes <file> --out {root}"),
     )
 }
 

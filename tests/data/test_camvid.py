@@ -6,9 +6,14 @@ import cv2
 import numpy as np
 import pytest
 
-from contextrast_cli.data.camvid import convert_camvid
+from contextrast_cli.data.camvid import plan_camvid
+from contextrast_cli.data.convert import convert
 from contextrast_cli.data.prepared import list_pairs, read_prepared
 from contextrast_cli.errors import DataError
+
+
+def convert_camvid(source, out, **kwargs):
+    return convert(plan_camvid(source), out, **kwargs)
 
 
 def make_segnet(root, splits=("train", "val"), size=(6, 8)):
@@ -62,7 +67,7 @@ def test_size_mismatch_and_unknown_values(tmp_path):
     with pytest.raises(DataError, match="size 8x5 differs from its image"):
         convert_camvid(source, tmp_path / "out")
     cv2.imwrite(str(source / "trainannot/img0.png"), np.full((6, 8), 42, np.uint8))
-    with pytest.raises(DataError, match=r"label value\(s\) \[42\]"):
+    with pytest.raises(DataError, match=r"label value\(s\) 42 are not CamVid classes \(0-10, 11 = void\)"):
         convert_camvid(source, tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing half-written
 

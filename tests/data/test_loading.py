@@ -109,5 +109,5 @@ def test_missing_camvid_says_how_to_prepare(tmp_path, monkeypatch):
     assert "expected a prepared dataset at data/camvid" in message
     assert "contextrast prepare-data camvid --source" in message
     monkeypatch.setenv("CONTEXTRAST_DATA", str(tmp_path / "datasets"))
-    with pytest.raises(DataError, match=f"at {tmp_path / 'datasets' / 'cityscapes'}.*no Cityscapes converter"):
+    with pytest.raises(DataError, match=f"at {tmp_path / 'datasets' / 'cityscapes'}.*prepare-data cityscapes --source"):
         locate_dataset(resolve_config("cityscapes").data)
