@@ -19,16 +19,26 @@ def machine(device: torch.device) -> dict:
     return info
 
 
-def scene_batch(batch: int, height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def scene_batch(batch: int, height: int, width: int, seed: int = 0,
+                num_classes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Synthetic street scenes (RGB images in [0, 1], labels) of the requested size; the networks
     normalise their input themselves.
 
     Realistic region structure matters here: BANE's cost depends on the error
-    regions' shapes, which random per-pixel labels would not have.
+    regions' shapes, which random per-pixel labels would not have. With ``num_classes`` above
+    the scenes' 8, each image's 8 classes are renamed to 8 random ids of ``range(num_classes)``
+    (a different draw per image), so a batch holds up to 8 x batch classes, as ADE20K or
+    COCO-Stuff batches do (8-10 classes an image).
     """
     images, labels = zip(*(render_scene(seed, i, height, width) for i in range(batch)))
+    labels = np.stack(labels)
+    if num_classes is not None and num_classes > 8:
+        for index, label in enumerate(labels):
+            table = np.full(256, 255, np.uint8)
+            table[:8] = np.random.default_rng((seed, index)).choice(num_classes, 8, replace=False)
+            labels[index] = table[label]
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
-    return x, torch.from_numpy(np.stack(labels)).long()
+    return x, torch.from_numpy(labels).long()
 
 
 def add_network_args(parser: argparse.ArgumentParser, size: tuple[int, int] = (360, 480)) -> None:

@@ -55,6 +55,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2, help="CE / contrast child pairs")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--spread-classes", action="store_true",
+                        help="rename each image's 8 scene classes to random ids of --num-classes (ADE20K-like batches)")
     parser.add_argument("--paired", type=int, default=0, metavar="N",
                         help="time only: N CE / contrast step pairs interleaved in one process")
     parser.add_argument("--child", choices=["none", "contextrast", "pixel-contrast"], help=argparse.SUPPRESS)
@@ -76,7 +78,8 @@ def build(args: argparse.Namespace, method: str):
         criterion.to(runtime.device).train()
     params = list(model.parameters()) + (list(criterion.parameters()) if criterion else [])
     optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=5e-4)
-    images, labels = (t.to(runtime.device) for t in scene_batch(args.batch, args.height, args.width))
+    images, labels = (t.to(runtime.device) for t in scene_batch(
+        args.batch, args.height, args.width, num_classes=args.num_classes if args.spread_classes else None))
     return cfg, runtime, model, criterion, optimizer, images, labels
 
 

@@ -39,10 +39,11 @@ from contextrast_cli.contrast.build import build_criterion  # noqa: E402
 STRIDES = (4, 8, 16, 32)
 
 
-def inputs(batch: int, height: int, width: int, classes: int, dim: int, device: torch.device, seed: int = 0):
+def inputs(batch: int, height: int, width: int, classes: int, dim: int, device: torch.device, seed: int = 0,
+           spread: bool = False):
     """Embeddings per stride, labels (B, H, W) and prediction logits (B, K, H, W)."""
     generator = torch.Generator().manual_seed(seed)
-    _, labels = scene_batch(batch, height, width, seed)
+    _, labels = scene_batch(batch, height, width, seed, num_classes=classes if spread else None)
     pred = labels.roll(shifts=(3, 5), dims=(1, 2))
     for _ in range(6 * batch):  # wrong blobs
         b = int(torch.randint(batch, (1,), generator=generator))
@@ -54,10 +55,11 @@ def inputs(batch: int, height: int, width: int, classes: int, dim: int, device: 
     return [f.to(device) for f in feats], labels.to(device), logits.to(device)
 
 
-def variants() -> dict[str, ContrastConfig]:
+def variants(max_anchors: int | None = None) -> dict[str, ContrastConfig]:
+    extra = {} if max_anchors is None else {"max_anchors": max_anchors}  # None: the default (older code: none)
     return {
-        "contextrast_4_layers_bane": ContrastConfig(method="contextrast"),
-        "contextrast_4_layers_no_bane": ContrastConfig(method="contextrast", bane={"enabled": False}),
+        "contextrast_4_layers_bane": ContrastConfig(method="contextrast", **extra),
+        "contextrast_4_layers_no_bane": ContrastConfig(method="contextrast", bane={"enabled": False}, **extra),
         "pixel_contrast_1_layer": ContrastConfig(method="pixel-contrast", layers=(1,), lambdas=(1.0,)),
     }
 
@@ -102,12 +104,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--classes", type=int, default=11)
     parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--size", default="360x480", help="input HxW whose stride 4/8/16/32 maps are used")
+    parser.add_argument("--max-anchors", type=int, help="contrast.max_anchors (default: the config's)")
+    parser.add_argument("--spread-classes", action="store_true",
+                        help="rename each image's 8 scene classes to random ids of --classes (ADE20K-like batches)")
     parser.add_argument("--profile", action="store_true",
                         help="also print each variant's top operators (torch profiler, one more call)")
     args = parser.parse_args()
     device = torch.device(args.device)
-    feats, labels, logits = inputs(args.batch, 360, 480, args.classes, args.dim, device)
-    configs = variants()
+    height, width = (int(v) for v in args.size.split("x"))
+    feats, labels, logits = inputs(args.batch, height, width, args.classes, args.dim, device,
+                                   spread=args.spread_classes)
+    configs = variants(args.max_anchors)
     times: dict[str, list[float]] = {name: [] for name in configs}
     for name, cfg in configs.items():  # warm-up (allocator, kernels)
         time_once(cfg, feats, labels, logits, device)
@@ -116,7 +124,9 @@ def main() -> None:
             times[name].append(time_once(cfg, feats, labels, logits, device))
     medians = {name: statistics.median(t) for name, t in times.items()}
     base = medians["pixel_contrast_1_layer"]
-    print(json.dumps({"machine": machine(device), "batch": args.batch, "classes": args.classes, "dim": args.dim,
+    present = len(set(labels.unique().tolist()) - {255})
+    print(json.dumps({"machine": machine(device), "batch": args.batch, "classes": args.classes, "size": args.size,
+                      "classes_present": present, "max_anchors": args.max_anchors, "dim": args.dim,
                       "repeats": args.repeats, "median_s": medians,
                       "ratio_to_pixel_contrast": {name: m / base for name, m in medians.items()},
                       "aten_ops": {name: count_ops(cfg, feats, labels, logits, device) for name, cfg in configs.items()},

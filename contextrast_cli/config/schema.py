@@ -156,6 +156,10 @@ class ContrastConfig(_Section):
     """Positives sampled per class and layer (default, not in paper)."""
     max_negatives: PosInt = 2048
     """Negatives per anchor and layer, BANE picks first then random top-up (default, not in paper)."""
+    max_anchors: PosInt = 64
+    """Datasets with more classes (ADE20K 150, COCO-Stuff 171): anchors for the max_anchors classes
+    with the most pixels in the batch, so the loss's cost follows the classes present; rarer ones
+    beyond that are left out of the step (logged as ccl_dropped). Default, not in paper."""
     warmup_iters: Annotated[int, Field(ge=0)] = 0
     """Iterations of plain cross-entropy before the contrastive loss switches on."""
     bane: BaneConfig = BaneConfig()

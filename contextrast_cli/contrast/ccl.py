@@ -4,7 +4,7 @@ the pixel-anchor InfoNCE of METHOD.md section 2. Pure functions, float32."""
 import torch
 import torch.nn.functional as F
 
-from contextrast_cli.contrast.fused import AnchorSimilarity, ClassSums, GradLink
+from contextrast_cli.contrast.fused import AnchorSimilarity, ClassSums, GradLink, class_sums
 from contextrast_cli.contrast.sampling import count_ids
 
 NEG_FILL = -1e4  # logit of a padded negative: contributes exp(-1e4) ~ 0, keeps gradients finite
@@ -24,14 +24,12 @@ def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int,
     Returns:
         means (K, D) (zero rows for absent classes) and counts (K,) int64.
     """
-    bins = torch.where((labels >= 0) & (labels < num_classes), labels, num_classes)
-    classes = torch.arange(num_classes, device=labels.device)
-    # (B, K, N) by comparison: F.one_hot reads the labels' min and max back to the host
-    one_hot = (bins[:, None, :] == classes[None, :, None]).to(torch.promote_types(emb.dtype, torch.float32))
+    bins = torch.where((labels >= 0) & (labels < num_classes), labels, num_classes)  # (B, N), K = ignored
+    dtype = torch.promote_types(emb.dtype, torch.float32)
     if link is None:
-        sums = torch.bmm(one_hot, emb.to(one_hot.dtype).transpose(1, 2)).sum(0)  # (K, D): a batched matmul
+        sums = class_sums(emb, bins, num_classes, dtype)  # (K, D): a scatter-add, autograd's gather backward
     else:
-        sums = ClassSums.apply(emb, one_hot, link)
+        sums = ClassSums.apply(emb, bins, num_classes, dtype, link)
     counts = count_ids(bins, num_classes + 1)[:num_classes]
     return sums / counts.clamp_min(1)[:, None].to(sums.dtype), counts
 
@@ -75,7 +73,7 @@ def pixel_anchor_loss(anchors: torch.Tensor, emb: torch.Tensor, pos_index: torch
 
     Returns:
         ``loss`` (scalar; 0 when no class has a positive), ``pos_sim`` and ``neg_sim``
-        (mean cosine similarity, detached).
+        (mean cosine similarity of the anchors of classes present, detached).
     """
     dtype = torch.promote_types(emb.dtype, torch.float32)  # float32 under autocast, float64 stays
     anchors = anchors.to(dtype)
@@ -94,7 +92,7 @@ def pixel_anchor_loss(anchors: torch.Tensor, emb: torch.Tensor, pos_index: torch
     loss = (per_class * present).sum() / present.sum().clamp_min(1)
     return {"loss": loss,
             "pos_sim": _masked_mean(pos_cos.detach(), pos_valid),
-            "neg_sim": _masked_mean(neg_cos.detach(), neg_valid)}
+            "neg_sim": _masked_mean(neg_cos.detach(), neg_valid & present[:, None])}
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -1,23 +1,25 @@
 """One dense gradient pass per layer for the two ways CCL reads an embedding map.
 
 An embedding map v (B, D, N) reaches the loss twice: through the class sums behind the
-anchors and through the anchor-pixel similarities. Plain autograd writes a dense
-(B, D, N) gradient for each and then adds them: three passes over the layer's largest
-tensor. Both gradients are products with v's pixel axis,
+anchors and through the anchor-pixel similarities. Their gradients are
 
-    dL/dv = g_sums^T @ onehot^T  +  anchors^T @ g_sim,
+    dL/dv[b, :, n] = g_sums[label(b, n)]  +  (anchors^T @ g_sim[b])[:, n],
 
-so they fit one batched matmul with 2K rows. ``AnchorSimilarity.backward`` hands its
-g_sim to the layer's ``GradLink``; ``ClassSums.backward``, which autograd runs later (the
-sums feed the anchors, the anchors feed the similarities), writes the whole gradient
-once. Float64 parity with plain autograd is tested.
+a gather of the class sums' gradient rows by each pixel's label plus one batched matmul with
+K rows. The class sums are a scatter-add over the pixels' labels (no (B, K, N) one-hot: its
+cost would grow with the class count). ``AnchorSimilarity.backward`` hands its g_sim to the
+layer's ``GradLink``; ``ClassSums.backward``, which autograd runs later (the sums feed the
+anchors, the anchors feed the similarities), writes the whole gradient once. Float64
+parity with plain autograd is tested.
 
 When the embedding map is a projection head's deferred output (``contrast.heads``), the
-gradient is not written at all here: the two factors (2K rows of D and of N) go to the
-head's pending replay, which writes dL/dv when the network's backward reaches the tapped
-feature. The (B, D, N) gradient then exists only during that replay instead of from the
-start of the backward, when every activation of the step is still alive.
+gradient is not written at all here: its ``GradientFactors`` (K + 1 rows of D, the labels,
+K rows of D and of N) go to the head's pending replay, which writes dL/dv when the network's
+backward reaches the tapped feature. The (B, D, N) gradient then exists only during that
+replay instead of from the start of the backward, when every activation of the step is alive.
 """
+
+from dataclasses import dataclass
 
 import torch
 
@@ -26,8 +28,8 @@ class GradLink:
     """Carries one layer's similarity gradient from AnchorSimilarity to ClassSums.
 
     Args:
-        sink: where to hand dL/dv as factors instead of writing it (an object with
-            ``defer_gradient(left, right, placeholder)``; see ``ClassSums.backward``), or None.
+        sink: where to hand dL/dv as ``GradientFactors`` instead of writing it (an object with
+            ``defer_gradient(factors, placeholder)``; see ``ClassSums.backward``), or None.
     """
 
     def __init__(self, sink=None) -> None:
@@ -37,39 +39,67 @@ class GradLink:
         self.sink = sink
 
 
+@dataclass
+class GradientFactors:
+    """dL/dv (B, D, N) = rows[bins]^T per pixel (+ left^T @ right per image), not yet written.
+
+    Attributes:
+        rows: (K + 1, D) gradient of each class sum, a zero row last (ignored pixels' bin).
+        bins: (B, N) int64 class of each pixel, K for ignored ones.
+        left, right: (K, D) anchors and (B, K, N) similarity gradient, or None.
+    """
+
+    rows: torch.Tensor
+    bins: torch.Tensor
+    left: torch.Tensor | None = None
+    right: torch.Tensor | None = None
+
+    def dense(self) -> torch.Tensor:
+        """The (B, D, N) gradient: one gather, then one batched matmul added in place."""
+        batch, pixels = self.bins.shape
+        dim = self.rows.shape[1]
+        table = self.rows.T.expand(batch, dim, self.rows.shape[0])  # (B, D, K + 1), no copy
+        out = table.gather(2, self.bins[:, None, :].expand(batch, dim, pixels))
+        if self.left is not None:
+            out.baddbmm_(self.left.T.expand(batch, *self.left.T.shape), self.right)
+        return out
+
+
+def class_sums(emb: torch.Tensor, bins: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
+    """(K, D) sums over the batch of the embeddings (B, D, N) of each class, by a scatter-add over
+    the pixels' ``bins`` (B, N) (K = ignored), in ``dtype``."""
+    batch, dim, pixels = emb.shape
+    sums = torch.zeros(batch, dim, num_classes + 1, dtype=dtype, device=emb.device)
+    sums.scatter_add_(2, bins[:, None, :].expand(batch, dim, pixels), emb.to(dtype))
+    return sums.sum(0)[:, :num_classes].T
+
+
 class ClassSums(torch.autograd.Function):
-    """sums (K, D) = sum over the batch of onehot (B, K, N) @ v^T in one_hot's dtype (v is
-    upcast: a bfloat16 map gets its gradient in bfloat16); the fused backward."""
+    """``class_sums`` (v is upcast to ``dtype``: a bfloat16 map gets its gradient in bfloat16) with
+    the fused backward."""
 
     @staticmethod
-    def forward(ctx, emb: torch.Tensor, one_hot: torch.Tensor, link: GradLink) -> torch.Tensor:
-        ctx.save_for_backward(one_hot)
+    def forward(ctx, emb: torch.Tensor, bins: torch.Tensor, num_classes: int, dtype: torch.dtype,
+                link: GradLink) -> torch.Tensor:
+        ctx.save_for_backward(bins)
         ctx.link = link
         ctx.emb_spec = (emb.shape, emb.dtype)
-        return torch.bmm(one_hot, emb.transpose(1, 2).to(one_hot.dtype)).sum(0)
+        return class_sums(emb, bins, num_classes, dtype)
 
     @staticmethod
     def backward(ctx, grad_sums: torch.Tensor):
-        (one_hot,) = ctx.saved_tensors
+        (bins,) = ctx.saved_tensors
         link = ctx.link
-        left, right = grad_sums, one_hot  # (K, D), (B, K, N)
-        if link.grad_sim is not None:
-            left = torch.cat([grad_sums, link.anchors])
-            right = torch.cat([one_hot, link.grad_sim], 1)
+        rows = torch.cat([grad_sums, grad_sums.new_zeros(1, grad_sums.shape[1])])
+        factors = GradientFactors(rows, bins, link.anchors, link.grad_sim)
         link.grad_sim, link.anchors, link.closed = None, None, True
         if link.sink is not None:
-            # dL/dv = left^T @ right per image, written later by the sink; autograd gets a
-            # zero of the right shape that occupies one element
+            # the sink writes dL/dv later; autograd gets a zero of the right shape that occupies one element
             shape, dtype = ctx.emb_spec
-            placeholder = torch.zeros((), dtype=dtype, device=right.device).expand(shape)
-            link.sink.defer_gradient(left, right, placeholder)
-            return placeholder, None, None
-        return dense_gradient(left, right).to(ctx.emb_spec[1]), None, None
-
-
-def dense_gradient(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-    """(B, D, N) = left^T (D, R) @ right (B, R, N) per image: one pass writing the gradient."""
-    return torch.bmm(left.T.expand(right.shape[0], *left.T.shape), right)
+            placeholder = torch.zeros((), dtype=dtype, device=bins.device).expand(shape)
+            link.sink.defer_gradient(factors, placeholder)
+            return placeholder, None, None, None, None
+        return factors.dense().to(ctx.emb_spec[1]), None, None, None, None
 
 
 class AnchorSimilarity(torch.autograd.Function):

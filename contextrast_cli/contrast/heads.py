@@ -6,7 +6,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from contextrast_cli.contrast.fused import dense_gradient
 
 
 class ProjectionHead(nn.Module):
@@ -24,8 +23,8 @@ class ProjectionHead(nn.Module):
     gradients are the plain ones (tested against undeferred autograd on every registered
     network). The recomputation updates the BatchNorm running statistics a second time,
     which is harmless: the heads are dropped before inference. The CCL loss goes one step
-    further (``deferred_sink``): it hands dL/demb over as two thin factors, and the dense
-    gradient is written only inside the replay.
+    further (``deferred_sink``): it hands dL/demb over as thin factors (``GradientFactors``),
+    and the dense gradient is written only inside the replay.
 
     The replay needs the network's loss to reach the feature in the same backward, which
     the trainer's loss (cross-entropy plus the contrastive terms) always does. Nothing needs
@@ -97,7 +96,7 @@ class _Deferred:
         self.target = x if x._base is None else x._base
         self.grad_out: torch.Tensor | None = None
         self.output = None  # weak reference to the head's output
-        self.factors: tuple | None = None  # dL/dout as (left, right, placeholder), see defer_gradient
+        self.factors = None  # dL/dout as (GradientFactors, placeholder), see defer_gradient
         self.hooked = self.target.requires_grad
         device = x.device.type
         self.autocast = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
@@ -119,10 +118,10 @@ class _Deferred:
         if lost:  # raised from a callback queued behind the other heads' ones, so they all finish first
             torch.autograd.Variable._execution_engine.queue_callback(_raise_lost)
 
-    def defer_gradient(self, left: torch.Tensor, right: torch.Tensor, placeholder: torch.Tensor) -> None:
-        """Take dL/dout as factors, (B, D, N) = left^T (D, R) @ right (B, R, N), written only at the
-        replay; ``placeholder`` is the zero autograd carries instead (one element, expanded)."""
-        self.factors = (left, right, placeholder)
+    def defer_gradient(self, factors, placeholder: torch.Tensor) -> None:
+        """Take dL/dout as ``contrast.fused.GradientFactors``, written only at the replay;
+        ``placeholder`` is the zero autograd carries instead (one element, expanded)."""
+        self.factors = (factors, placeholder)
 
     def replay(self, grad_target: torch.Tensor | None = None) -> torch.Tensor | None:
         """The head's backward for ``grad_out``; returns ``grad_target`` plus the head's part of it."""
@@ -131,9 +130,9 @@ class _Deferred:
         grad_out, x, target = self.grad_out, self.x, self.target
         self.grad_out = self.x = self.target = None
         if self.factors is not None:
-            left, right, placeholder = self.factors
+            factors, placeholder = self.factors
             self.factors = None
-            dense = dense_gradient(left, right).view(grad_out.shape).to(grad_out.dtype)
+            dense = factors.dense().view(grad_out.shape).to(grad_out.dtype)
             if grad_out.untyped_storage().data_ptr() != placeholder.untyped_storage().data_ptr():
                 dense += grad_out  # another loss's gradient of the output, summed into the placeholder
             grad_out = dense

@@ -16,7 +16,7 @@ from contextrast_cli.contrast.ccl import class_means, contextual_anchors, pixel_
 from contextrast_cli.contrast.fused import GradLink
 from contextrast_cli.contrast.heads import build_heads, deferred_sink
 from contextrast_cli.contrast.pixel_contrast import pixel_contrast_loss
-from contextrast_cli.contrast.sampling import sample_positives, select_negatives
+from contextrast_cli.contrast.sampling import AnchorSlots, sample_positives, select_negatives
 from contextrast_cli.data.specs import IGNORE_INDEX
 
 
@@ -56,13 +56,18 @@ class ContextrastLoss(nn.Module):
         max_positives, max_negatives: sampling caps per class / anchor and layer.
         bane_ratio: BANE's fraction K, or None for random negatives only.
         ignore_index: label value that takes no part.
+        max_anchors: with more classes than this (ADE20K, COCO-Stuff), the anchors, positives and
+            BANE's error masks are taken for the ``max_anchors`` classes with the most pixels in
+            the batch (``AnchorSlots``): the tensors that grow as classes x pixels then grow with
+            the classes present, not the dataset's. A batch with more classes present leaves the
+            rarest out of that step's term (``ccl_dropped`` counts them).
     """
 
     def __init__(self, in_channels: Sequence[int], *, layers: Sequence[int] = (1, 2, 3, 4),
                  lambdas: Sequence[float] = (0.1, 0.4, 0.7, 1.0), alpha: float = 0.1, tau: float = 0.1,
                  embed_dim: int = 256, hidden_cap: int = 512, anchor_weights: tuple[float, float] = (0.7, 0.3),
                  anchor_stop_grad: bool = False, max_positives: int = 1024, max_negatives: int = 2048,
-                 bane_ratio: float | None = 0.5, ignore_index: int = IGNORE_INDEX) -> None:
+                 bane_ratio: float | None = 0.5, ignore_index: int = IGNORE_INDEX, max_anchors: int = 64) -> None:
         super().__init__()
         layers = tuple(layers)
         _check_layers(in_channels, layers)
@@ -76,24 +81,28 @@ class ContextrastLoss(nn.Module):
         self.alpha, self.tau = alpha, tau
         self.anchor_weights, self.anchor_stop_grad = tuple(anchor_weights), anchor_stop_grad
         self.max_positives, self.max_negatives = max_positives, max_negatives
-        self.bane_ratio, self.ignore_index = bane_ratio, ignore_index
+        self.bane_ratio, self.ignore_index, self.max_anchors = bane_ratio, ignore_index, max_anchors
         self.heads = build_heads(in_channels, layers, hidden_cap, embed_dim)
 
     def extra_repr(self) -> str:
         return (f"layers={self.layers}, lambdas={self.lambdas}, alpha={self.alpha}, tau={self.tau}, "
                 f"anchor_weights={self.anchor_weights}, anchor_stop_grad={self.anchor_stop_grad}, "
                 f"max_positives={self.max_positives}, max_negatives={self.max_negatives}, "
-                f"bane_ratio={self.bane_ratio}, ignore_index={self.ignore_index}")
+                f"bane_ratio={self.bane_ratio}, ignore_index={self.ignore_index}, max_anchors={self.max_anchors}")
 
     def forward(self, features: list[torch.Tensor], logits: torch.Tensor,
                 target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Args: features, the network's tapped maps [F_1 .. F_I]; logits (B, K, H, W), the
         current prediction (detached for BANE); target (B, H, W), ``ignore_index`` ignored."""
-        num_classes = logits.shape[1]
+        num_classes, slots, terms = logits.shape[1], None, {}
+        if num_classes > self.max_anchors:  # anchors for the classes present (at most max_anchors)
+            slots = AnchorSlots.of(target, num_classes, self.max_anchors, self.ignore_index)
+            target, num_classes = slots.relabel(target), self.max_anchors
+            terms["ccl_dropped"] = slots.dropped.float()
         flats, labels, means, counts, links = [], [], [], [], []
         for layer, head in zip(self.layers, self.heads):
             emb = head(features[layer - 1])  # (B, D, h, w)
-            labels.append(resize_labels(target, emb.shape[-2:]))  # (B, h, w)
+            labels.append(resize_labels(target, emb.shape[-2:]))  # (B, h, w), slot ids with ``slots``
             with torch.autocast(emb.device.type, enabled=False):  # the loss runs in float32 (float64 stays)
                 flats.append(emb.flatten(2))  # (B, D, h*w), a view in the head's dtype: upcast inside
                 # a head's deferred output takes its gradient as factors: no dense write in the backward
@@ -101,30 +110,31 @@ class ContextrastLoss(nn.Module):
                 mean, count = class_means(flats[-1], labels[-1].flatten(1), num_classes, links[-1])
             means.append(mean)
             counts.append(count)
-        terms: dict[str, torch.Tensor] = {}
         with torch.autocast(logits.device.type, enabled=False):
             anchors = contextual_anchors(means, counts, *self.anchor_weights, stop_grad=self.anchor_stop_grad)
             for index, layer in enumerate(self.layers):
+                pred = predict_at(logits, labels[index].shape[-2:])
                 terms.update(self._layer_terms(
-                    layer, self.lambdas[index], flats[index], labels[index], logits, anchors[index],
-                    counts[index], links[index]))
+                    layer, self.lambdas[index], flats[index], labels[index],
+                    pred if slots is None else slots.relabel(pred), anchors[index], counts[index], links[index]))
         return terms
 
     def _layer_terms(self, layer: int, weight: float, flat: torch.Tensor, labels: torch.Tensor,
-                     logits: torch.Tensor, anchor: torch.Tensor, counts: torch.Tensor,
+                     pred: torch.Tensor, anchor: torch.Tensor, counts: torch.Tensor,
                      link: GradLink) -> dict[str, torch.Tensor]:
         num_classes = anchor.shape[0]
         pos_index, pos_valid = sample_positives(labels.reshape(-1), num_classes, self.max_positives)
-        negatives = select_negatives(predict_at(logits, labels.shape[-2:]), labels, num_classes,
-                                     self.max_negatives, self.bane_ratio, self.ignore_index)
+        negatives = select_negatives(pred, labels, num_classes, self.max_negatives, self.bane_ratio,
+                                     self.ignore_index)
         neg_valid, is_bane = negatives.valid, negatives.is_bane
         out = pixel_anchor_loss(anchor, flat, pos_index, pos_valid, negatives.index, neg_valid, self.tau, link)
-        present = (counts > 0).sum().float()
-        bane = is_bane.sum().float()
+        rows = (counts > 0)[:, None]  # anchors of classes present: the only ones the loss uses
+        present = rows.sum().float()
+        bane = (is_bane & rows).sum().float()
         return {f"loss_ccl_l{layer}": self.alpha * weight * out["loss"],
                 f"ccl_l{layer}_classes": present,
                 f"ccl_l{layer}_bane": bane / present.clamp_min(1),
-                f"ccl_l{layer}_topup": (neg_valid.sum() - bane) / present.clamp_min(1),
+                f"ccl_l{layer}_topup": ((neg_valid & rows).sum() - bane) / present.clamp_min(1),
                 f"ccl_l{layer}_pos_sim": out["pos_sim"],
                 f"ccl_l{layer}_neg_sim": out["neg_sim"]}
 

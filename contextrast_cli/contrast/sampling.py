@@ -44,6 +44,40 @@ def count_ids(ids: torch.Tensor, length: int) -> torch.Tensor:
     return torch.zeros(length, dtype=torch.long, device=ids.device).scatter_add_(0, flat, torch.ones_like(flat))
 
 
+@dataclass
+class AnchorSlots:
+    """The classes that get an anchor when a dataset has more classes than ``capacity``: the
+    ``capacity`` classes with the most labelled pixels in the batch (all that are present, unless
+    more are). Relabelled maps number them 0..capacity-1; a present class left out becomes
+    ``capacity`` (a negative for the others, never an anchor or a positive); ignore stays.
+
+    Attributes:
+        slot_of: (K,) int64, class -> slot (``capacity`` for classes without one).
+        dropped: () int64, present classes left without an anchor (0 unless over capacity).
+    """
+
+    slot_of: torch.Tensor
+    dropped: torch.Tensor
+    capacity: int
+    ignore_index: int = 255
+
+    @classmethod
+    def of(cls, target: torch.Tensor, num_classes: int, capacity: int, ignore_index: int = 255) -> "AnchorSlots":
+        """Slots for the classes of ``target`` (B, H, W), without a host synchronisation."""
+        flat = target.reshape(-1)
+        counts = count_ids(torch.where((flat >= 0) & (flat < num_classes), flat, num_classes),
+                           num_classes + 1)[:num_classes]
+        top = counts.topk(capacity)  # fixed shape: the most frequent classes first
+        slot_of = torch.full((num_classes,), capacity, dtype=torch.long, device=target.device)
+        slot_of[top.indices] = torch.arange(capacity, device=target.device)
+        return cls(slot_of, (counts > 0).sum() - (top.values > 0).sum(), capacity, ignore_index)
+
+    def relabel(self, ids: torch.Tensor) -> torch.Tensor:
+        """Class ids (ignore kept) -> slot ids."""
+        inside = ids.clamp(0, len(self.slot_of) - 1)
+        return torch.where(ids == self.ignore_index, ids, self.slot_of[inside])
+
+
 def bane_maps(pred: torch.Tensor, labels: torch.Tensor, num_classes: int, ratio: float,
               ignore_index: int = 255) -> BaneMaps:
     """Error masks, exact boundary distances and the BANE selection at one layer.
