@@ -122,10 +122,14 @@ def test_degenerate_batches_have_finite_gradients(case):
         assert loss.item() == 0.0
 
 
-def test_fused_gradient_equals_plain_autograd():
-    """The one-pass backward of contrast.fused gives autograd's gradients (float64)."""
+@pytest.mark.parametrize("one_hot_max", [32, 0], ids=["one-hot", "scatter-gather"])
+def test_fused_gradient_equals_plain_autograd(one_hot_max, monkeypatch):
+    """The one-pass backward of contrast.fused gives autograd's gradients (float64), with the
+    one-hot matmuls of few classes and with the scatter/gather of many."""
+    from contextrast_cli.contrast import fused
     from contextrast_cli.contrast.fused import GradLink
 
+    monkeypatch.setattr(fused, "ONE_HOT_MAX_CLASSES", one_hot_max)
     torch.manual_seed(5)
     shallow = F.normalize(torch.randn(2, 6, 30, dtype=torch.float64), dim=1)  # (B, D, N)
     deep = F.normalize(torch.randn(2, 6, 8, dtype=torch.float64), dim=1)

@@ -133,13 +133,17 @@ def check_deferred_heads(name: str, device: str, monkeypatch) -> None:
     assert moved > 1e-6
 
 
+@pytest.mark.parametrize("one_hot_max", [32, 0], ids=["one-hot", "scatter-gather"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("other_use", [False, True])
-def test_factored_head_gradient_equals_the_dense_one(other_use, dtype):
+def test_factored_head_gradient_equals_the_dense_one(other_use, dtype, one_hot_max, monkeypatch):
     """CCL's gradient handed to a head's replay as factors equals the dense gradient written
     by the loss's backward, also when another loss reads the same embedding (its gradient
     arrives summed into the placeholder and is added at the replay), and for a bfloat16
     head (the loss upcasts inside; the placeholder stays bfloat16)."""
+    from contextrast_cli.contrast import fused
+
+    monkeypatch.setattr(fused, "ONE_HOT_MAX_CLASSES", one_hot_max)
     torch.manual_seed(0)
     head = ProjectionHead(6, 6, 5).to(dtype).train()
     x0 = torch.randn(2, 6, 4, 5, dtype=dtype, requires_grad=True)
