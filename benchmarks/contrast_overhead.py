@@ -54,7 +54,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per child")
     parser.add_argument("--rounds", type=int, default=2, help="CE / contrast child pairs")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="train.precision (auto: bf16 on GPUs that have it natively, fp16 on older ones, fp32 on the CPU)")
     parser.add_argument("--spread-classes", action="store_true",
                         help="rename each image's 8 scene classes to random ids of --num-classes (ADE20K-like batches)")
     parser.add_argument("--paired", type=int, default=0, metavar="N",
@@ -65,13 +66,13 @@ def parse() -> argparse.Namespace:
 
 def overrides(args: argparse.Namespace, method: str) -> list[str]:
     return [f"contrast.method={method}", f"train.device={args.device}",
-            f"train.amp={str(args.amp).lower()}"] + network_overrides(args)
+            f"train.precision={args.precision}"] + network_overrides(args)
 
 
 def build(args: argparse.Namespace, method: str):
-    """Config, runtime, network, heads (None for CE), optimizer and the fixed batch."""
+    """Config, runtime, network, heads (None for CE), optimizer, the fixed batch and the fp16 scaler."""
     cfg = resolve_config(args.preset, overrides=overrides(args, method))
-    runtime = setup_runtime(cfg.train.device, cfg.train.amp, seed=0, fixed_shapes=True)
+    runtime = setup_runtime(cfg.train.device, cfg.train.precision, seed=0, fixed_shapes=True)
     model = build_model(cfg.model, args.num_classes).to(runtime.device).train()
     criterion = build_criterion(cfg.contrast, model.feature_channels)
     if criterion is not None:
@@ -80,12 +81,13 @@ def build(args: argparse.Namespace, method: str):
     optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=5e-4)
     images, labels = (t.to(runtime.device) for t in scene_batch(
         args.batch, args.height, args.width, num_classes=args.num_classes if args.spread_classes else None))
-    return cfg, runtime, model, criterion, optimizer, images, labels
+    scaler = torch.amp.GradScaler(runtime.device.type) if runtime.grad_scaling else None  # fp16
+    return cfg, runtime, model, criterion, optimizer, images, labels, scaler
 
 
 def child(args: argparse.Namespace) -> dict:
     """Build one configuration, time its steps, report time and memory."""
-    cfg, runtime, model, criterion, optimizer, images, labels = build(args, args.child)
+    cfg, runtime, model, criterion, optimizer, images, labels, scaler = build(args, args.child)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     cuda = runtime.device.type == "cuda"
     base_rss = _rss_mb()
@@ -95,7 +97,7 @@ def child(args: argparse.Namespace) -> dict:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         start, cpu_start = time.perf_counter(), time.process_time()
-        training_step(model, optimizer, images, labels, runtime.autocast, criterion)
+        training_step(model, optimizer, images, labels, runtime.autocast, criterion, scaler=scaler)
         if cuda:
             torch.cuda.synchronize()
         if index >= args.warmup:
@@ -105,7 +107,7 @@ def child(args: argparse.Namespace) -> dict:
               "step_cpu_s": statistics.median(cpu_times),
               "peak_rss_mb": _rss_mb(), "base_rss_mb": base_rss,
               "peak_alloc_mb": None if cuda else _peak_alloc_mb(
-                  lambda: training_step(model, optimizer, images, labels, runtime.autocast, criterion)),
+                  lambda: training_step(model, optimizer, images, labels, runtime.autocast, criterion, scaler=scaler)),
               "params": sum(p.numel() for p in params), "machine": machine(runtime.device)}
     if cuda:
         result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -171,13 +173,14 @@ def paired(args: argparse.Namespace) -> dict:
     the median of the per-pair ratios resolves what ratios of separate children, minutes
     apart, cannot on a shared machine. No memory figure (one process holds both).
     """
-    cfg, runtime, model, criterion, optimizer, images, labels = build(args, args.method)
+    cfg, runtime, model, criterion, optimizer, images, labels, scaler = build(args, args.method)
 
     def step(contrast: bool) -> float:
         if runtime.device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        training_step(model, optimizer, images, labels, runtime.autocast, criterion if contrast else None)
+        training_step(model, optimizer, images, labels, runtime.autocast, criterion if contrast else None,
+                      scaler=scaler)
         if runtime.device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - start
@@ -194,7 +197,7 @@ def paired(args: argparse.Namespace) -> dict:
         print(f"pair {index + 1}: CE {ce:.3f} s  contrast {ct:.3f} s  ratio {ct / ce:.3f}", file=sys.stderr)
     ratios = sorted(p["ratio"] for p in pairs)
     return {"network": cfg.model.model_dump(mode="json"), "method": args.method,
-            "input": [args.batch, 3, args.height, args.width], "amp": args.amp, "machine": machine(runtime.device),
+            "input": [args.batch, 3, args.height, args.width], "precision": runtime.precision, "machine": machine(runtime.device),
             "pairs": pairs, "median_time_ratio": statistics.median(ratios), "min_ratio": ratios[0],
             "max_ratio": ratios[-1], "ce_step_s": statistics.median(p["ce_s"] for p in pairs),
             "contrast_step_s": statistics.median(p["contrast_s"] for p in pairs)}
@@ -229,7 +232,7 @@ def summary(args: argparse.Namespace, results: dict[str, list[dict]]) -> dict:
         return statistics.median(r[key] for r in rows)
 
     out = {"network": resolve_config(args.preset, overrides=overrides(args, "none")).model.model_dump(mode="json"),
-           "method": args.method, "input": [args.batch, 3, args.height, args.width], "amp": args.amp,
+           "method": args.method, "input": [args.batch, 3, args.height, args.width], "precision": args.precision,
            "machine": ce[0]["machine"], "ce_step_s": med(ce, "step_s"), "contrast_step_s": med(ct, "step_s"),
            "time_ratio": med(ct, "step_s") / med(ce, "step_s"),
            "cpu_time_ratio": med(ct, "step_cpu_s") / med(ce, "step_cpu_s"),

@@ -7,7 +7,9 @@
 # a failed step (each has its own time limit, so a hang cannot eat the call):
 #   env.txt                  GPU, driver, torch, cuDNN
 #   pytest_gpu.txt           tests/gpu: sync-free step under CUDA's detector, float64
-#                            parity of the deferred heads, CPU/GPU loss equality, resume, AMP
+#                            parity of the deferred heads, CPU/GPU loss equality, resume,
+#                            bf16 and fp16 (GradScaler) runs, a one-GPU torchrun run (two-GPU
+#                            torchrun + SyncBatchNorm where the machine has 2 GPUs)
 #   sampling_speed.txt       the loss alone (issue 3, must-hold 3), with a profile
 #   overhead_r50.{json,err}  training-step time and peak memory, DeepLabV3-ResNet-50 OS8
 #   overhead_hrnet.{json,err}  the same for HRNetV2-W48 (the camvid preset's network)
@@ -31,11 +33,11 @@ step() {  # step NAME LIMIT_S COMMAND...: run, keep the exit status
   nvidia-smi
   python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), torch.cuda.get_device_name(0))"
 } > "$out/env.txt" 2>&1
-step pytest_gpu 150 python -m pytest -q tests/gpu > "$out/pytest_gpu.txt" 2>&1
+step pytest_gpu 180 python -m pytest -q tests/gpu > "$out/pytest_gpu.txt" 2>&1
 step sampling_speed 90 python benchmarks/sampling_speed.py --device cuda --repeats 30 --profile \
   > "$out/sampling_speed.txt" 2>&1
-step overhead_r50 160 python benchmarks/contrast_overhead.py --device cuda --model deeplabv3 --backbone resnet50 \
+step overhead_r50 150 python benchmarks/contrast_overhead.py --device cuda --model deeplabv3 --backbone resnet50 \
   --output-stride 8 --rounds 2 --steps 10 > "$out/overhead_r50.json" 2> "$out/overhead_r50.err"
-step overhead_hrnet 160 python benchmarks/contrast_overhead.py --device cuda --preset camvid --rounds 2 --steps 10 \
+step overhead_hrnet 150 python benchmarks/contrast_overhead.py --device cuda --preset camvid --rounds 2 --steps 10 \
   > "$out/overhead_hrnet.json" 2> "$out/overhead_hrnet.err"
 cat "$out/status.txt"

@@ -230,7 +230,7 @@ def visualize_images(images: list[Path], checkpoints: list[Path], *, label: Path
         raise ConfigError(f"--style: expected grid or overlay, got {style!r}")
     if ratio is not None and not 0 < ratio <= 1:
         raise ConfigError(f"--ratio: BANE's fraction K must be in (0, 1], got {ratio}")
-    runtime = setup_runtime(device, amp=False)
+    runtime = setup_runtime(device, "fp32")
     loaded = [load_for_visualize(path, runtime.device, layers, ratio) for path in checkpoints]
     for item in loaded[1:]:
         if item.meta.classes != loaded[0].meta.classes:

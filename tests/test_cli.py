@@ -214,10 +214,10 @@ def test_evaluate_is_float32_unless_amp(run, monkeypatch):
 
     asked = []
     real = device.setup_runtime
-    monkeypatch.setattr(device, "setup_runtime", lambda name, amp=True, *a, **k: asked.append(amp) or real(name, amp, *a, **k))
+    monkeypatch.setattr(device, "setup_runtime", lambda name, precision, *a, **k: asked.append(precision) or real(name, precision, *a, **k))
     assert invoke("evaluate", "--checkpoint", run, "--device", "cpu").exit_code == 0
     assert invoke("evaluate", "--checkpoint", run, "--device", "cpu", "--amp").exit_code == 0
-    assert asked == [False, True]
+    assert asked == ["fp32", "auto"]
 
 
 def test_evaluate_split_picks_the_split(run, tmp_path):

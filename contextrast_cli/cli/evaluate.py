@@ -31,7 +31,7 @@ def evaluate(
     data_root: DataRootOpt = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the metrics as JSON.")] = None,
     device: DeviceOpt = "auto",
-    amp: Annotated[bool, typer.Option("--amp", help="bfloat16 autocast on GPUs that have it natively "
+    amp: Annotated[bool, typer.Option("--amp", help="Mixed precision on a GPU (bfloat16 where native, else float16) "
                                       "(default: float32 metrics).")] = False,
     runs_dir: RunsDirOpt = Path("runs"),
     onnx: Annotated[Optional[Path], typer.Option("--onnx", help="Evaluate an exported FILE.onnx (with its "

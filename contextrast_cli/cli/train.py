@@ -33,10 +33,15 @@ def train(
 
     Ctrl-C or SIGTERM stops after the step in progress and saves last.pt (exit 130 / 143);
     `--resume RUN` continues exactly where it stopped. A diverged loss exits with 3.
+
+    Several GPUs or nodes: start it with torchrun (`torchrun --nproc-per-node G -m contextrast_cli
+    train ...`) or SLURM's srun; train.batch_size is the global batch, and a run resumes on any
+    process count that divides it.
     """
     from contextrast_cli.config import resolve_config
     from contextrast_cli.data.build import locate_dataset
     from contextrast_cli.engine.checkpoint import load_checkpoint
+    from contextrast_cli.engine.device import shutdown_runtime
     from contextrast_cli.engine.reporting import RichReporter
     from contextrast_cli.engine.runs import checkpoint_path, load_resumable
     from contextrast_cli.engine.trainer import Trainer
@@ -60,7 +65,13 @@ def train(
         cfg = resolve_config(preset, config, overrides or [], flags, base=base)
         if data_root is not None:  # an explicit --data-root must hold a prepared dataset
             locate_dataset(cfg.data, data_root)
-        result = Trainer(cfg, resume=payload, run_dir=run_dir, init=init, reporter=RichReporter(err)).run()
+        trainer = Trainer(cfg, resume=payload, run_dir=run_dir, init=init, reporter=RichReporter(err))
+        try:
+            result = trainer.run()
+        finally:
+            shutdown_runtime(trainer.runtime)
+    if not trainer.runtime.is_main:
+        return
     best = f"{result.best_miou:.4f}" if result.best_miou is not None else "n/a"
     out.print(f"[bold green]done[/]: {result.iterations} iterations, best val mIoU {best}; "
               f"checkpoints in {result.run_dir}")

@@ -162,6 +162,10 @@ class ContrastConfig(_Section):
     beyond that are left out of the step (logged as ccl_dropped). Default, not in paper."""
     warmup_iters: Annotated[int, Field(ge=0)] = 0
     """Iterations of plain cross-entropy before the contrastive loss switches on."""
+    sync_anchors: bool = True
+    """With several processes, the class means behind the anchors (and which classes get one)
+    are taken over the global batch by a differentiable all-reduce: anchors and their gradients
+    are those of one process holding the whole batch. Positives and negatives stay per process."""
     bane: BaneConfig = BaneConfig()
     pixel_contrast: PixelContrastConfig = PixelContrastConfig()
 
@@ -204,7 +208,8 @@ class TrainConfig(_Section):
     iterations: PosInt
     """Optimizer steps."""
     batch_size: PosInt
-    """Images per step (per process under torchrun)."""
+    """Images per step over all processes (the global batch, as the paper counts it): under
+    torchrun / srun each of W processes takes batch_size / W."""
     eval_interval: PosInt = 1000
     """Validate every N iterations and at the end; best.pt follows val mIoU."""
     checkpoint_interval: PosInt = 500
@@ -215,13 +220,27 @@ class TrainConfig(_Section):
     """Seeds weights, data order and augmentation."""
     device: str = "auto"
     """auto (CUDA when available), cpu, cuda or cuda:N."""
-    amp: bool = True
-    """Mixed precision (bfloat16 autocast) on GPUs with native bfloat16 (compute capability
-    8.0+: A100, H100, RTX 30xx and later); float32 on older GPUs and on the CPU."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """auto: bfloat16 autocast on GPUs with native bfloat16 (compute capability 8.0+: A100, H100,
+    RTX 30xx and later), float16 autocast with a gradient scaler on older GPUs (V100, T4), float32
+    on the CPU. The contrastive loss is computed in float32 under every setting."""
+    sync_bn: bool = True
+    """With several GPUs, the network's BatchNorm layers normalise over the global batch
+    (SyncBatchNorm); the CPU (gloo) has none and keeps per-process statistics."""
     output_dir: Path = Path("runs")
     """Run folders are created as <output_dir>/<preset name>/<timestamp>/ (``--runs-dir``)."""
     keep_checkpoints: Annotated[int, Field(ge=0)] = 2
     """Interval checkpoints (iter_000500.pt ...) kept besides last.pt and best.pt; 0 keeps none."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _amp_alias(cls, data: Any) -> Any:
+        """``train.amp``, the older name (old checkpoints, scripts): true -> auto, false -> fp32."""
+        if isinstance(data, dict) and "amp" in data:
+            data = dict(data)
+            amp = data.pop("amp")
+            data.setdefault("precision", "auto" if amp in (True, "true", "True", 1) else "fp32")
+        return data
 
     @field_validator("device")
     @classmethod

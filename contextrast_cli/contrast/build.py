@@ -29,5 +29,5 @@ def build_criterion(cfg: ContrastConfig, in_channels: Sequence[int]) -> nn.Modul
     return ContextrastLoss(
         in_channels, layers=cfg.layers, lambdas=cfg.lambdas, anchor_weights=cfg.anchor_weights,
         anchor_stop_grad=cfg.anchor_stop_grad, max_positives=cfg.max_positives, max_negatives=cfg.max_negatives,
-        max_anchors=cfg.max_anchors,
+        max_anchors=cfg.max_anchors, sync_anchors=cfg.sync_anchors,
         bane_ratio=cfg.bane.ratio if cfg.bane.enabled else None, **heads)

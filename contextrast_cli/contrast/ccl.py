@@ -2,6 +2,7 @@
 the pixel-anchor InfoNCE of METHOD.md section 2. Pure functions, float32."""
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from contextrast_cli.contrast.fused import AnchorSimilarity, ClassSums, GradLink, class_sums
@@ -10,8 +11,8 @@ from contextrast_cli.contrast.sampling import count_ids
 NEG_FILL = -1e4  # logit of a padded negative: contributes exp(-1e4) ~ 0, keeps gradients finite
 
 
-def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                link: GradLink | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int, link: GradLink | None = None,
+                group=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean embedding per class over all labelled pixels of the batch.
 
     Args:
@@ -20,6 +21,10 @@ def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int,
         labels: (B, N) class ids; values outside [0, K) (ignore) take no part.
         link: shared with the layer's ``pixel_anchor_loss`` to write dL/demb in one pass
             (see ``contrast.fused``); None = plain autograd.
+        group: a process group: sums and counts are summed over its processes (one
+            differentiable all-reduce), so the means are those of the global batch and each
+            process's embeddings get their share of every process's gradient. None: this
+            process's batch alone.
 
     Returns:
         means (K, D) (zero rows for absent classes) and counts (K,) int64.
@@ -31,7 +36,35 @@ def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int,
     else:
         sums = ClassSums.apply(emb, bins, num_classes, dtype, link)
     counts = count_ids(bins, num_classes + 1)[:num_classes]
+    if group is not None:  # counts ride along as one more column (exact in float32 below 2**24)
+        both = global_sum(torch.cat([sums, counts[:, None].to(sums.dtype)], 1), group)
+        sums, counts = both[:, :-1], both[:, -1].round().long()
     return sums / counts.clamp_min(1)[:, None].to(sums.dtype), counts
+
+
+def global_sum(tensor: torch.Tensor, group) -> torch.Tensor:
+    """``tensor`` summed over the processes of ``group``, differentiably: the backward sums the
+    gradients of every process's loss (each process's loss reads the same global sum)."""
+    return _GlobalSum.apply(tensor, group)
+
+
+class _GlobalSum(torch.autograd.Function):
+    """``dist.all_reduce`` with its adjoint (an all-reduce of the gradient). What
+    ``torch.distributed.nn.functional.all_reduce`` does, which torch 2.14 deprecates in favour
+    of a private module."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, group) -> torch.Tensor:
+        ctx.group = group
+        out = tensor.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(out, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.clone(memory_format=torch.contiguous_format)
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
 
 
 def contextual_anchors(means: list[torch.Tensor], counts: list[torch.Tensor], w_low: float, w_high: float,

@@ -45,8 +45,10 @@ class ProjectionHead(nn.Module):
             return self._project(x)
         pending = _Deferred(self, x)
         self._pending = [pending]  # one forward per backward: an older, never-replayed one is dropped
-        params = [p for p in self.parameters() if p.requires_grad]
-        out = _Boundary.apply(pending, *(params or [x]))
+        # the boundary's one input is a fresh leaf, not the parameters: autograd would otherwise call
+        # their gradient hooks (DistributedDataParallel's among them) once more, with no gradient
+        token = torch.ones((), device=x.device, requires_grad=True)
+        out = _Boundary.apply(pending, token)
         pending.output = weakref.ref(out)
         return out
 

@@ -9,6 +9,7 @@ backward (``contrast.heads``) finishes by itself when that backward ends.
 from collections.abc import Sequence
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -61,13 +62,19 @@ class ContextrastLoss(nn.Module):
             the batch (``AnchorSlots``): the tensors that grow as classes x pixels then grow with
             the classes present, not the dataset's. A batch with more classes present leaves the
             rarest out of that step's term (``ccl_dropped`` counts them).
+        sync_anchors: when ``torch.distributed`` runs several processes (DDP), take the class means
+            behind the anchors, and the classes that get one, over the global batch (one
+            differentiable all-reduce per layer): anchors and their gradients are those of one
+            process holding every process's images. Positives and negatives stay per process,
+            and each process's term is the mean over its own classes, as DDP averages it.
     """
 
     def __init__(self, in_channels: Sequence[int], *, layers: Sequence[int] = (1, 2, 3, 4),
                  lambdas: Sequence[float] = (0.1, 0.4, 0.7, 1.0), alpha: float = 0.1, tau: float = 0.1,
                  embed_dim: int = 256, hidden_cap: int = 512, anchor_weights: tuple[float, float] = (0.7, 0.3),
                  anchor_stop_grad: bool = False, max_positives: int = 1024, max_negatives: int = 2048,
-                 bane_ratio: float | None = 0.5, ignore_index: int = IGNORE_INDEX, max_anchors: int = 64) -> None:
+                 bane_ratio: float | None = 0.5, ignore_index: int = IGNORE_INDEX, max_anchors: int = 64,
+                 sync_anchors: bool = True) -> None:
         super().__init__()
         layers = tuple(layers)
         _check_layers(in_channels, layers)
@@ -82,21 +89,24 @@ class ContextrastLoss(nn.Module):
         self.anchor_weights, self.anchor_stop_grad = tuple(anchor_weights), anchor_stop_grad
         self.max_positives, self.max_negatives = max_positives, max_negatives
         self.bane_ratio, self.ignore_index, self.max_anchors = bane_ratio, ignore_index, max_anchors
+        self.sync_anchors = sync_anchors
         self.heads = build_heads(in_channels, layers, hidden_cap, embed_dim)
 
     def extra_repr(self) -> str:
         return (f"layers={self.layers}, lambdas={self.lambdas}, alpha={self.alpha}, tau={self.tau}, "
                 f"anchor_weights={self.anchor_weights}, anchor_stop_grad={self.anchor_stop_grad}, "
                 f"max_positives={self.max_positives}, max_negatives={self.max_negatives}, "
-                f"bane_ratio={self.bane_ratio}, ignore_index={self.ignore_index}, max_anchors={self.max_anchors}")
+                f"bane_ratio={self.bane_ratio}, ignore_index={self.ignore_index}, max_anchors={self.max_anchors}, "
+                f"sync_anchors={self.sync_anchors}")
 
     def forward(self, features: list[torch.Tensor], logits: torch.Tensor,
                 target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Args: features, the network's tapped maps [F_1 .. F_I]; logits (B, K, H, W), the
         current prediction (detached for BANE); target (B, H, W), ``ignore_index`` ignored."""
         num_classes, slots, terms = logits.shape[1], None, {}
+        group = self._group()
         if num_classes > self.max_anchors:  # anchors for the classes present (at most max_anchors)
-            slots = AnchorSlots.of(target, num_classes, self.max_anchors, self.ignore_index)
+            slots = AnchorSlots.of(target, num_classes, self.max_anchors, self.ignore_index, group)
             target, num_classes = slots.relabel(target), self.max_anchors
             terms["ccl_dropped"] = slots.dropped.float()
         flats, labels, means, counts, links = [], [], [], [], []
@@ -107,7 +117,7 @@ class ContextrastLoss(nn.Module):
                 flats.append(emb.flatten(2))  # (B, D, h*w), a view in the head's dtype: upcast inside
                 # a head's deferred output takes its gradient as factors: no dense write in the backward
                 links.append(GradLink(deferred_sink(head, emb)))
-                mean, count = class_means(flats[-1], labels[-1].flatten(1), num_classes, links[-1])
+                mean, count = class_means(flats[-1], labels[-1].flatten(1), num_classes, links[-1], group)
             means.append(mean)
             counts.append(count)
         with torch.autocast(logits.device.type, enabled=False):
@@ -118,6 +128,12 @@ class ContextrastLoss(nn.Module):
                     layer, self.lambdas[index], flats[index], labels[index],
                     pred if slots is None else slots.relabel(pred), anchors[index], counts[index], links[index]))
         return terms
+
+    def _group(self):
+        """The default process group when anchors are synchronised over several processes, else None."""
+        if self.sync_anchors and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            return dist.group.WORLD
+        return None
 
     def _layer_terms(self, layer: int, weight: float, flat: torch.Tensor, labels: torch.Tensor,
                      pred: torch.Tensor, anchor: torch.Tensor, counts: torch.Tensor,

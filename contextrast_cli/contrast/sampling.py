@@ -10,6 +10,7 @@ only the present ones; rows of absent classes are simply all-invalid.
 from dataclasses import dataclass
 
 import torch
+import torch.distributed
 
 from contextrast_cli.contrast.edt import region_distance
 
@@ -62,11 +63,15 @@ class AnchorSlots:
     ignore_index: int = 255
 
     @classmethod
-    def of(cls, target: torch.Tensor, num_classes: int, capacity: int, ignore_index: int = 255) -> "AnchorSlots":
-        """Slots for the classes of ``target`` (B, H, W), without a host synchronisation."""
+    def of(cls, target: torch.Tensor, num_classes: int, capacity: int, ignore_index: int = 255,
+           group=None) -> "AnchorSlots":
+        """Slots for the classes of ``target`` (B, H, W), without a host synchronisation; with a
+        process ``group``, for the classes of the global batch (the same slots on every process)."""
         flat = target.reshape(-1)
         counts = count_ids(torch.where((flat >= 0) & (flat < num_classes), flat, num_classes),
                            num_classes + 1)[:num_classes]
+        if group is not None:
+            torch.distributed.all_reduce(counts, group=group)
         top = counts.topk(capacity)  # fixed shape: the most frequent classes first
         slot_of = torch.full((num_classes,), capacity, dtype=torch.long, device=target.device)
         slot_of[top.indices] = torch.arange(capacity, device=target.device)

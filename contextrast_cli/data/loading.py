@@ -68,10 +68,15 @@ class SegmentationFolder(Dataset):
 class InfiniteSampler(Sampler[tuple[int, int]]):
     """Endless, resumable stream of ``(index, sample seed)`` keys, sharded across ``world_size`` processes.
 
-    Epoch ``e`` is a permutation drawn from ``seed + e``; global position ``p`` (counted over
-    all processes) is sample ``order[p % size]`` with augmentation seed ``sample_seed(seed, p)``.
-    The stream can start at any position, so a resumed run sees exactly the samples, and the
-    augmentations, it would have seen, with any number of workers or processes.
+    Epoch ``e`` is a permutation drawn from ``seed + e``; global position ``p`` is sample
+    ``order[p % size]`` with augmentation seed ``sample_seed(seed, p)``. Process ``rank`` takes
+    positions ``start + rank``, ``start + rank + world_size``, ...: with a per-process batch of
+    B / W, iteration ``i`` of every process together covers positions ``i*B .. (i+1)*B - 1``,
+    the batch one process with batch B takes. The samples, and their augmentations, are the
+    same whatever the number of processes or workers, and a resumed run continues the stream.
+
+    Args:
+        start: the global position of the first key (iterations done x global batch).
     """
 
     def __init__(self, size: int, seed: int, start: int = 0, rank: int = 0, world_size: int = 1) -> None:
@@ -79,7 +84,7 @@ class InfiniteSampler(Sampler[tuple[int, int]]):
         self.rank, self.world_size = rank, world_size
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        position = self.start * self.world_size + self.rank  # global sample position
+        position = self.start + self.rank  # global sample position
         epoch, order = -1, []
         while True:
             current, index = divmod(position, self.size)

@@ -16,6 +16,7 @@ from contextrast_cli.config import Config
 from contextrast_cli.errors import CheckpointError, first_line
 
 FORMAT = "contextrast-checkpoint"
+NETWORK_FIELDS = ("name", "backbone", "output_stride", "options")
 FORMAT_VERSION = 2
 NORMALIZATION_KEYS = ("pixel_mean", "pixel_std")
 
@@ -151,3 +152,20 @@ def init_from(model: nn.Module, criterion: nn.Module | None, payload: dict, cfg:
             notes.append(f"--init-from: projection heads start fresh ({source.name} was trained with "
                          f"contrast.method {method} and other heads)")
     return notes
+
+
+def check_same_run(payload: dict, cfg: Config) -> None:
+    """CheckpointError unless ``cfg`` trains the network and contrastive method of ``payload``
+    (a resume continues a run; ``--init-from`` starts a different one)."""
+    trained = payload["config"]
+    if trained["contrast"]["method"] != cfg.contrast.method:
+        raise CheckpointError(f"the checkpoint was trained with contrast.method {trained['contrast']['method']!r}; "
+                              f"resume with the same method (start a new run with --init-from to change it)")
+    wanted = cfg.model.model_dump(mode="json")
+    changed = [key for key in NETWORK_FIELDS if trained["model"][key] != wanted[key]]
+    if changed:
+        was, now = trained["model"], wanted
+        raise CheckpointError(f"--resume: the checkpoint holds a {was['name']} / {was['backbone']} network but the "
+                              f"config asks for {now['name']} / {now['backbone']} (model.{changed[0]} differs); "
+                              f"resume without changing the network (drop --preset/--config), or start a new "
+                              f"run from its weights with --init-from")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Subset
 
 from contextrast_cli.config import EvalConfig
 from contextrast_cli.data.loading import SegmentationFolder, eval_loader
@@ -43,13 +44,16 @@ def evaluate_split(model: Predictor, dataset: PreparedDataset, split: str, cfg: 
                    runtime: Runtime, workers: int = 0,
                    on_batch: Callable[[int, int], None] | None = None) -> dict:
     """Metrics of ``model`` (a network, or a callable as in ``predict_probs``) on one split,
-    under ``runtime``'s precision (float32 unless it has an autocast dtype).
+    under ``runtime``'s precision (float32 unless it has an autocast dtype). With several
+    processes each takes every ``world_size``-th image and the confusion matrices are summed:
+    every process gets the single-process result.
 
     Returns:
         ``summarize`` output plus ``num_images`` and ``split``.
     """
     folder = SegmentationFolder(dataset.root, split, eval_transform())
-    loader = eval_loader(folder, cfg.batch_size, workers, pin_memory=runtime.device.type == "cuda")
+    share = folder if not runtime.distributed else Subset(folder, range(runtime.rank, len(folder), runtime.world_size))
+    loader = eval_loader(share, cfg.batch_size, workers, pin_memory=runtime.device.type == "cuda")
     conf = torch.zeros(dataset.num_classes, dataset.num_classes, dtype=torch.int64,
                        device=runtime.device)
     network = model if isinstance(model, torch.nn.Module) else None
@@ -66,6 +70,8 @@ def evaluate_split(model: Predictor, dataset: PreparedDataset, split: str, cfg: 
             on_batch(index + 1, len(loader))
     if network is not None:
         network.train(was_training)
+    if runtime.distributed:  # each process evaluated every world_size-th image: sum the counts
+        torch.distributed.all_reduce(conf)
     return {"split": split, "num_images": len(folder), **summarize(conf.cpu(), dataset.classes)}
 
 
@@ -76,7 +82,8 @@ def evaluate_checkpoint(checkpoint: Path, *, split: str | None = None, data_root
 
     Args:
         data_root: an explicit prepared dataset folder, which must exist (nothing is generated).
-        amp: bfloat16 autocast where the GPU has it natively; off: float32 metrics.
+        amp: mixed precision as ``train.precision: auto`` picks it (bfloat16 where the GPU has it
+            natively, else float16); off: float32 metrics.
 
     Raises:
         CheckpointError: unreadable checkpoint. DataError: missing data or other classes.
@@ -88,13 +95,13 @@ def evaluate_checkpoint(checkpoint: Path, *, split: str | None = None, data_root
 
     payload = load_checkpoint(checkpoint)
     cfg = config_from_checkpoint(payload)
-    runtime = setup_runtime(device, amp)
+    runtime = setup_runtime(device, "auto" if amp else "fp32")
     dataset = locate_dataset(cfg.data, data_root)
     check_classes(dataset, payload["dataset"]["classes"], checkpoint)
     model = model_from_checkpoint(payload).to(runtime.device)
     metrics = evaluate_split(model, dataset, split or cfg.eval.split, cfg.eval, runtime, on_batch=on_batch)
     return {"checkpoint": str(checkpoint), "iteration": payload.get("iteration"),
-            "dataset": str(dataset.root), "precision": "bfloat16" if runtime.amp_dtype else "float32", **metrics}
+            "dataset": str(dataset.root), "precision": str(runtime.amp_dtype or torch.float32).removeprefix("torch."), **metrics}
 
 
 def check_classes(dataset: PreparedDataset, classes: list[str], source: Path) -> None:

@@ -166,3 +166,16 @@ def copy_file(source: Path, target: Path) -> None:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def best_miou_on_disk(run_dir: Path, best: float | None) -> float | None:
+    """The higher of ``best`` and the mIoU of the run's ``best.pt``: a resume from an older
+    checkpoint must not replace a better ``best.pt`` written after it."""
+    path = run_dir / "best.pt"
+    if not path.is_file():
+        return best
+    try:
+        saved = load_checkpoint(path).get("best_miou")
+    except CheckpointError:  # an unreadable best.pt is replaced by the next validation
+        return best
+    return saved if best is None or (saved is not None and saved > best) else best

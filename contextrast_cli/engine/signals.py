@@ -29,12 +29,9 @@ class StopSignals:
         return self.received is not None
 
     @property
-    def exit_code(self) -> int:
-        return EXIT_CODES.get(self.received, 130)
-
-    @property
-    def name(self) -> str:
-        return "Ctrl-C (SIGINT)" if self.received == signal.SIGINT else signal.Signals(self.received).name
+    def signum(self) -> int:
+        """The signal received (0: none)."""
+        return int(self.received or 0)
 
     def _handle(self, signum: int, _frame) -> None:
         if self.received == signal.SIGINT and signum == signal.SIGINT:
@@ -52,3 +49,7 @@ class StopSignals:
             signal.signal(signum, handler)
         self._previous.clear()
 
+
+def signal_name(signum: int) -> str:
+    """How a stop signal is named in messages."""
+    return "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name

@@ -1,4 +1,4 @@
-"""One optimisation step, and the loss window between two log lines."""
+"""One optimisation step, the learning-rate schedule, and the loss window between two log lines."""
 
 import time
 
@@ -8,8 +8,32 @@ from torch import nn
 from contextrast_cli.engine.losses import segmentation_losses
 
 
+class Objective(nn.Module):
+    """The network and its training-only contrastive loss as one module, called as
+    ``terms = objective(images, labels, contrast)``: what DistributedDataParallel wraps, so the
+    projection heads' gradients are averaged over processes with the network's.
+
+    Args:
+        model: the segmentor (``outputs["out"]``, ``outputs["features"]``).
+        criterion: the contrastive loss (``contrast.build.build_criterion``), or None.
+    """
+
+    def __init__(self, model: nn.Module, criterion: nn.Module | None = None) -> None:
+        super().__init__()
+        self.model, self.criterion = model, criterion
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, contrast: bool = True) -> dict[str, torch.Tensor]:
+        outputs = self.model(images)
+        terms = segmentation_losses(outputs, labels)
+        if contrast and self.criterion is not None:
+            terms.update(self.criterion(outputs["features"], outputs["out"], labels))
+        return terms
+
+
 def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-                  labels: torch.Tensor, autocast, criterion: nn.Module | None = None) -> dict[str, torch.Tensor]:
+                  labels: torch.Tensor, autocast, criterion: nn.Module | None = None, *,
+                  objective: nn.Module | None = None, contrast: bool = True,
+                  scaler: torch.amp.GradScaler | None = None) -> dict[str, torch.Tensor]:
     """One optimisation step: forward, the named loss terms, backward, SGD update.
 
     Args:
@@ -17,20 +41,38 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: to
         autocast: a context-manager factory (the Runtime's precision policy).
         criterion: the contrastive loss (``contrast.build.build_criterion``), or None for
             cross-entropy only.
+        objective: what computes the terms, when not ``Objective(model, criterion)`` itself (the
+            trainer passes it wrapped in DistributedDataParallel).
+        contrast: include the contrastive terms (off during ``contrast.warmup_iters``).
+        scaler: float16 training: the loss is scaled for the backward, the step skipped when a
+            gradient is not finite (``torch.amp.GradScaler``).
 
     Returns:
         ``loss`` and every term, detached (no host synchronisation).
     """
+    objective = objective if objective is not None else Objective(model, criterion)
     with autocast():
-        outputs = model(images)
-        terms = segmentation_losses(outputs, labels)
-        if criterion is not None:
-            terms.update(criterion(outputs["features"], outputs["out"], labels))
+        terms = objective(images, labels, contrast)
     loss = sum(v for k, v in terms.items() if k.startswith("loss_"))
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
     return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
+
+
+def poly_factor(iterations: int, power: float, warmup: int):
+    """lr multiplier at step ``it``: linear warm-up times ``(1 - it/iterations) ** power``."""
+
+    def factor(it: int) -> float:
+        poly = max(0.0, 1.0 - it / iterations) ** power
+        return poly * min(1.0, (it + 1) / warmup) if warmup else poly
+
+    return factor
 
 
 class LossWindow:
@@ -57,21 +99,39 @@ class LossWindow:
             self.sums[key] = self.sums.get(key, 0) + value
         self.count += 1
 
-    def non_finite(self) -> tuple[int, list[str]] | None:
-        """(the first iteration with a non-finite loss term, the terms non-finite there), or None."""
+    def non_finite(self, reduce=None) -> tuple[int, list[str]] | None:
+        """(the first iteration with a non-finite loss term, the terms non-finite there), or None.
+
+        Args:
+            reduce: combines the processes' first iterations (element-wise minimum), so that every
+                process reaches the same verdict.
+        """
         if self.first_bad is None:
             return None
-        first_bad = dict(zip(self.keys, self.first_bad.tolist()))
+        first = self.first_bad
+        if reduce is not None:
+            never = torch.iinfo(torch.long).max
+            first = reduce(torch.where(first < 0, never, first))
+            first = torch.where(first == never, -1, first)
+        first_bad = dict(zip(self.keys, first.tolist()))
         bad = [it for it in first_bad.values() if it >= 0]
         if not bad:
             return None
         return min(bad), [k for k, it in first_bad.items() if it == min(bad)]
 
-    def flush(self) -> dict:
+    def flush(self, reduce=None) -> dict:
         """The mean of every term and the speed since the last flush; starts a new window
-        (the first non-finite iterations are kept)."""
+        (the first non-finite iterations are kept).
+
+        Args:
+            reduce: maps this process's means (one tensor) to the means over every process.
+        """
         elapsed = time.perf_counter() - self.started
-        stats = {key: float(value) / self.count for key, value in self.sums.items()}
+        keys = list(self.sums)
+        means = torch.stack([torch.as_tensor(self.sums[k]).float() / self.count for k in keys])
+        if reduce is not None:
+            means = reduce(means)
+        stats = dict(zip(keys, means.tolist()))  # one host synchronisation for all terms
         stats["it_per_s"] = self.count / max(elapsed, 1e-9)
         self.sums, self.count, self.started = {}, 0, time.perf_counter()
         return stats

@@ -54,6 +54,9 @@ def test_sampler_resumes_exactly_and_shards():
     shards = [list(itertools.islice(iter(InfiniteSampler(7, seed=3, rank=r, world_size=2)), 10))
               for r in range(2)]
     assert shards[0] == full[0:20:2] and shards[1] == full[1:20:2]  # keys and seeds follow the global position
+    resumed = [list(itertools.islice(iter(InfiniteSampler(7, seed=3, start=12, rank=r, world_size=2)), 5))
+               for r in range(2)]  # a 2-process run resumed after 3 iterations of global batch 4
+    assert resumed[0] == full[12:22:2] and resumed[1] == full[13:22:2]
     seeds = [seed for _, seed in full]
     assert len(set(seeds)) == 30 and seeds == [sample_seed(3, p) for p in range(30)]
     assert sample_seed(3, 5) != sample_seed(4, 5)

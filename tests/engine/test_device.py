@@ -5,7 +5,7 @@ import torch
 from torch.cuda._utils import _get_device_index
 
 from contextrast_cli.engine.device import resolve_device, rng_state, set_rng_state, setup_runtime
-from contextrast_cli.errors import ConfigError
+from contextrast_cli.errors import ConfigError, ContextrastError
 
 
 class FakeGpus(list):
@@ -37,7 +37,7 @@ def test_cpu_only_machine(monkeypatch):
     assert resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ConfigError, match="CUDA is not available"):
         resolve_device("cuda")
-    runtime = setup_runtime("auto", amp=True)
+    runtime = setup_runtime("auto", "auto")
     assert runtime.device == torch.device("cpu") and runtime.amp_dtype is None
 
 
@@ -51,16 +51,30 @@ def test_cuda_devices_carry_an_index(two_gpus):
 
 def test_setup_runtime_on_cuda(two_gpus):
     # torch.cuda.set_device rejects torch.device("cuda") (no index): the default must not reach it
-    runtime = setup_runtime("auto", amp=True)
+    runtime = setup_runtime("auto", "auto")
     assert two_gpus == [1]
     assert runtime.device == torch.device("cuda", 1)
     assert runtime.amp_dtype == torch.bfloat16
-    assert setup_runtime("cuda", amp=False).amp_dtype is None
+    assert setup_runtime("cuda", "fp32").amp_dtype is None
 
 
-def test_bfloat16_autocast_only_where_native(two_gpus):
+def test_precision_auto_is_bfloat16_where_native_else_float16_with_a_scaler(two_gpus, monkeypatch):
+    def picked(device, precision):
+        runtime = setup_runtime(device, precision)
+        return runtime.amp_dtype, runtime.grad_scaling
+
+    assert picked("cuda", "auto") == (torch.bfloat16, False)
+    assert picked("cuda", "fp16") == (torch.float16, True)
+    assert picked("cuda", "fp32") == (None, False)
     two_gpus.native_bf16 = False  # a V100 or T4: bfloat16 tensors exist, cuDNN has no bf16 convs
-    assert setup_runtime("cuda", amp=True).amp_dtype is None
+    assert picked("cuda", "auto") == (torch.float16, True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100-SXM2-16GB")
+    with pytest.raises(ConfigError, match="V100-SXM2-16GB has no native bfloat16; use fp16"):
+        setup_runtime("cuda", "bf16")
+    assert picked("cpu", "auto") == (None, False)
+    assert picked("cpu", "fp16") == (torch.float16, True)  # runs (slowly): the scaler's plumbing, tested here
+    with pytest.raises(ConfigError, match="train.precision must be one of auto, fp32, bf16, fp16"):
+        setup_runtime("cpu", "half")
 
 
 def test_cudnn_benchmark_only_for_fixed_shapes_and_float32_matmuls_stay_float32(two_gpus):
@@ -89,3 +103,36 @@ def test_rng_state_follows_the_run_device(monkeypatch):
     assert len(calls) == 2  # nothing restored on the CPU, nor from an old per-GPU list
     set_rng_state(cpu_state, torch.device("cpu"))
     assert torch.equal(torch.rand(3), first_draw)
+
+
+def test_launch_from_torchrun_and_srun_variables():
+    from contextrast_cli.engine.device import Launch, launch_from_env
+
+    torchrun = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}
+    assert launch_from_env(torchrun) == Launch(3, 4, 1, "torchrun")
+    srun = {"SLURM_PROCID": "5", "SLURM_STEP_NUM_TASKS": "8", "SLURM_LOCALID": "1", "SLURM_NTASKS": "8"}
+    assert launch_from_env(srun) == Launch(5, 8, 1, "srun")
+    assert launch_from_env({**srun, **torchrun}).launcher == "torchrun"  # torchrun inside an allocation
+    assert launch_from_env({"SLURM_PROCID": "0", "SLURM_NTASKS": "8"}) is None  # the batch script itself
+    assert launch_from_env({"RANK": "0", "WORLD_SIZE": "1"}) is None  # torchrun with one process
+    assert launch_from_env({}) is None
+
+
+def test_srun_rendezvous_is_the_first_node_and_a_job_port():
+    from contextrast_cli.engine.device import first_node, slurm_rendezvous
+
+    assert first_node("gpu[007-009,012],cpu1") == "gpu007"
+    assert first_node("node12") == "node12"
+    assert first_node("a-b[3,5]") == "a-b3"
+    env = {"SLURM_STEP_NODELIST": "gpu[007-009]", "SLURM_JOB_ID": "123456"}
+    assert slurm_rendezvous(env) == {"MASTER_ADDR": "gpu007", "MASTER_PORT": str(20000 + 123456 % 20000)}
+    assert slurm_rendezvous({**env, "MASTER_ADDR": "head", "MASTER_PORT": "29500"}) == {
+        "MASTER_ADDR": "head", "MASTER_PORT": "29500"}
+
+
+def test_one_process_commands_refuse_a_multi_process_launch(monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ContextrastError, match="this command runs in one process; it was started as rank 1 of 2 "
+                                               r"\(torchrun\): run it without torchrun / srun"):
+        setup_runtime("cpu")

@@ -12,7 +12,8 @@ from contextrast_cli.engine.checkpoint import load_checkpoint
 from contextrast_cli.engine.evaluator import evaluate_checkpoint
 from contextrast_cli.engine.reporting import Reporter
 from contextrast_cli.engine.runs import newest_checkpoint
-from contextrast_cli.engine.trainer import Trainer, poly_factor
+from contextrast_cli.engine.step import poly_factor
+from contextrast_cli.engine.trainer import Trainer
 from contextrast_cli.errors import CheckpointError, Interrupted
 from tests.conftest import tiny_overrides
 
@@ -83,6 +84,25 @@ def check_resume_matches_uninterrupted_run(tmp_path, overrides: list[str], atol:
     b = load_checkpoint(resumed.run_dir / "last.pt")["model"]
     for key in a:
         assert torch.allclose(a[key].double(), b[key].double(), rtol=0, atol=atol), key
+
+
+def test_float16_loss_scaler_state_is_saved_and_restored(tmp_path):
+    """train.precision fp16 (meant for GPUs without bfloat16; it runs on the CPU too): the loss is
+    scaled by a GradScaler whose state goes into last.pt and comes back on resume."""
+    cfg = resolve_config("toy", overrides=tiny_overrides(tmp_path, 3) + ["train.precision=fp16"])
+    first = Trainer(cfg)
+    assert first.runtime.amp_dtype == torch.float16 and first.scaler is not None
+    result = first.run()
+    saved = load_checkpoint(result.run_dir / "last.pt")
+    assert saved["scaler"] == first.scaler.state_dict()
+    assert saved["scaler"]["_growth_tracker"] + (saved["scaler"]["scale"] < 2.0 ** 16) > 0  # it counted steps
+    resumed = Trainer(resolve_config(base=saved["config"], overrides=["train.iterations=5"]), resume=saved,
+                      run_dir=result.run_dir)
+    assert resumed.scaler.state_dict() == saved["scaler"]
+    resumed.run()
+    after = load_checkpoint(result.run_dir / "last.pt")
+    assert after["iteration"] == 5 and after["scaler"] != saved["scaler"]
+    assert all(torch.isfinite(v).all() for v in after["model"].values() if v.is_floating_point())
 
 
 class _Payload:

@@ -9,6 +9,9 @@ runs them first):
 """
 
 import json
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,7 +41,7 @@ def _contrast_cfg(**overrides):
 def test_training_step_never_synchronises(name):
     """A whole Contextrast step (bfloat16 autocast where native) under
     ``torch.cuda.set_sync_debug_mode("error")``: any call that waits for the GPU raises."""
-    runtime = setup_runtime("cuda", amp=True, seed=0, fixed_shapes=True)
+    runtime = setup_runtime("cuda", "auto", seed=0, fixed_shapes=True)
     cfg = _contrast_cfg()
     model = build_model(SMALL_MODELS[name], 5).to(runtime.device).train()
     criterion = build_criterion(cfg, model.feature_channels).to(runtime.device).train()
@@ -90,18 +93,56 @@ def test_interrupted_cuda_run_resumes_like_an_uninterrupted_one(tmp_path):
     over (float32: bfloat16 rounding would swamp the comparison; cuDNN and atomics make the
     GPU nondeterministic at the 1e-6 level)."""
     check_resume_matches_uninterrupted_run(
-        tmp_path, ["train.device=cuda", "train.amp=false", "contrast.method=contextrast"], atol=1e-4)
+        tmp_path, ["train.device=cuda", "train.precision=fp32", "contrast.method=contextrast"], atol=1e-4)
 
 
-def test_amp_training_run_is_finite(tmp_path):
-    """A short run with the runtime's precision policy (bfloat16 where native), evaluation
-    included: every logged term finite, and the checkpoint rebuilds the plain network."""
-    overrides = tiny_overrides(tmp_path, 4) + ["train.device=cuda", "train.amp=true", "contrast.method=contextrast"]
-    result = Trainer(resolve_config("toy", overrides=overrides)).run()
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_training_run_is_finite(tmp_path, precision):
+    """A short run in bfloat16 (GPUs with native bfloat16) and in float16 with the loss scaler
+    (any GPU), evaluation included: every logged term finite, the scaler's state in last.pt
+    for float16, and the checkpoint rebuilds the plain network."""
+    if precision == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        pytest.skip("this GPU has no native bfloat16")
+    overrides = tiny_overrides(tmp_path, 4) + ["train.device=cuda", f"train.precision={precision}",
+                                               "contrast.method=contextrast"]
+    trainer = Trainer(resolve_config("toy", overrides=overrides))
+    assert trainer.runtime.precision == precision
+    result = trainer.run()
     payload = load_checkpoint(result.run_dir / "last.pt")
     assert payload["contrast"]
+    assert (payload["scaler"] is not None) == (precision == "fp16")
     model_from_checkpoint(payload)
     for line in (result.run_dir / "metrics.jsonl").read_text().splitlines():
         for key, value in json.loads(line).items():
             if isinstance(value, float):
                 assert value == value and abs(value) != float("inf"), (key, value)
+
+
+def test_one_gpu_torchrun_run(tmp_path):
+    """``torchrun --nproc-per-node 1`` on one GPU: a world of one is a plain single-process run
+    (no process group), so the same command line works on a laptop and under a launcher."""
+    run = torchrun_train(tmp_path, 1)
+    assert load_checkpoint(run / "last.pt")["iteration"] == 4
+
+
+def test_two_gpu_torchrun_run_with_sync_batchnorm(tmp_path):
+    """Two processes on two GPUs (NCCL, SyncBatchNorm, synchronised anchors): the run finishes
+    and its checkpoint holds plain BatchNorm (a network that loads anywhere)."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 GPUs")
+    run = torchrun_train(tmp_path, 2)
+    model_from_checkpoint(load_checkpoint(run / "last.pt"))
+
+
+def torchrun_train(tmp_path, processes: int) -> Path:
+    """``torchrun --standalone --nproc-per-node N -m contextrast_cli train`` of the tiny toy run on
+    the GPU(s); its run folder."""
+    root = Path(__file__).resolve().parents[2]
+    sets = tiny_overrides(tmp_path, 4) + ["train.device=cuda", "train.batch_size=2", "contrast.method=contextrast"]
+    command = ["torchrun", "--standalone", f"--nproc-per-node={processes}", "-m", "contextrast_cli", "train",
+               "--preset", "toy", *[a for item in sets for a in ("--set", item)]]
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    (run,) = (tmp_path / "runs" / "toy").iterdir()
+    return run
