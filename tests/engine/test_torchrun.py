@@ -6,6 +6,7 @@ The processes are real (``torchrun --standalone``), held by ``tests/engine/drive
 training sample they load is recorded with its seed, which names its global position.
 """
 
+import os
 import shutil
 import signal
 import subprocess
@@ -79,8 +80,6 @@ def test_sigterm_on_one_rank_stops_all_and_resumes_on_any_process_count(tmp_path
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0][-3000:]
         time.sleep(0.05)
     signal_rank = int(ranks[1].read_text())
-    import os
-
     os.kill(signal_rank, signal.SIGTERM)  # rank 1 alone
     for r in range(2):
         (stopped / "markers" / f"go.{r}").write_text("")
