@@ -74,21 +74,13 @@ def barrier(runtime: Runtime) -> None:
         dist.barrier(group=runtime.host_group)
 
 
-def sum_tensor(tensor: torch.Tensor, runtime: Runtime) -> torch.Tensor:
-    """``tensor`` summed over processes (a new tensor; no gradient)."""
+def reduced(tensor: torch.Tensor, runtime: Runtime, op: str = "sum") -> torch.Tensor:
+    """``tensor`` reduced element-wise over processes, ``op`` ``sum`` or ``min`` (a new tensor;
+    no gradient)."""
     if not runtime.distributed:
         return tensor
     tensor = tensor.clone()
-    dist.all_reduce(tensor)
-    return tensor
-
-
-def min_tensor(tensor: torch.Tensor, runtime: Runtime) -> torch.Tensor:
-    """Element-wise minimum over processes (a new tensor)."""
-    if not runtime.distributed:
-        return tensor
-    tensor = tensor.clone()
-    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN}[op])
     return tensor
 
 

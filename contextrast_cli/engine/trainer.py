@@ -216,7 +216,7 @@ class Trainer:
                           f"last.pt saved; resume with: contextrast train --resume {self.run_dir}", EXIT_CODES[signum])
 
     def _check_finite(self, window: LossWindow) -> None:
-        bad = window.non_finite(lambda first: ddp.min_tensor(first, self.runtime))
+        bad = window.non_finite(lambda first: ddp.reduced(first, self.runtime, "min"))
         if bad is None:
             return
         iteration, terms = bad
@@ -230,7 +230,7 @@ class Trainer:
 
     def _log(self, window: LossWindow) -> dict:
         rt = self.runtime
-        mean = window.flush(lambda sums: ddp.sum_tensor(sums, rt) / rt.world_size)  # over every process's images
+        mean = window.flush(lambda sums: ddp.reduced(sums, rt) / rt.world_size)  # over every process's images
         stats = {"iteration": self.iteration, "lr": self.scheduler.get_last_lr()[0], **mean}
         if rt.is_main:
             self.log.write(stats)
