@@ -12,11 +12,10 @@ batch is the one image, so it is per image.
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
-from contextrast_cli.atomic import atomic_write
+from contextrast_cli.engine.predictions import write_png
 from contextrast_cli.contrast.loss import resize_labels
 from contextrast_cli.contrast.sampling import NegativeSelection, select_negatives
 from contextrast_cli.data.loading import read_label, read_rgb
@@ -84,7 +83,7 @@ def predict(model: torch.nn.Module, image: np.ndarray,
         image: (H, W, 3) uint8 RGB, scaled to [0, 1] here as the evaluator's transform does
             (the network normalises).
     """
-    from contextrast_cli.engine.evaluator import predict_probs
+    from contextrast_cli.engine.inference import predict_probs
 
     x = torch.from_numpy(image).permute(2, 0, 1).float().div(255)[None].to(device)
     height, width = image.shape[:2]  # the segmentor's contract: tap i is ceil(H / s_i) x ceil(W / s_i)
@@ -115,14 +114,6 @@ def label_beside(image: Path) -> Path | None:
     label = image.parent.parent / "labels" / f"{image.stem}.png"
     inside = image.parent.name == "images" and (image.parent.parent.parent / DATASET_JSON).is_file()
     return label if inside and label.is_file() else None
-
-
-def write_png(path: Path, rgb: np.ndarray) -> Path:
-    """Encode ``rgb`` as PNG and write it atomically."""
-    ok, data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise DataError(f"{path}: could not encode the figure as PNG")
-    return atomic_write(Path(path), lambda tmp: tmp.write_bytes(data.tobytes()))
 
 
 def parse_layers(text: str | None, taps: int, default) -> tuple[int, ...]:

@@ -139,3 +139,22 @@ def _valid_keys(loc: tuple[str, ...]) -> list[str]:
             return []
         model = candidates[0]
     return list(model.model_fields)
+
+
+def with_eval(cfg: Config, overrides: dict[str, Any], origin: str = "the evaluation options") -> Config:
+    """``cfg`` with ``eval.*`` settings replaced (command-line evaluation options), validated.
+
+    Raises:
+        ConfigError: an invalid value, naming the ``eval`` field.
+    """
+    if not overrides:
+        return cfg
+    data = cfg.to_dict()
+    data["eval"] = {**data["eval"], **overrides}
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        sources = Sources()
+        for key in overrides:
+            sources.record(("eval", key), origin)
+        raise ConfigError(_format_errors(exc, sources)) from None

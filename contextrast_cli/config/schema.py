@@ -264,6 +264,20 @@ class EvalConfig(_Section):
     """Also average the horizontally flipped prediction."""
     amp: bool = False
     """Evaluate under the training precision (bfloat16 autocast where native); off: float32 metrics."""
+    mode: Literal["whole", "slide"] = "whole"
+    """whole: the network sees each (scaled) image at once; slide: windows of ``crop`` every
+    ``stride`` pixels, overlapping logits averaged (for images larger than the training crop,
+    e.g. Cityscapes 1024x2048 with 512x1024 windows)."""
+    crop: tuple[PosInt, PosInt] | None = None
+    """Sliding-window size (H, W); default: the training crop, data.crop_size."""
+    stride: tuple[PosInt, PosInt] | None = None
+    """Sliding-window step (H, W); default: two thirds of the crop."""
+    boundary: bool = True
+    """Also measure boundary IoU and the boundary F-score (``--no-boundary`` to skip)."""
+    boundary_width: Annotated[float, Field(gt=0, lt=1)] = 0.02
+    """Boundary IoU band width as a fraction of the image diagonal (Cheng et al., CVPR 2021: 0.02)."""
+    boundary_tolerance: Annotated[float, Field(gt=0, lt=1)] = 0.0075
+    """Boundary F-score matching distance as a fraction of the image diagonal (Csurka et al., BMVC 2013: 0.0075)."""
 
 
 class Config(_Section):
@@ -279,6 +293,17 @@ class Config(_Section):
     optim: OptimConfig = OptimConfig()
     train: TrainConfig
     eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _slide_crop(cls, data: Any) -> Any:
+        """``eval.crop`` defaults to the training crop."""
+        if isinstance(data, dict) and isinstance(data.get("data"), dict) and "crop_size" in data["data"]:
+            evaluation = dict(data.get("eval") or {})
+            if evaluation.get("crop") is None:
+                evaluation["crop"] = data["data"]["crop_size"]
+                data = {**data, "eval": evaluation}
+        return data
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML/JSON-friendly dict (paths as strings)."""

@@ -30,14 +30,14 @@ def summarize(conf: torch.Tensor, classes: tuple[str, ...]) -> dict:
     acc = true_pos / gt.where(gt > 0, torch.nan)
     total = conf.sum()
     return {
-        "mIoU": _value(iou.nanmean()),
-        "aAcc": _value(true_pos.sum() / total) if total > 0 else None,
-        "mAcc": _value(acc.nanmean()),
-        "IoU": {name: _value(v) for name, v in zip(classes, iou)},
-        "Acc": {name: _value(v) for name, v in zip(classes, acc)},
+        "mIoU": rounded(iou.nanmean()),
+        "aAcc": rounded(true_pos.sum() / total) if total > 0 else None,
+        "mAcc": rounded(acc.nanmean()),
+        "IoU": {name: rounded(v) for name, v in zip(classes, iou)},
+        "Acc": {name: rounded(v) for name, v in zip(classes, acc)},
     }
 
 
-def _value(x: torch.Tensor) -> float | None:
+def rounded(x: torch.Tensor) -> float | None:
     value = float(x)
     return None if value != value else round(value, 6)

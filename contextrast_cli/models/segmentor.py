@@ -66,8 +66,9 @@ class Segmentor(nn.Module):
     def feature_strides(self) -> list[int]:
         return list(self.backbone.strides)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor] | float]:
-        """x: (B, 3, H, W) RGB in [0, 1] (``normalize`` is applied here)."""
+    def forward(self, x: torch.Tensor, with_features: bool = False) -> dict[str, torch.Tensor | list[torch.Tensor] | float]:
+        """x: (B, 3, H, W) RGB in [0, 1] (``normalize`` is applied here). ``with_features``: return the
+        taps in eval mode too (for the feature-space measures)."""
         size = x.shape[-2:]
         x = self.normalize(x)
         divisor = self.backbone.size_divisor
@@ -76,7 +77,10 @@ class Segmentor(nn.Module):
         heads = self.head(features)
         heads = heads if isinstance(heads, dict) else {"out": heads}
         if not self.training:
-            return {"out": resize_logits(heads["out"], padded.shape[-2:], size, divisor > 1)}
+            out = {"out": resize_logits(heads["out"], padded.shape[-2:], size, divisor > 1)}
+            if with_features:
+                out["features"] = crop_features(features, self.feature_strides, size) if divisor > 1 else features
+            return out
         out = {k: resize_logits(v, padded.shape[-2:], size, divisor > 1) for k, v in heads.items()}
         out["features"] = crop_features(features, self.feature_strides, size) if divisor > 1 else features
         if "aux" in out:

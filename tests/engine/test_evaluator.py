@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from contextrast_cli.engine.evaluator import predict_probs
+from contextrast_cli.config import EvalConfig
+from contextrast_cli.engine.inference import predict_probs
 
 
 class Probe(torch.nn.Module):
@@ -37,7 +38,7 @@ def test_two_scales_and_flip_by_hand(scales, flip):
     seen = {(1.0, False): a + b * 1.0, (1.0, True): a, (0.5, False): a * 0.5 + b * 0.5, (0.5, True): a * 0.5}
     passes = [(s, f) for s in scales for f in ((False, True) if flip else (False,))]
     expected = sum(sigmoid(seen[p]) for p in passes) / len(passes)
-    probs = predict_probs(Probe(a, b), image, scales, flip)
+    probs = predict_probs(Probe(a, b), image, EvalConfig(scales=scales, flip=flip))
     assert probs.shape == (1, 2, 4, 4)
     assert torch.allclose(probs[:, 1], torch.full((1, 4, 4), expected), atol=1e-6)
     assert torch.allclose(probs.sum(1), torch.ones(1, 4, 4), atol=1e-6)  # an average of distributions
