@@ -160,9 +160,17 @@ def load_for_visualize(path: Path, device: torch.device, layers: str | None = No
     model = model_from_checkpoint(payload).to(device)
     meta = Meta(f"iteration {payload.get('iteration', '?')}", tuple(data["classes"]),
                 colour_table(data["palette"], data["ignore_index"]), data["ignore_index"],
-                ratio or cfg.contrast.bane.ratio, cfg.contrast.max_negatives, cfg.contrast.method)
+                ratio or cfg.contrast.bane.ratio, cfg.contrast.max_negatives, cfg.contrast.method,
+                run_label(Path(path)))
     return Loaded(Path(path), model, meta, parse_layers(layers, len(model.feature_strides), cfg.contrast.layers),
                   cfg.data)
+
+
+def run_label(path: Path) -> str:
+    """``<preset>/<run folder>`` of a checkpoint inside a run folder (``runs/camvid/20261202-1830``,
+    an ablation's ``camvid-lite/none-seed0``), else the file's own name."""
+    path = Path(path).resolve()
+    return f"{path.parent.parent.name}/{path.parent.name}" if path.parent.parent.name else path.name
 
 
 def gather_inputs(images: list[Path], label: Path | None, split: str | None, num: int,

@@ -6,19 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from contextrast_cli.cli.app import (ConfigOpt, DataRootOpt, DebugOpt, DeviceOpt, PresetOpt, SetOpt, app, err,
-                                     guarded, out)
-
-
-def parse_list(text: str, kind, option: str) -> tuple:
-    """``a,b,c`` -> a tuple of ``kind``."""
-    try:
-        values = tuple(kind(part.strip()) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise typer.BadParameter(f"expected a comma-separated list such as {'0,1,2' if kind is int else '0.75,1.0'}, "
-                                 f"got {text!r}", param_hint=option) from None
-    if not values:
-        raise typer.BadParameter("give at least one value", param_hint=option)
-    return values
+                                     guarded, out, parse_list)
 
 
 @app.command()

@@ -99,6 +99,18 @@ def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
     return int(height), int(width)
 
 
+def parse_list(text: str, kind, option: str) -> tuple:
+    """``a,b,c`` -> a tuple of ``kind``."""
+    try:
+        values = tuple(kind(part.strip()) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise typer.BadParameter(f"expected a comma-separated list such as {'0,1,2' if kind is int else '0.75,1.0'}, "
+                                 f"got {text!r}", param_hint=option) from None
+    if not values:
+        raise typer.BadParameter("give at least one value", param_hint=option)
+    return values
+
+
 def pick_checkpoint(checkpoint: Path | None, runs_dir: Path) -> Path:
     """The checkpoint a command uses: ``--checkpoint`` (a run folder means its best.pt, else its
     last.pt with a note), or the newest best.pt under ``runs_dir``."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from contextrast_cli.config.schema import Config
+from contextrast_cli.config.schema import Config, EvalConfig
 from contextrast_cli.config.sources import Sources, load_yaml, merge, parse_override
 from contextrast_cli.errors import ConfigError
 
@@ -141,7 +141,8 @@ def _valid_keys(loc: tuple[str, ...]) -> list[str]:
     return list(model.model_fields)
 
 
-def with_eval(cfg: Config, overrides: dict[str, Any], origin: str = "the evaluation options") -> Config:
+
+def with_eval(cfg: Config, overrides: dict[str, Any]) -> Config:
     """``cfg`` with ``eval.*`` settings replaced (command-line evaluation options), validated.
 
     Raises:
@@ -149,12 +150,25 @@ def with_eval(cfg: Config, overrides: dict[str, Any], origin: str = "the evaluat
     """
     if not overrides:
         return cfg
-    data = cfg.to_dict()
-    data["eval"] = {**data["eval"], **overrides}
+    return cfg.model_copy(update={"eval": eval_settings({**cfg.eval.model_dump(mode="json"), **overrides})})
+
+
+def eval_settings(settings: dict[str, Any]) -> EvalConfig:
+    """A validated ``EvalConfig`` from plain settings (errors name the option, ``--<key>``).
+
+    Raises:
+        ConfigError: an invalid value, naming the ``eval`` field.
+    """
     try:
-        return Config.model_validate(data)
+        return _EvalOnly.model_validate({"eval": settings}).eval
     except ValidationError as exc:
         sources = Sources()
-        for key in overrides:
-            sources.record(("eval", key), origin)
+        for key in settings:
+            sources.record(("eval", key), f"--{key.replace('_', '-')}")
         raise ConfigError(_format_errors(exc, sources)) from None
+
+
+class _EvalOnly(BaseModel):
+    """The ``eval`` section alone, so that errors carry their ``eval.*`` path."""
+
+    eval: EvalConfig

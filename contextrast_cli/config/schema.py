@@ -231,6 +231,8 @@ class TrainConfig(_Section):
     """Run folders are created as <output_dir>/<preset name>/<timestamp>/ (``--runs-dir``)."""
     keep_checkpoints: Annotated[int, Field(ge=0)] = 2
     """Interval checkpoints (iter_000500.pt ...) kept besides last.pt and best.pt; 0 keeps none."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files to <run>/tensorboard/ (pip install 'contextrast[tensorboard]')."""
 
     @model_validator(mode="before")
     @classmethod

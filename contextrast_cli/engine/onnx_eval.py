@@ -61,16 +61,18 @@ class OnnxSegmentor:
 
 
 def evaluate_onnx(path: Path, *, split: str | None = None, data_root: Path | None = None,
-                  on_batch: Callable[[int, int], None] | None = None, threads: int | None = None) -> dict:
+                  on_batch: Callable[[int, int], None] | None = None, threads: int | None = None,
+                  eval_overrides: dict | None = None, save_dir: Path | None = None) -> dict:
     """Evaluate an exported graph with onnxruntime on a prepared split, as ``evaluate_checkpoint`` does.
 
-    Eval settings (split, batch size, scales, flip) come from the sidecar (the
-    checkpoint's config); ``--argmax`` graphs are evaluated at a single scale without flip.
+    Eval settings (split, batch size, scales, flip, mode) come from the sidecar (the
+    checkpoint's config) with ``eval_overrides`` laid over them; ``--argmax`` graphs are
+    evaluated at a single scale without flip, as one whole image.
 
     Raises:
         ExportError: missing graph or sidecar. DataError: missing data or other classes.
     """
-    from contextrast_cli.config import EvalConfig
+    from contextrast_cli.config import eval_settings
     from contextrast_cli.data.prepared import read_prepared, resolve_root
     from contextrast_cli.engine.device import Runtime
     from contextrast_cli.engine.evaluator import check_classes, evaluate_split
@@ -80,11 +82,12 @@ def evaluate_onnx(path: Path, *, split: str | None = None, data_root: Path | Non
     name = meta["dataset"]["name"]
     dataset = read_prepared(resolve_root(name, data_root), name)
     check_classes(dataset, meta["dataset"]["classes"], path)
-    cfg = EvalConfig.model_validate(meta["eval"])
+    settings = {**meta["eval"], **(eval_overrides or {})}
     if meta["argmax"]:
-        cfg = cfg.model_copy(update={"scales": (1.0,), "flip": False})
+        settings.update(scales=(1.0,), flip=False, mode="whole")
+    cfg = eval_settings(settings)
     model = OnnxSegmentor(path, meta, threads)
     metrics = evaluate_split(model, dataset, split or cfg.split, cfg, Runtime(torch.device("cpu")),
-                             on_batch=on_batch)
+                             on_batch=on_batch, save_dir=save_dir)
     return {"onnx": str(path), "checkpoint": meta["checkpoint"]["path"], "dataset": str(dataset.root),
             "scales": list(cfg.scales), "flip": cfg.flip, **metrics}

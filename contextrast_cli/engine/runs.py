@@ -7,7 +7,6 @@ folder stands for ``best.pt`` (``last.pt`` when there is no ``best.pt`` yet), an
 ``last.pt`` when resuming.
 """
 
-import json
 import os
 import re
 import time
@@ -37,23 +36,6 @@ def new_run_dir(cfg: Config) -> Path:
 def write_config(run_dir: Path, cfg: Config) -> None:
     """(Re)write the run's resolved ``config.yaml``."""
     atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-
-
-class MetricsLog:
-    """Append-only JSON lines; each record is flushed as it is written."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
-    def write(self, record: dict) -> None:
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-
-    def read(self) -> list[dict]:
-        """All records (empty when the file does not exist)."""
-        if not self.path.is_file():
-            return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line]
 
 
 def checkpoint_path(path: Path, *, resume: bool = False) -> tuple[Path, str | None]:

@@ -27,6 +27,7 @@ from contextrast_cli.engine.checkpoint import check_same_run, describe, init_fro
 from contextrast_cli.engine.device import rng_state, seed_everything, set_rng_state, setup_runtime
 from contextrast_cli.engine.evaluator import evaluate_split
 from contextrast_cli.engine.reporting import Reporter
+from contextrast_cli.engine.runlog import RunLog
 from contextrast_cli.engine.signals import EXIT_CODES, StopSignals, signal_name
 from contextrast_cli.engine.step import LossWindow, Objective, poly_factor, training_step
 from contextrast_cli.errors import CheckpointError, ConfigError, ContextrastError, Diverged, Interrupted
@@ -73,7 +74,9 @@ class Trainer:
         self.dataset = ddp.main_first(lambda: locate_dataset(cfg.data), rt)
         model = build_model(cfg.model, self.dataset.num_classes, cfg.data.mean, cfg.data.std)
         self.model, note = ddp.sync_batchnorm(model, rt, cfg.train.sync_bn)
-        self.criterion = build_criterion(cfg.contrast, self.model.feature_channels)
+        with torch.random.fork_rng(devices=[]):  # the heads draw from their own stream, so runs of one seed
+            torch.manual_seed(cfg.train.seed + 1)  # continue on the same RNG whatever the method (paired ablations)
+            self.criterion = build_criterion(cfg.contrast, self.model.feature_channels)
         objective = Objective(self.model, self.criterion).to(rt.device)
         self.optimizer = torch.optim.SGD(objective.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                                          weight_decay=cfg.optim.weight_decay)
@@ -91,7 +94,7 @@ class Trainer:
         self.objective = ddp.data_parallel(objective, rt, unused_parameters=warmup)  # after the restore:
         # DDP starts every process from rank 0's weights
         self.run_dir = Path(ddp.broadcast(str(self._run_folder(run_dir)) if rt.is_main else None, rt))
-        self.log = runs.MetricsLog(self.run_dir / "metrics.jsonl")
+        self.log = RunLog(self.run_dir, cfg.train.tensorboard and rt.is_main, f"{cfg.name}: {cfg.contrast.method}")
         self.meta = describe(cfg, self.dataset)
         if note:
             self.reporter.message(note)
@@ -169,6 +172,7 @@ class Trainer:
                               f"{self.saved_at}: contextrast train --resume {self.run_dir}") from None
         finally:
             self.reporter.stop()
+            self.log.close()
         vote.close()
         return TrainResult(self.run_dir, self.iteration, self.best_miou, self.last_metrics)
 
@@ -258,6 +262,7 @@ class Trainer:
         self.last_metrics = metrics
         if self.runtime.is_main:
             self.log.write({"iteration": self.iteration, **metrics})
+            self._plot()
         miou = metrics["mIoU"]
         self.reporter.message(f"iteration {self.iteration}: {cfg.eval.split} mIoU {miou:.4f}  "
                               f"aAcc {metrics['aAcc']:.4f}")
@@ -266,6 +271,12 @@ class Trainer:
             if self.runtime.is_main:
                 save_checkpoint(self.run_dir / "best.pt", self._payload(full=False))
         return metrics
+
+    def _plot(self) -> None:
+        try:  # a figure that cannot be drawn costs the figure, not the run
+            self.log.plot()
+        except Exception as exc:  # noqa: BLE001
+            self.reporter.message(f"note: curves.png not drawn: {type(exc).__name__}: {exc}")
 
     def save_last(self, interval: bool = False) -> Path:
         """Write ``last.pt`` (everything needed to resume); with ``interval`` also keep it as

@@ -21,6 +21,7 @@ class Meta:
     Attributes:
         title: e.g. ``iteration 60``.
         table: ``colour_table`` of the dataset palette.
+        run: the run the checkpoint comes from, e.g. ``camvid-lite/none-seed0``.
     """
 
     title: str
@@ -30,10 +31,16 @@ class Meta:
     ratio: float
     max_negatives: int
     method: str
+    run: str = ""
+
+    @property
+    def label(self) -> str:
+        """``<run> (<method>), iteration N``: tells apart two runs at the same iteration."""
+        return f"{self.run} ({self.method}), {self.title}" if self.run else f"{self.method}, {self.title}"
 
     def settings(self) -> list[str]:
         """Two legend lines: the checkpoint, then the BANE settings used."""
-        return [f"{self.title}, trained with contrast.method {self.method}",
+        return [f"{self.label}: trained with contrast.method {self.method}",
                 f"BANE ratio K = {self.ratio:g} of each error region, per image here (training: per batch); "
                 f"at most {self.max_negatives} negatives per anchor"]
 
@@ -73,7 +80,7 @@ def draw_grid(image, pred, label, layers: list[LayerPicks], meta: Meta, name: st
     if label is None:
         rows = [[(f"image: {name}", image), (pred_title, prediction_panel(image, pred, meta.table)),
                  ("prediction boundaries", prediction_panel(image, pred, meta.table, boundaries=True))]]
-        return compose(rows, footer=([meta.title, NO_LABEL], _class_entries(meta, _present(meta, pred))))
+        return compose(rows, footer=([meta.label, NO_LABEL], _class_entries(meta, _present(meta, pred))))
     error = error_mask(pred, label, meta.ignore_index)
     panels = []
     for view in layers:
@@ -111,11 +118,11 @@ def draw_overlay(image, pred, label, layers: list[LayerPicks], meta: Meta, name:
 
 def draw_rows(image, label, results: list[tuple[Meta, np.ndarray, list[LayerPicks]]], name: str,
               style: str = "grid") -> np.ndarray:
-    """The same image under several checkpoints: one row each, headed by its iteration."""
+    """The same image under several checkpoints: one row each, headed by its run, method and iteration."""
     rows, headers, present = [], [], set()
     for meta, pred, layers in results:
         row = [(f"prediction: {name}", prediction_panel(image, pred, meta.table))]
-        header = meta.title
+        header = meta.label
         if label is None:
             row.append(("prediction boundaries", prediction_panel(image, pred, meta.table, boundaries=True)))
         else:

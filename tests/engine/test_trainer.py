@@ -4,6 +4,7 @@ import json
 import os
 import signal
 
+import cv2
 import pytest
 import torch
 
@@ -29,7 +30,10 @@ def test_poly_schedule_by_hand():
 def test_run_writes_self_describing_outputs(tiny_config):
     result = Trainer(tiny_config).run()
     files = {p.name for p in result.run_dir.iterdir()}
-    assert files == {"config.yaml", "metrics.jsonl", "last.pt", "best.pt", "iter_000002.pt", "iter_000004.pt"}
+    assert files == {"config.yaml", "metrics.jsonl", "curves.png", "last.pt", "best.pt", "iter_000002.pt",
+                     "iter_000004.pt"}
+    curves = cv2.imread(str(result.run_dir / "curves.png"))
+    assert curves is not None and curves.shape[0] > 400 and curves.std() > 0
     records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records if "loss" in r] == [1, 2, 3, 4]
     assert [r["iteration"] for r in records if "mIoU" in r] == [2, 4]
@@ -37,11 +41,28 @@ def test_run_writes_self_describing_outputs(tiny_config):
     assert payload["iteration"] == 4 and payload["dataset"]["classes"][0] == "sky"
     assert payload["normalization"]["mean"] == list(tiny_config.data.mean)
     assert payload["config"] == tiny_config.to_dict()
-    # evaluation from the checkpoint alone reproduces the loop's own validation
-    best = load_checkpoint(result.run_dir / "best.pt")
-    metrics = evaluate_checkpoint(result.run_dir / "best.pt", device="cpu")
-    assert metrics["mIoU"] == pytest.approx(best["metrics"]["mIoU"], abs=1e-9)
+    # evaluation from the checkpoint alone reproduces the loop's own validation, number for number
+    last = load_checkpoint(result.run_dir / "last.pt")
+    metrics = evaluate_checkpoint(result.run_dir / "last.pt", device="cpu")
+    validated = [r for r in records if "mIoU" in r][-1]
+    shared = ("mIoU", "aAcc", "mAcc", "IoU", "Acc", "boundary", "num_images")
+    assert {k: metrics[k] for k in shared} == {k: validated[k] for k in shared} == {k: last["metrics"][k] for k in shared}
+    assert metrics["boundary"]["mBIoU"] is not None
     assert newest_checkpoint(tiny_config.train.output_dir) == result.run_dir / "best.pt"
+
+
+def test_tensorboard_events_hold_the_logged_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = resolve_config("toy", overrides=[*tiny_overrides(tmp_path), "train.tensorboard=true"])
+    result = Trainer(cfg).run()
+    events = EventAccumulator(str(result.run_dir / "tensorboard"))
+    events.Reload()
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    val = [(r["iteration"], r["mIoU"]) for r in records if "mIoU" in r]
+    assert [(e.step, pytest.approx(e.value)) for e in events.Scalars("val/mIoU")] == val
+    assert [e.step for e in events.Scalars("train/loss")] == [r["iteration"] for r in records if "loss" in r]
+    assert "val/boundary/mBIoU" in events.Tags()["scalars"]
 
 
 class _SignalAt(Reporter):

@@ -1,0 +1,76 @@
+"""A run's record of itself: ``metrics.jsonl`` (every logged line and validation), ``curves.png``
+(redrawn at each validation) and, with ``train.tensorboard``, TensorBoard event files in
+``tensorboard/``. Written by the main process only."""
+
+import json
+from pathlib import Path
+
+from contextrast_cli.errors import ConfigError
+
+
+class MetricsLog:
+    """Append-only JSON lines; each record is flushed as it is written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def write(self, record: dict) -> None:
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def read(self) -> list[dict]:
+        """All records (empty when the file does not exist)."""
+        if not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def scalars(record: dict, prefix: str = "") -> dict[str, float]:
+    """The numbers of a record, nested keys joined by ``/`` (``IoU/road``, ``boundary/mBIoU``)."""
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            out.update(scalars(value, f"{prefix}{key}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and key != "iteration":
+            out[f"{prefix}{key}"] = float(value)
+    return out
+
+
+class RunLog:
+    """``metrics.jsonl`` + ``curves.png`` + optional TensorBoard events of one run folder.
+
+    Raises:
+        ConfigError: ``tensorboard`` asked for without the tensorboard package installed.
+    """
+
+    def __init__(self, run_dir: Path, tensorboard: bool = False, title: str = "") -> None:
+        self.run_dir, self.title = Path(run_dir), title
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ConfigError("train.tensorboard: true needs the tensorboard package: "
+                                  "pip install 'contextrast[tensorboard]' (or set train.tensorboard=false)") from None
+            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+
+    def write(self, record: dict) -> None:
+        """Append ``record`` (it has an ``iteration``); validation records (with ``split``) go to
+        TensorBoard under ``<split>/``, training ones under ``train/``."""
+        self.metrics.write(record)
+        if self.writer is not None:
+            group = record.get("split", "train")
+            for key, value in scalars({k: v for k, v in record.items() if k != "num_images"}).items():
+                self.writer.add_scalar(f"{group}/{key}", value, record["iteration"])
+            self.writer.flush()
+
+    def plot(self) -> Path:
+        """Redraw ``curves.png`` from everything logged so far."""
+        from contextrast_cli.viz.charts import training_curves
+
+        return training_curves(self.metrics.read(), self.run_dir / "curves.png", self.title)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,88 @@
+"""``contextrast ablate``: paired runs, the summary's arithmetic against the per-run files, resume."""
+
+import json
+import math
+import os
+import signal
+import statistics
+
+import cv2
+import pytest
+from scipy.stats import t as student_t
+
+from contextrast_cli.engine.trainer import Trainer
+from tests.conftest import invoke, one_line_error, tiny_overrides
+
+
+def ablate_args(tmp_path, *extra):
+    sets = [a for o in tiny_overrides(tmp_path) for a in ("--set", o)]
+    return ["ablate", "--preset", "toy", "--methods", "none,contextrast", "--seeds", "0,1",
+            "--out", tmp_path / "abl", *sets, *extra]
+
+
+def test_ablate_resumes_and_its_table_adds_up(tmp_path, monkeypatch):
+    fired = []
+    original = Trainer._step
+
+    def sigterm_in_the_last_run(self, batch):  # a scheduler's preemption while contextrast-seed1 trains
+        terms = original(self, batch)
+        if (self.cfg.contrast.method, self.cfg.train.seed, self.iteration) == ("contextrast", 1, 1) and not fired:
+            fired.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return terms
+
+    monkeypatch.setattr(Trainer, "_step", sigterm_in_the_last_run)
+    first = invoke(*ablate_args(tmp_path))
+    assert first.exit_code == 143, first.output
+    folder = tmp_path / "abl"
+    done = ["none-seed0", "contextrast-seed0", "none-seed1"]
+    assert all((folder / name / "evaluation.json").is_file() for name in done)
+    assert not (folder / "contextrast-seed1" / "evaluation.json").exists()
+    assert not (folder / "ablation.json").exists()
+    stamps = {name: (folder / name / "evaluation.json").stat().st_mtime_ns for name in done}
+    monkeypatch.undo()
+
+    second = invoke(*ablate_args(tmp_path))
+    assert second.exit_code == 0, second.output
+    assert "contextrast-seed1: resuming at iteration 2 of 4" in second.output
+    assert {name: (folder / name / "evaluation.json").stat().st_mtime_ns for name in done} == stamps  # kept
+
+    runs = {f"{m}-seed{s}": json.loads((folder / f"{m}-seed{s}" / "evaluation.json").read_text())
+            for m in ("none", "contextrast") for s in (0, 1)}
+    summary = json.loads((folder / "ablation.json").read_text())
+    for method in ("none", "contextrast"):
+        values = [runs[f"{method}-seed{s}"]["mIoU"] for s in (0, 1)]
+        assert summary["scores"][method]["mIoU"]["values"] == values
+        assert summary["scores"][method]["mIoU"]["mean"] == pytest.approx(statistics.mean(values))
+        assert summary["scores"][method]["mIoU"]["std"] == pytest.approx(statistics.stdev(values))
+    for key, get in (("mIoU", lambda r: r["mIoU"]), ("mBIoU", lambda r: r["boundary"]["mBIoU"])):
+        diffs = [get(runs[f"contextrast-seed{s}"]) - get(runs[f"none-seed{s}"]) for s in (0, 1)]
+        paired = summary["paired"]["contextrast"][key]
+        assert paired["values"] == pytest.approx(diffs)
+        half = student_t.ppf(0.975, 1) * statistics.stdev(diffs) / math.sqrt(2)
+        assert paired["ci95"] == pytest.approx([statistics.mean(diffs) - half, statistics.mean(diffs) + half])
+    road = [runs[f"contextrast-seed{s}"]["IoU"]["road"] - runs[f"none-seed{s}"]["IoU"]["road"] for s in (0, 1)]
+    assert summary["per_class"]["contextrast"]["IoU"]["road"] == pytest.approx(statistics.mean(road))
+    # A / U: the encoder taps for both methods, the projection heads only where they were trained
+    assert summary["features"]["none"]["embeddings"] is None
+    a = [runs[f"contextrast-seed{s}"]["features"]["embeddings"]["4"]["A"] for s in (0, 1)]
+    assert summary["features"]["contextrast"]["embeddings"]["4"]["A"] == pytest.approx(statistics.mean(a))
+    table = (folder / "ablation.md").read_text()
+    mean, std = summary["scores"]["none"]["mIoU"]["mean"], summary["scores"]["none"]["mIoU"]["std"]
+    assert f"| none | {mean * 100:.2f} +- {std * 100:.2f} |" in table
+    assert f"{mean * 100:.2f} +- {std * 100:.2f}" in second.output
+    assert cv2.imread(str(folder / "ablation.png")) is not None
+
+    # paired: a seed's runs start from the same weights and see the same first batch
+    def first_ce(name):
+        lines = (folder / name / "metrics.jsonl").read_text().splitlines()
+        return json.loads(lines[0])["loss_ce"]
+    assert first_ce("none-seed0") == first_ce("contextrast-seed0")
+    assert first_ce("none-seed1") == first_ce("contextrast-seed1")
+    assert first_ce("none-seed0") != first_ce("none-seed1")
+
+
+def test_ablate_bad_input_is_one_line(tmp_path):
+    one_line_error(invoke("ablate", "--preset", "toy", "--methods", "none"), 2, "two or more different methods")
+    one_line_error(invoke("ablate", "--preset", "toy", "--methods", "none,ccl"), 2, "unknown method 'ccl'")
+    one_line_error(invoke("ablate", "--methods", "none,contextrast"), 2, "pass --preset NAME")
