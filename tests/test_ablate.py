@@ -34,6 +34,7 @@ def test_ablate_resumes_and_its_table_adds_up(tmp_path, monkeypatch):
     monkeypatch.setattr(Trainer, "_step", sigterm_in_the_last_run)
     first = invoke(*ablate_args(tmp_path))
     assert first.exit_code == 143, first.output
+    assert "run the same `contextrast ablate` command again" in first.output
     folder = tmp_path / "abl"
     done = ["none-seed0", "contextrast-seed0", "none-seed1"]
     assert all((folder / name / "evaluation.json").is_file() for name in done)

@@ -155,6 +155,23 @@ def test_checkpoints_one_row_each(trained, tmp_path):
     assert height2 > 2 * 32 * zoom and height3 > height2
 
 
+def test_rows_of_two_runs_at_one_iteration_say_which_run_and_method(trained, tmp_path, monkeypatch):
+    from contextrast_cli.viz import figures
+
+    run_dir, image_path, _ = trained
+    cfg = resolve_config("toy", overrides=tiny_overrides(tmp_path, 2) + ["contrast.method=none"])
+    ce_dir = Trainer(cfg).run().run_dir
+    headers = []
+    original = figures.compose
+    monkeypatch.setattr(figures, "compose", lambda rows, heads=None, **kw: headers.extend(heads or []) or
+                        original(rows, heads, **kw))
+    result = invoke("visualize-boundaries", image_path, "--checkpoints", ce_dir / "last.pt", run_dir / "last.pt",
+                    "--out", tmp_path / "rows")
+    assert result.exit_code == 0, result.output
+    assert headers[0].startswith(f"toy/{ce_dir.name} (none), iteration 2")
+    assert headers[1].startswith(f"toy/{run_dir.name} (contextrast), iteration 2")
+
+
 @pytest.mark.parametrize("case, message", [
     ("missing image", "cannot read image (no such file)"),
     ("garbage image", "cannot read image (not an image OpenCV can decode)"),

@@ -60,6 +60,10 @@ def guarded(ctx: typer.Context, debug: bool = False):
             raise
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(exc.exit_code) from None
+    except typer.BadParameter as exc:  # an option's value, parsed inside the command: one line too
+        hint = exc.param_hint if isinstance(exc.param_hint, str) else "option"
+        err.print(f"[bold red]error:[/] {escape(hint)}: {escape(exc.message)}")
+        raise typer.Exit(2) from None
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")
         raise typer.Exit(130) from None

@@ -18,7 +18,7 @@ from pathlib import Path
 from contextrast_cli.atomic import atomic_write_text
 from contextrast_cli.config import Config, resolve_config
 from contextrast_cli.engine.reporting import Reporter
-from contextrast_cli.errors import ConfigError
+from contextrast_cli.errors import ConfigError, Interrupted
 
 METHODS = ("none", "pixel-contrast", "contextrast")
 
@@ -143,6 +143,9 @@ def _train(cfg: Config, run_dir: Path, reporter: Reporter, say: Callable[[str], 
     trainer = Trainer(cfg, resume=payload, run_dir=run_dir, reporter=reporter)
     try:
         trainer.run()
+    except Interrupted as exc:  # the advice is the ablation's, not one run's
+        raise Interrupted(f"{str(exc).split(';')[0]} of {name}; its last.pt is saved; run the same "
+                          f"`contextrast ablate` command again to resume the ablation", exc.exit_code) from None
     finally:
         shutdown_runtime(trainer.runtime)
 

@@ -1,0 +1,79 @@
+"""``contextrast evaluate``'s protocol options, read back from the files it writes."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from contextrast_cli.engine.metrics import confusion_matrix, summarize
+from tests.conftest import invoke, one_line_error, tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    sets = [a for o in tiny_overrides(root, 2) for a in ("--set", o)]
+    trained = invoke("train", "--preset", "toy", *sets)
+    assert trained.exit_code == 0, trained.output
+    (run_dir,) = (root / "runs" / "toy").iterdir()
+    return run_dir
+
+
+def evaluate(run, tmp_path, name, *options):
+    path = tmp_path / f"{name}.json"
+    result = invoke("evaluate", "--checkpoint", run, "--device", "cpu", "--json", path, *options)
+    assert result.exit_code == 0, result.output
+    return json.loads(path.read_text()), result.output
+
+
+def test_slide_with_one_window_equals_whole(run, tmp_path):
+    whole, _ = evaluate(run, tmp_path, "whole")
+    one, _ = evaluate(run, tmp_path, "one", "--mode", "slide", "--crop", "32x48")  # the val images' size
+    windows, _ = evaluate(run, tmp_path, "windows", "--mode", "slide", "--crop", "16x24", "--stride", "8x12")
+    assert one["IoU"] == whole["IoU"] and one["boundary"] == whole["boundary"]
+    assert (windows["eval"]["mode"], windows["eval"]["crop"], windows["eval"]["stride"]) == ("slide", [16, 24], [8, 12])
+    assert 0 <= windows["mIoU"] <= 1
+
+
+def test_scales_flip_and_no_boundary_are_recorded(run, tmp_path):
+    metrics, output = evaluate(run, tmp_path, "ms", "--scales", "0.75,1.0,1.25", "--flip", "--no-boundary")
+    assert metrics["eval"]["scales"] == [0.75, 1.0, 1.25] and metrics["eval"]["flip"] is True
+    assert "boundary" not in metrics and "boundary IoU" not in output
+    assert "scales 0.75,1.0,1.25 + flip" in " ".join(output.split())
+
+
+def test_saved_predictions_reproduce_the_reported_metrics(run, tmp_path):
+    out = tmp_path / "preds"
+    metrics, _ = evaluate(run, tmp_path, "saved", "--save-predictions", out)
+    data_root = run.parent.parent.parent / "synthetic"
+    dataset = json.loads((data_root / "dataset.json").read_text())
+    labels = sorted((data_root / "val" / "labels").glob("*.png"))
+    assert sorted(p.name for p in (out / "labels").iterdir()) == [p.name for p in labels]
+    conf = 0
+    palette = np.array(dataset["palette"], np.uint8)
+    for path in labels:
+        pred = cv2.imread(str(out / "labels" / path.name), cv2.IMREAD_UNCHANGED)
+        colour = cv2.cvtColor(cv2.imread(str(out / "colour" / path.name)), cv2.COLOR_BGR2RGB)
+        np.testing.assert_array_equal(colour, palette[pred])
+        truth = torch.from_numpy(cv2.imread(str(path), cv2.IMREAD_UNCHANGED))
+        conf = conf + confusion_matrix(torch.from_numpy(pred), truth, len(dataset["classes"]))
+    assert summarize(conf, tuple(dataset["classes"]))["IoU"] == metrics["IoU"]
+    assert not list(out.rglob(".*.tmp"))  # written through temporary names, none left behind
+
+
+def test_features_reports_both_spaces_for_a_contrastive_checkpoint(run, tmp_path):
+    metrics, output = evaluate(run, tmp_path, "features", "--features")
+    spaces = metrics["features"]
+    assert set(spaces) == {"layers", "embeddings"}
+    assert set(spaces["layers"]) == {"1", "2", "3", "4"}
+    assert all(0 < v["A"] <= 2 and 0 < v["U"] <= 2 for s in spaces.values() for v in s.values())
+    assert "projection heads" in output and "U / A" in output
+
+
+def test_bad_protocol_options_are_one_line(run):
+    one_line_error(invoke("evaluate", "--checkpoint", run, "--mode", "tiles"), 2, "--mode: eval.mode")
+    one_line_error(invoke("evaluate", "--onnx", run / "x.onnx", "--features"), 2, "--features")
+    one_line_error(invoke("evaluate", "--checkpoint", run, "--crop", "0x5"), 2, "--crop: expected HxW")
+    one_line_error(invoke("evaluate", "--checkpoint", run, "--scales", "1,big"), 2, "--scales: expected a comma")
