@@ -35,7 +35,7 @@ def slide_windows(height: int, width: int, crop: tuple[int, int],
 
 
 def default_stride(crop: tuple[int, int]) -> tuple[int, int]:
-    """Two thirds of the crop, rounded up (mmsegmentation's Cityscapes setting: 512x1024 -> 342x683)."""
+    """Two thirds of the crop, rounded up, as mmsegmentation's 769x769 Cityscapes configs (stride 513)."""
     return (-(-2 * crop[0] // 3), -(-2 * crop[1] // 3))
 
 

@@ -31,7 +31,7 @@ def test_windows_by_hand():
     rows = sorted({(t, b) for t, b, _, _ in slide_windows(10, 4, (4, 4), (3, 3))})
     assert rows == [(0, 4), (3, 7), (6, 10)]
     assert slide_windows(3, 5, (8, 8), (4, 4)) == [(0, 3, 0, 5)]  # smaller than the crop: one window
-    assert default_stride((512, 1024)) == (342, 683)
+    assert default_stride((769, 769)) == (513, 513) and default_stride((512, 1024)) == (342, 683)
 
 
 @pytest.mark.parametrize("size,crop,stride", [((37, 53), (16, 20), (11, 13)), ((31, 31), (8, 8), (7, 5)),
