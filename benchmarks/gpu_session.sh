@@ -9,7 +9,8 @@
 #   pytest_gpu.txt           tests/gpu: sync-free step under CUDA's detector, float64
 #                            parity of the deferred heads, CPU/GPU loss equality, resume,
 #                            bf16 and fp16 (GradScaler) runs, a one-GPU torchrun run (two-GPU
-#                            torchrun + SyncBatchNorm where the machine has 2 GPUs)
+#                            torchrun + SyncBatchNorm where the machine has 2 GPUs), boundary
+#                            metrics and sliding-window inference equal on CPU and GPU
 #   sampling_speed.txt       the loss alone (issue 3, must-hold 3), with a profile
 #   overhead_r50.{json,err}  training-step time and peak memory, DeepLabV3-ResNet-50 OS8
 #   overhead_hrnet.{json,err}  the same for HRNetV2-W48 (the camvid preset's network)

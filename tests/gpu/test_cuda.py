@@ -146,3 +146,23 @@ def torchrun_train(tmp_path, processes: int) -> Path:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     (run,) = (tmp_path / "runs" / "toy").iterdir()
     return run
+
+
+def test_boundary_metrics_and_slide_inference_match_the_cpu():
+    from contextrast_cli.config import EvalConfig
+    from contextrast_cli.engine.boundary import BoundaryMeter
+    from contextrast_cli.engine.inference import predict_probs
+
+    torch.manual_seed(0)
+    target = torch.randint(0, 5, (2, 6, 8)).repeat_interleave(12, 1).repeat_interleave(12, 2)  # blocky maps
+    pred = target.roll(3, 2)
+    cpu, gpu = BoundaryMeter(5), BoundaryMeter(5, device="cuda")
+    cpu.update(pred, target)
+    gpu.update(pred.cuda(), target.cuda())
+    assert torch.equal(cpu.counts, gpu.counts.cpu())
+    model = build_model(resolve_config("toy").model, 8, (0.5,) * 3, (0.25,) * 3).eval()
+    images = torch.rand(1, 3, 97, 131)
+    cfg = EvalConfig(mode="slide", crop=(64, 64), stride=(40, 40), scales=(1.0, 0.75), flip=True)
+    on_cpu = predict_probs(model, images, cfg)
+    on_gpu = predict_probs(model.cuda(), images.cuda(), cfg).cpu()
+    assert torch.allclose(on_cpu, on_gpu, atol=1e-4)
