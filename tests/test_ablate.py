@@ -65,7 +65,8 @@ def test_ablate_resumes_and_its_table_adds_up(tmp_path, monkeypatch):
     road = [runs[f"contextrast-seed{s}"]["IoU"]["road"] - runs[f"none-seed{s}"]["IoU"]["road"] for s in (0, 1)]
     assert summary["per_class"]["contextrast"]["IoU"]["road"] == pytest.approx(statistics.mean(road))
     # A / U: the encoder taps for both methods, the projection heads only where they were trained
-    assert summary["features"]["none"]["embeddings"] is None
+    assert summary["features"]["none"]["embeddings"] is None and set(summary["features"]["none"]["layers"]) == {
+        "1", "2", "3", "4"}
     a = [runs[f"contextrast-seed{s}"]["features"]["embeddings"]["4"]["A"] for s in (0, 1)]
     assert summary["features"]["contextrast"]["embeddings"]["4"]["A"] == pytest.approx(statistics.mean(a))
     table = (folder / "ablation.md").read_text()
@@ -83,7 +84,11 @@ def test_ablate_resumes_and_its_table_adds_up(tmp_path, monkeypatch):
     assert first_ce("none-seed0") != first_ce("none-seed1")
 
 
-def test_ablate_bad_input_is_one_line(tmp_path):
+def test_ablate_bad_input_is_one_line(tmp_path, monkeypatch):
     one_line_error(invoke("ablate", "--preset", "toy", "--methods", "none"), 2, "two or more different methods")
     one_line_error(invoke("ablate", "--preset", "toy", "--methods", "none,ccl"), 2, "unknown method 'ccl'")
     one_line_error(invoke("ablate", "--methods", "none,contextrast"), 2, "pass --preset NAME")
+    for key, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(key, value)
+    one_line_error(invoke(*ablate_args(tmp_path)), 2, "run it without torchrun")

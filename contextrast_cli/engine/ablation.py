@@ -86,7 +86,12 @@ def run_ablation(spec: AblationSpec, reporter_factory: Callable[[], Reporter] = 
         ConfigError / DataError / CheckpointError: as ``train`` and ``evaluate`` raise them.
     """
     from contextrast_cli.engine import paired
+    from contextrast_cli.engine.device import launch_from_env
 
+    if (launch := launch_from_env()) is not None and launch.world_size > 1:
+        raise ConfigError(f"ablate trains its runs one after the other in one process, but {launch.launcher} "
+                          f"started {launch.world_size}; run it without {launch.launcher} (one GPU per "
+                          f"ablation; several ablations can share a machine with CUDA_VISIBLE_DEVICES)")
     spec.folder.mkdir(parents=True, exist_ok=True)
     _write_plan(spec)
     results = {}
