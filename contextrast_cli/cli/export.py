@@ -7,8 +7,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from contextrast_cli.cli.app import (CheckpointOpt, DebugOpt, RunsDirOpt, app, err, guarded, out, parse_size,
-                                     pick_checkpoint, renamed)
+from contextrast_cli.cli.app import (CheckpointOpt, DataRootOpt, DebugOpt, RunsDirOpt, app, err, guarded, out,
+                                     parse_size, pick_checkpoint, renamed)
 
 
 @app.command()
@@ -28,6 +28,18 @@ def export(
         "--include-preprocessing", help="Input uint8 RGB (N, H, W, 3) instead of float RGB in [0, 1] (N, 3, H, W).")] = False,
     verify: Annotated[bool, typer.Option("--verify/--no-verify",
                                          help="Full onnx check, then onnxruntime vs PyTorch.")] = True,
+    quantize: Annotated[Optional[str], typer.Option(
+        "--quantize", help="int8: also write FILE.int8.onnx (onnxruntime static QDQ quantization, per-channel "
+        "weights, calibrated on the dataset's images), only if it keeps its accuracy (--max-miou-drop).")] = None,
+    calibration_split: Annotated[str, typer.Option(help="Split whose images calibrate int8.")] = "train",
+    calibration_images: Annotated[int, typer.Option(help="Calibration images (evenly spread over the split).")] = 64,
+    verify_images: Annotated[Optional[int], typer.Option(
+        help="int8 vs float on this many validation images (default: the whole split).")] = None,
+    max_miou_drop: Annotated[float, typer.Option(help="Largest mIoU loss of int8, in points, that is "
+                                                 "written.")] = 1.0,
+    exclude_nodes: Annotated[Optional[str], typer.Option(
+        help="Nodes kept in float, comma-separated (a refused int8 export names candidates).")] = None,
+    data_root: DataRootOpt = None,
     runs_dir: RunsDirOpt = Path("runs"),
     debug: DebugOpt = False,
     output: Annotated[Optional[Path], typer.Option("--output", hidden=True)] = None,
@@ -51,13 +63,59 @@ def export(
         h, w = parse_size(size) if size else (None, None)
         options = ExportOptions(opset=opset, height=h, width=w, dynamic=dynamic, argmax=argmax,
                                 preprocessing=include_preprocessing, verify=verify)
+        quant = _quantize_options(quantize, calibration_split, calibration_images, verify_images, max_miou_drop,
+                                  exclude_nodes, data_root)
         path = pick_checkpoint(checkpoint, runs_dir)
+        if quant is not None:  # the dataset is needed: say so before the slow export
+            _check_prepared(path, data_root)
         with err.status("exporting to ONNX (torch.onnx, dynamo)"):
             result = export_checkpoint(path, out_file, options)
+        int8 = None
+        if quant is not None:
+            from contextrast_cli.export.quantize import quantize_graph
+
+            with err.status("int8 quantization") as status:
+                int8 = quantize_graph(result.path, quant, on_step=lambda text: status.update(f"int8: {text}"))
     out.print(_parameter_table(result.counts))
     if result.verification:
         out.print(_verification_table(result.verification))
     out.print(f"[bold green]wrote[/] {escape(str(result.path))} and {escape(result.sidecar.name)}")
+    if int8 is not None:
+        out.print(_int8_table(int8))
+        out.print(f"[bold green]wrote[/] {escape(str(int8['path']))} and {escape(int8['path'].name)}.json")
+
+
+def _quantize_options(quantize, split, images, verify_images, max_drop, exclude, data_root):
+    from contextrast_cli.errors import ConfigError
+    from contextrast_cli.export.quantize import QuantizeOptions
+
+    if quantize is None:
+        return None
+    if quantize != "int8":
+        raise ConfigError(f"--quantize {quantize}: the only quantization is int8")
+    nodes = tuple(n.strip() for n in (exclude or "").split(",") if n.strip())
+    return QuantizeOptions(calibration_split=split, calibration_images=images, verify_images=verify_images,
+                           max_miou_drop=max_drop, exclude_nodes=nodes, data_root=data_root)
+
+
+def _check_prepared(checkpoint: Path, data_root: Path | None) -> None:
+    """DataError (one line, how to prepare it) unless the checkpoint's dataset is prepared."""
+    from contextrast_cli.data.prepared import read_prepared, resolve_root
+    from contextrast_cli.engine.checkpoint import load_checkpoint
+
+    name = load_checkpoint(checkpoint)["dataset"]["name"]
+    read_prepared(resolve_root(name, data_root), name)
+
+
+def _int8_table(report: dict) -> Table:
+    table = Table("graph", f"mIoU ({report['images']} {report['split']} images)", "latency (batch 1, onnxruntime)",
+                  title="int8 vs float")
+    for key in ("float", "int8"):
+        table.add_row(key, f"{report[key]['mIoU'] * 100:.2f}", f"{report[key]['latency_ms']:.1f} ms")
+    table.caption = (f"drop {report['miou_drop']:.2f} points, pixel agreement {report['pixel_agreement']:.2%}, "
+                     f"int8 {report['speedup']:.2f}x faster; calibrated on {report['calibration_images']} "
+                     f"{report['calibration_split']} images")
+    return table
 
 
 def _parameter_table(counts: dict) -> Table:

@@ -12,6 +12,18 @@ from contextrast_cli.export.sidecar import read_sidecar
 from contextrast_cli.export.verify import open_session
 
 
+def graph_input(images: torch.Tensor, meta: dict):
+    """(B, 3, H, W) RGB float images in [0, 1] -> the numpy array the graph of ``meta`` takes."""
+    if meta["preprocessing"]:
+        pixels = (images * 255).round().clamp(0, 255).to(torch.uint8)
+        return pixels.permute(0, 2, 3, 1).contiguous().numpy()
+    if meta.get("format_version", 1) < 2:  # exported before the graph normalised
+        norm = meta["normalization"]
+        mean, std = (torch.tensor(norm[key]).view(1, 3, 1, 1) for key in ("mean", "std"))
+        return ((images - mean) / std).contiguous().numpy()
+    return images.contiguous().numpy()
+
+
 class OnnxSegmentor:
     """An onnxruntime session called like a segmentor in eval mode, for ``predict_probs``.
 
@@ -38,16 +50,7 @@ class OnnxSegmentor:
         return {"out": out.to(device)}
 
     def _run(self, images: torch.Tensor) -> torch.Tensor:
-        if self.meta["preprocessing"]:
-            pixels = (images * 255).round().clamp(0, 255).to(torch.uint8)
-            feed = pixels.permute(0, 2, 3, 1).contiguous()
-        elif self.meta.get("format_version", 1) < 2:  # exported before the graph normalised
-            norm = self.meta["normalization"]
-            mean, std = (torch.tensor(norm[key]).view(1, 3, 1, 1) for key in ("mean", "std"))
-            feed = ((images - mean) / std).contiguous()
-        else:
-            feed = images.contiguous()
-        out = torch.from_numpy(self.session.run(None, {"image": feed.numpy()})[0])
+        out = torch.from_numpy(self.session.run(None, {"image": graph_input(images, self.meta)})[0])
         if self.meta["argmax"]:
             return F.one_hot(out, self.num_classes).permute(0, 3, 1, 2).float()
         return out
