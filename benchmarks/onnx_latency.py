@@ -12,6 +12,13 @@ can have huge logits, hence also the relative difference).
     python benchmarks/onnx_latency.py                        # camvid preset: HRNetV2-W48
     python benchmarks/onnx_latency.py --preset camvid-lite --repeats 30
     python benchmarks/onnx_latency.py --profile              # also: where each runtime's time goes
+    python benchmarks/onnx_latency.py --int8 --data-root data/camvid [--checkpoint runs/.../best.pt]
+
+``--int8`` also quantizes the export as ``contextrast export --quantize int8`` does (calibrated
+on ``--calibration-images`` of the dataset's train split), times the int8 graph in the same
+interleaved rounds, and reports the gate's comparison on the validation split (float vs int8
+mIoU, pixel agreement): meaningful with ``--checkpoint`` (a trained network); without it the
+weights are random and only the latency means anything.
 
 ``--profile`` adds, from a few more forwards per runtime: time per operator type (the
 onnxruntime profiler, the PyTorch profiler), the network's convolution FLOPs and the rate
@@ -50,6 +57,11 @@ def parse() -> argparse.Namespace:
                         help="intra-op threads for both runtimes")
     parser.add_argument("--opset", type=int, default=18)
     parser.add_argument("--profile", action="store_true", help="also report time per operator type")
+    parser.add_argument("--int8", action="store_true", help="also quantize and time the int8 graph")
+    parser.add_argument("--data-root", type=Path, help="prepared dataset for --int8 calibration and accuracy")
+    parser.add_argument("--checkpoint", type=Path, help="a trained checkpoint instead of a random network")
+    parser.add_argument("--calibration-images", type=int, default=64)
+    parser.add_argument("--verify-images", type=int, help="validation images for the accuracy (default: all)")
     return parser.parse_args()
 
 
@@ -67,17 +79,21 @@ def write_checkpoint(cfg, path: Path) -> None:
 
 
 @torch.inference_mode()
-def measure(args: argparse.Namespace, model: torch.nn.Module, graph: Path) -> dict:
-    """Interleaved timings of PyTorch eager and onnxruntime on one batch-1 scene."""
+def measure(args: argparse.Namespace, model: torch.nn.Module, graph: Path, int8: Path | None = None) -> dict:
+    """Interleaved timings of PyTorch eager and onnxruntime (and the int8 graph) on one batch-1 scene."""
     session = open_session(graph, args.threads)
     image, _ = scene_batch(1, args.height, args.width)
     feed = {"image": image.numpy()}
     runs = {"torch": lambda: model(image)["out"], "onnxruntime": lambda: session.run(None, feed)[0]}
+    if int8 is not None:
+        quantized = open_session(int8, args.threads)
+        runs["onnxruntime_int8"] = lambda: quantized.run(None, feed)[0]
     ref = runs["torch"]()
     diff = float((torch.from_numpy(runs["onnxruntime"]()) - ref).abs().max())
     times: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
     for index in range(args.warmup + args.repeats):
-        for name in (("torch", "onnxruntime") if index % 2 == 0 else ("onnxruntime", "torch")):
+        for name in (names if index % 2 == 0 else names[::-1]):
             start = time.perf_counter()
             runs[name]()
             if index >= args.warmup:
@@ -133,17 +149,27 @@ def main() -> None:
     args = parse()
     cfg = resolve_config(args.preset, overrides=network_overrides(args))
     with tempfile.TemporaryDirectory(prefix="onnx-latency-") as tmp:
-        checkpoint = Path(tmp) / "best.pt"
-        write_checkpoint(cfg, checkpoint)
+        checkpoint = args.checkpoint or Path(tmp) / "best.pt"
+        if args.checkpoint is None:
+            write_checkpoint(cfg, checkpoint)
         start = time.perf_counter()
-        result = export_checkpoint(checkpoint, options=ExportOptions(
+        result = export_checkpoint(checkpoint, Path(tmp) / "model.onnx", options=ExportOptions(
             opset=args.opset, height=args.height, width=args.width, verify=False))
         export_s = time.perf_counter() - start
         torch.set_num_threads(args.threads)
-        model = model_from_checkpoint(torch.load(checkpoint, map_location="cpu", weights_only=True))
-        measured = measure(args, model, result.path)
+        payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        cfg = resolve_config(base=payload["config"]) if args.checkpoint else cfg
+        model = model_from_checkpoint(payload)
+        int8 = quantized(args, result.path) if args.int8 else None
+        measured = measure(args, model, result.path, int8["path"] if int8 else None)
         profiled = profile_runtimes(args, model, result.path) if args.profile else None
     medians = {name: statistics.median(values) for name, values in measured["times"].items()}
+    if int8:
+        int8 = {k: v for k, v in int8.items() if k != "path"}
+        int8["speedup_over_torch"] = medians["torch"] / medians["onnxruntime_int8"]
+        int8["speedup_over_onnxruntime_float"] = medians["onnxruntime"] / medians["onnxruntime_int8"]
+        int8["int8_ms"] = medians["onnxruntime_int8"] * 1000
+        int8["checkpoint"] = str(args.checkpoint) if args.checkpoint else "random init"
     for name, value in medians.items():
         print(f"{name:>12}: median {value * 1000:.1f} ms over {args.repeats} runs", file=sys.stderr)
     print(json.dumps({
@@ -155,8 +181,20 @@ def main() -> None:
         "max_abs_logit_diff": measured["max_abs_logit_diff"], "max_abs_logit": measured["max_abs_logit"],
         "relative_logit_diff": measured["max_abs_logit_diff"] / max(measured["max_abs_logit"], 1e-12),
         "runs_ms": {k: [round(v * 1000, 2) for v in values] for k, values in measured["times"].items()},
-        **({"profile": profiled} if profiled else {}),
+        **({"profile": profiled} if profiled else {}), **({"int8": int8} if int8 else {}),
     }, indent=1))
+
+
+def quantized(args: argparse.Namespace, graph: Path) -> dict:
+    """The export quantized as ``export --quantize int8`` does, with its float-vs-int8 comparison
+    (the gate opened wide: a benchmark reports, it does not refuse)."""
+    from contextrast_cli.export.quantize import QuantizeOptions, quantize_graph
+
+    if args.data_root is None:
+        sys.exit("--int8 needs --data-root: the prepared dataset to calibrate on")
+    return quantize_graph(graph, QuantizeOptions(calibration_images=args.calibration_images,
+                                                 verify_images=args.verify_images, max_miou_drop=100.0,
+                                                 data_root=args.data_root))
 
 
 if __name__ == "__main__":
