@@ -28,6 +28,9 @@ def export(
         "--include-preprocessing", help="Input uint8 RGB (N, H, W, 3) instead of float RGB in [0, 1] (N, 3, H, W).")] = False,
     verify: Annotated[bool, typer.Option("--verify/--no-verify",
                                          help="Full onnx check, then onnxruntime vs PyTorch.")] = True,
+    half: Annotated[bool, typer.Option("--half", help="Also write FILE.fp16.onnx (float16 weights and "
+                                       "activations, float32 input/output) for GPUs; verified on onnxruntime's "
+                                       "CUDA provider, so on a CPU machine it needs --no-verify.")] = False,
     quantize: Annotated[Optional[str], typer.Option(
         "--quantize", help="int8: also write FILE.int8.onnx (onnxruntime static QDQ quantization, per-channel "
         "weights, calibrated on the dataset's images), only if it keeps its accuracy (--max-miou-drop).")] = None,
@@ -68,8 +71,17 @@ def export(
         path = pick_checkpoint(checkpoint, runs_dir)
         if quant is not None:  # the dataset is needed: say so before the slow export
             _check_prepared(path, data_root)
+        if half and verify:  # before the slow export: can it be verified here?
+            from contextrast_cli.export.half import require_cuda
+
+            require_cuda()
         with err.status("exporting to ONNX (torch.onnx, dynamo)"):
             result = export_checkpoint(path, out_file, options)
+        fp16 = None
+        if half:
+            from contextrast_cli.export.half import half_graph
+
+            fp16 = half_graph(result.path, verify=verify)
         int8 = None
         if quant is not None:
             from contextrast_cli.export.quantize import quantize_graph
@@ -80,6 +92,10 @@ def export(
     if result.verification:
         out.print(_verification_table(result.verification))
     out.print(f"[bold green]wrote[/] {escape(str(result.path))} and {escape(result.sidecar.name)}")
+    if fp16 is not None:
+        checked = (f"verified on CUDA: argmax agreement {fp16['verification']['agreement']:.2%}"
+                   if fp16["verification"] else "[yellow]not verified[/] (--no-verify)")
+        out.print(f"[bold green]wrote[/] {escape(str(fp16['path']))} and {escape(fp16['path'].name)}.json; {checked}")
     if int8 is not None:
         out.print(_int8_table(int8))
         out.print(f"[bold green]wrote[/] {escape(str(int8['path']))} and {escape(int8['path'].name)}.json")
