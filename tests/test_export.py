@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx.reference import ReferenceEvaluator
 import pytest
 import torch
 from torch import nn
@@ -22,6 +23,7 @@ from contextrast_cli.data.transforms import eval_transform
 from contextrast_cli.engine.checkpoint import (describe, load_checkpoint, model_from_checkpoint,
                                                save_checkpoint)
 from contextrast_cli.export import ExportOptions, export_checkpoint
+from contextrast_cli.export.checks import shape_chains
 from contextrast_cli.models.registry import build_model
 from tests.conftest import invoke, one_line_error, tiny_overrides
 from tests.models.small import SMALL_MODELS
@@ -102,6 +104,19 @@ def test_export_matches_pytorch_and_holds_only_the_network(name, tmp_path):
         assert got.shape == ref.shape
         assert float((got - ref).abs().max()) <= 1e-3
         assert float((got.argmax(1) == ref.argmax(1)).double().mean()) >= 0.999
+    # a second, independent runtime: the onnx package's reference implementation, at a small size
+    small = torch.rand(1, 3, 32, 40, generator=generator).numpy()
+    by_reference = ReferenceEvaluator(str(result.path)).run(None, {"image": small})[0]
+    by_ort = ort_session.run(None, {"image": small})[0]
+    assert by_reference.shape == by_ort.shape == (1, 5, 32, 40)
+    assert float(np.abs(by_reference - by_ort).max()) <= 1e-3
+    assert result.reference["runtime"] == "onnx.reference.ReferenceEvaluator"  # the export's own check ran
+    assert result.reference["max_abs_diff"] <= 1e-3
+    # the dynamic graph computes its Resize sizes at run time; a --static one must not
+    assert shape_chains(onnx.load(str(result.path)))
+    fixed = export_checkpoint(tmp_path / "best.pt", tmp_path / "static.onnx",
+                              ExportOptions(height=45, width=77, dynamic=False, verify=False))
+    assert shape_chains(onnx.load(str(fixed.path))) == []
     # before optimisation the graph's tensors are exactly the network's: parameters + BN statistics
     state = model.state_dict()
     assert result.graph_tensors == {k: tuple(v.shape) for k, v in state.items()
@@ -122,6 +137,21 @@ def test_export_matches_pytorch_and_holds_only_the_network(name, tmp_path):
     assert all(int(np.prod(t.dims)) <= 4 for t in floats if not t.name.startswith("network."))
     head_only = {tuple(v.shape) for v in projectors.state_dict().values()} - {tuple(v.shape) for v in state.values()}
     assert head_only and not head_only & {tuple(t.dims) for t in floats}
+
+
+def test_shape_chains_finds_a_size_computed_from_shape():
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Slice", ["s", "start", "end"], ["hw"]),
+             helper.make_node("Mul", ["hw", "two"], ["hw2"]), helper.make_node("Concat", ["nc", "hw2"], ["size"], axis=0),
+             helper.make_node("Resize", ["x", "", "", "size"], ["y"], name="up"),
+             helper.make_node("Resize", ["y", "", "", "fixed"], ["z"], name="fixed_up")]
+    ints = lambda name, values: helper.make_tensor(name, TensorProto.INT64, [len(values)], values)  # noqa: E731
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
+                              [ints("start", [2]), ints("end", [4]), ints("two", [2, 2]), ints("nc", [1, 3]),
+                               ints("fixed", [1, 3, 16, 16])])
+    assert shape_chains(helper.make_model(graph)) == ["Resize up"]
 
 
 def test_training_only_modules_are_dropped_and_counted(toy, tmp_path, monkeypatch):

@@ -21,8 +21,10 @@ def export(
                                                      "with .onnx); FILE.json is written beside it.")] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset (18 or newer).")] = 18,
     size: Annotated[Optional[str], typer.Option(help="Traced and verified size HxW (default: the crop).")] = None,
-    dynamic: Annotated[bool, typer.Option("--dynamic/--static",
-                                          help="Symbolic batch, height and width, or fixed 1 x H x W.")] = True,
+    dynamic: Annotated[bool, typer.Option("--dynamic/--static", help=(
+        "--dynamic: symbolic batch, height and width (onnxruntime, TensorRT with profiles); --static: fixed "
+        "1 x H x W with every size a constant, no Shape/Gather/Concat chains feeding Resize or Reshape "
+        "(checked), for runtimes without dynamic shapes (OpenCV DNN, many embedded runtimes)."))] = True,
     argmax: Annotated[bool, typer.Option("--argmax", help="Output int64 labels (N, H, W), not logits.")] = False,
     include_preprocessing: Annotated[bool, typer.Option(
         "--include-preprocessing", help="Input uint8 RGB (N, H, W, 3) instead of float RGB in [0, 1] (N, 3, H, W).")] = False,
@@ -91,6 +93,11 @@ def export(
     out.print(_parameter_table(result.counts))
     if result.verification:
         out.print(_verification_table(result.verification))
+        ref = result.reference
+        out.print(f"second runtime, onnx.reference.ReferenceEvaluator, at {ref['shape'][1]}x{ref['shape'][2]}: "
+                  + (f"max |logit diff| {ref['max_abs_diff']:.2e} against onnxruntime" if "max_abs_diff" in ref
+                     else f"labels equal to onnxruntime's on {1 - ref['label_mismatch']:.2%} of pixels")
+                  if ref else "second runtime, onnx.reference: skipped (a static graph this large is too slow in it)")
     out.print(f"[bold green]wrote[/] {escape(str(result.path))} and {escape(result.sidecar.name)}")
     if fp16 is not None:
         checked = (f"verified on CUDA: argmax agreement {fp16['verification']['agreement']:.2%}"

@@ -44,6 +44,7 @@ class ExportResult:
     counts: dict
     graph_tensors: dict[str, tuple[int, ...]]
     verification: list[dict] | None = field(default=None)
+    reference: dict | None = field(default=None)  # onnx.reference.ReferenceEvaluator vs onnxruntime
 
 
 class InferenceGraph(nn.Module):

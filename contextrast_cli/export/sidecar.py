@@ -42,7 +42,7 @@ def build_sidecar(payload: dict, cfg, result: ExportResult, options: ExportOptio
                    "layout": "NHW" if options.argmax else "NCHW", "shape": out_shape,
                    "dynamic_axes": out_axes if options.dynamic else {}},
         "eval": cfg.eval.model_dump(mode="json"),
-        "parameters": result.counts, "verification": result.verification,
+        "parameters": result.counts, "verification": result.verification, "reference_check": result.reference,
         "exporter": "torch.onnx.export(dynamo=True), optimised with onnxscript",
         "versions": {"contextrast": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxruntime": onnxruntime.__version__},

@@ -41,6 +41,7 @@ from torch import nn
 
 from contextrast_cli.atomic import atomic_write, atomic_write_text
 from contextrast_cli.errors import ExportError, VerificationError, first_line
+from contextrast_cli.export.checks import reference_parity, shape_chains
 from contextrast_cli.export.graph import (ExportOptions, ExportResult, InferenceGraph, check_opset,
                                           expected_tensors, inference_network, traced_size)
 from contextrast_cli.export.sidecar import build_sidecar
@@ -145,10 +146,15 @@ def _save_and_check(program, tmp: Path, graph: InferenceGraph, options: ExportOp
              if t.data_type == onnx.TensorProto.FLOAT]
     result.counts["initializer_elements"] = sum(n for ours, n in sizes if ours)  # folded network tensors
     result.counts["constant_elements"] = sum(n for ours, n in sizes if not ours)  # e.g. Resize scales
+    if not options.dynamic and (chains := shape_chains(model)):
+        raise VerificationError(f"the --static graph still computes sizes at run time ({chains[0]}; {len(chains)} "
+                                f"node(s)), which runtimes without dynamic shapes refuse; nothing was written")
     if options.verify:
         from contextrast_cli.export.verify import verify_graph
 
         result.verification = verify_graph(tmp, graph, options)
+        result.reference = reference_parity(tmp, {"dynamic": options.dynamic, "export_size": list(options.size),
+                                                  "preprocessing": options.preprocessing, "argmax": options.argmax})
 
 
 def check_writable(output: Path) -> None:
