@@ -1,4 +1,4 @@
-"""Boundary metrics, accumulated over a dataset per class, vectorised over the classes of an image.
+"""Boundary metrics, accumulated over a dataset per class.
 
 * **Boundary IoU** (Cheng et al., CVPR 2021): a mask's boundary band is the mask minus its
   erosion by a (2d+1)-square, d = ``width`` x the image diagonal rounded (at least 1 pixel),
@@ -13,6 +13,11 @@
 
 Ignored pixels (``ignore_index``) belong to no class: they count as "another label" for the
 masks and are left out of every count.
+
+Each pixel has one label, so one pass over the label map answers every class at once: a
+pixel is in its class's band (or contour) when another label lies within the radius, found
+with max filters of the map and of its negation; the F-score's matching visits only the
+sparse contour pixels, over the offsets of a disk. No mask per class is built.
 """
 
 import math
@@ -28,36 +33,53 @@ def band_radius(ratio: float, height: int, width: int) -> int:
     return max(1, int(round(ratio * math.hypot(height, width))))
 
 
-def erode(masks: torch.Tensor, radius: int, border_inside: bool) -> torch.Tensor:
-    """Erosion of (N, H, W) bool masks by a (2 radius + 1)-square (two separable max filters).
+def _differs(labels: torch.Tensor, radius: int, border_differs: bool) -> torch.Tensor:
+    """(H, W) bool: a pixel of another label lies within Chebyshev distance ``radius``.
+
+    One label map answers every class at once (each pixel has one label): the window holds
+    another label exactly when its maximum or minimum differs from the centre. Two separable
+    max filters each, on the map itself rather than on one mask per class.
 
     Args:
-        border_inside: pixels beyond the image count as inside every mask (the border does not
-            erode); otherwise as outside (the border erodes, as a zero-padded image).
+        border_differs: pixels beyond the image count as another label (the image border is an
+            edge, as a zero-padded mask's); otherwise the map is extended by replication.
     """
-    outside = (~masks).float()[:, None]
-    outside = F.pad(outside, (radius,) * 4, value=0.0 if border_inside else 1.0)
+    x = labels.to(torch.float32)[None, None]  # train ids and 255 are exact in float32
+    both = torch.cat([x, -x], 1)  # max filters of the map and of its negation: its max and min
+    if border_differs:
+        both = F.pad(both, (radius,) * 4, value=1e4)  # the sentinel is "another label" for either
+    else:
+        both = F.pad(both, (radius,) * 4, mode="replicate")
     k = 2 * radius + 1
-    outside = F.max_pool2d(F.max_pool2d(outside, (1, k), stride=1), (k, 1), stride=1)
-    return outside[:, 0] == 0
+    extremes = F.max_pool2d(F.max_pool2d(both, (1, k), stride=1), (k, 1), stride=1)[0]
+    return (extremes[0] != x[0, 0]) | (extremes[1] != -x[0, 0])
 
 
-def boundary_band(masks: torch.Tensor, radius: int) -> torch.Tensor:
-    """Pixels of each mask within Chebyshev distance ``radius`` of its outside (the border is outside)."""
-    return masks & ~erode(masks, radius, border_inside=False)
+def _disk(radius: int, device) -> torch.Tensor:
+    """(K, 2) integer offsets (dy, dx) with dy^2 + dx^2 <= radius^2."""
+    r = torch.arange(-radius, radius + 1, device=device)
+    dy, dx = torch.meshgrid(r, r, indexing="ij")
+    keep = dy**2 + dx**2 <= radius**2
+    return torch.stack([dy[keep], dx[keep]], 1)
 
 
-def contours(masks: torch.Tensor) -> torch.Tensor:
-    """Pixels of each mask with an 8-neighbour outside it (the image border does not count)."""
-    return masks & ~erode(masks, 1, border_inside=True)
-
-
-def near(points: torch.Tensor, radius: int) -> torch.Tensor:
-    """Pixels within Euclidean distance ``radius`` of a True pixel of (N, H, W) ``points``."""
-    offsets = torch.arange(-radius, radius + 1, device=points.device, dtype=torch.float32)
-    disk = ((offsets[:, None] ** 2 + offsets[None, :] ** 2) <= radius**2).float()
-    hits = F.conv2d(points.float()[:, None], disk[None, None], padding=radius)
-    return hits[:, 0] > 0.5
+def _matched(points: torch.Tensor, classes: torch.Tensor, targets: torch.Tensor, radius: int,
+             chunk: int = 64) -> torch.Tensor:
+    """For each contour pixel ``points`` (N, 2) of class ``classes`` (N,): is a pixel of
+    ``targets`` (H, W: a class id on the other side's contour, -1 elsewhere) of the same class
+    within Euclidean distance ``radius``? Offsets are tried in chunks over the sparse contour
+    pixels only (a loop over offset chunks, not over pixels)."""
+    height, width = targets.shape
+    hit = torch.zeros(len(points), dtype=torch.bool, device=points.device)
+    offsets = _disk(radius, points.device)
+    for start in range(0, len(offsets), chunk):
+        part = offsets[start:start + chunk]
+        yy = points[:, :1] + part[:, 0]  # (N, k)
+        xx = points[:, 1:] + part[:, 1]
+        inside = (yy >= 0) & (yy < height) & (xx >= 0) & (xx < width)
+        found = targets[yy.clamp(0, height - 1), xx.clamp(0, width - 1)] == classes[:, None]
+        hit |= (found & inside).any(1)
+    return hit
 
 
 class BoundaryMeter:
@@ -83,22 +105,32 @@ class BoundaryMeter:
             self._add_image(p, t)
 
     def _add_image(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        k, counts = self.num_classes, self.counts
+        pred, target = pred.long(), target.long()
         valid = target != self.ignore_index
-        classes = torch.unique(torch.cat([pred[valid], target[valid]])).long()
-        classes = classes[classes < self.num_classes]
-        if classes.numel() == 0:
-            return
-        gt = target[None] == classes[:, None, None]  # (P, H, W), P classes present
-        pr = pred[None] == classes[:, None, None]
         d = band_radius(self.width, *target.shape)
-        gt_band, pr_band = boundary_band(gt, d) & valid, boundary_band(pr, d) & valid
+        gt_band = valid & _differs(target, d, True)  # a pixel is in its own label's band, no other's
+        pr_band = valid & _differs(pred, d, True)
+        both = gt_band & pr_band & (target == pred)
+        gt_n = torch.bincount(target[gt_band], minlength=k)[:k]
+        pr_n = torch.bincount(pred[pr_band], minlength=k)[:k]
+        inter = torch.bincount(target[both], minlength=k)[:k]
+        gt_edge = _differs(target, 1, False) & valid  # contour pixels; a label's own ignore pixels have none
+        pr_edge = _differs(pred, 1, False)
         r = band_radius(self.tolerance, *target.shape)
-        gt_edge, pr_edge = contours(gt), contours(pr)
-        gt_near, pr_near = near(gt_edge, r), near(pr_edge, r)
-        gt_edge, pr_edge = gt_edge & valid, pr_edge & valid
-        counts = torch.stack([gt_band & pr_band, gt_band | pr_band, pr_edge & gt_near, pr_edge,
-                              gt_edge & pr_near, gt_edge]).sum((2, 3))  # (6, P)
-        self.counts[:, classes] += counts.to(self.counts.device)
+        gt_targets = torch.where(gt_edge, target, -1)
+        pr_targets = torch.where(pr_edge, pred, -1)
+        pr_points = torch.nonzero(pr_edge & valid)
+        gt_points = torch.nonzero(gt_edge)
+        pr_cls, gt_cls = pred[pr_edge & valid], target[gt_edge]
+        pr_hit = _matched(pr_points, pr_cls, gt_targets, r)
+        gt_hit = _matched(gt_points, gt_cls, pr_targets, r)
+        counts[0] += inter
+        counts[1] += gt_n + pr_n - inter
+        counts[2] += torch.bincount(pr_cls[pr_hit], minlength=k)[:k]
+        counts[3] += torch.bincount(pr_cls, minlength=k)[:k]
+        counts[4] += torch.bincount(gt_cls[gt_hit], minlength=k)[:k]
+        counts[5] += torch.bincount(gt_cls, minlength=k)[:k]
 
     def all_reduce(self) -> None:
         """Sum the counts of every process (each evaluated a share of the images)."""
