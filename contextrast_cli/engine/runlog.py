@@ -65,11 +65,16 @@ class RunLog:
                 self.writer.add_scalar(f"{group}/{key}", value, record["iteration"])
             self.writer.flush()
 
-    def plot(self) -> Path:
-        """Redraw ``curves.png`` from everything logged so far."""
+    def plot(self) -> str | None:
+        """Redraw ``curves.png`` from everything logged so far; a note when it could not be drawn
+        (a figure that cannot be drawn costs the figure, not the run)."""
         from contextrast_cli.viz.charts import training_curves
 
-        return training_curves(self.metrics.read(), self.run_dir / "curves.png", self.title)
+        try:
+            training_curves(self.metrics.read(), self.run_dir / "curves.png", self.title)
+        except Exception as exc:  # noqa: BLE001
+            return f"note: curves.png not drawn: {type(exc).__name__}: {exc}"
+        return None
 
     def close(self) -> None:
         if self.writer is not None:

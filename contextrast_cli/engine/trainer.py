@@ -262,7 +262,8 @@ class Trainer:
         self.last_metrics = metrics
         if self.runtime.is_main:
             self.log.write({"iteration": self.iteration, **metrics})
-            self._plot()
+            if note := self.log.plot():
+                self.reporter.message(note)
         miou = metrics["mIoU"]
         self.reporter.message(f"iteration {self.iteration}: {cfg.eval.split} mIoU {miou:.4f}  "
                               f"aAcc {metrics['aAcc']:.4f}")
@@ -271,12 +272,6 @@ class Trainer:
             if self.runtime.is_main:
                 save_checkpoint(self.run_dir / "best.pt", self._payload(full=False))
         return metrics
-
-    def _plot(self) -> None:
-        try:  # a figure that cannot be drawn costs the figure, not the run
-            self.log.plot()
-        except Exception as exc:  # noqa: BLE001
-            self.reporter.message(f"note: curves.png not drawn: {type(exc).__name__}: {exc}")
 
     def save_last(self, interval: bool = False) -> Path:
         """Write ``last.pt`` (everything needed to resume); with ``interval`` also keep it as
