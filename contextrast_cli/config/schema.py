@@ -296,16 +296,13 @@ class Config(_Section):
     train: TrainConfig
     eval: EvalConfig = EvalConfig()
 
-    @model_validator(mode="before")
-    @classmethod
-    def _slide_crop(cls, data: Any) -> Any:
-        """``eval.crop`` defaults to the training crop."""
-        if isinstance(data, dict) and isinstance(data.get("data"), dict) and "crop_size" in data["data"]:
-            evaluation = dict(data.get("eval") or {})
-            if evaluation.get("crop") is None:
-                evaluation["crop"] = data["data"]["crop_size"]
-                data = {**data, "eval": evaluation}
-        return data
+    @model_validator(mode="after")
+    def _slide_crop(self) -> "Config":
+        """``eval.crop`` defaults to the training crop (after validation, so a bad
+        ``data.crop_size`` is reported once, under its own name)."""
+        if self.eval.crop is None:
+            object.__setattr__(self, "eval", self.eval.model_copy(update={"crop": self.data.crop_size}))
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML/JSON-friendly dict (paths as strings)."""
