@@ -74,7 +74,7 @@ def build(args: argparse.Namespace, method: str):
     cfg = resolve_config(args.preset, overrides=overrides(args, method))
     runtime = setup_runtime(cfg.train.device, cfg.train.precision, seed=0, fixed_shapes=True)
     model = build_model(cfg.model, args.num_classes).to(runtime.device).train()
-    criterion = build_criterion(cfg.contrast, model.feature_channels)
+    criterion = build_criterion(cfg.contrast, model.feature_channels, model.num_classes)
     if criterion is not None:
         criterion.to(runtime.device).train()
     params = list(model.parameters()) + (list(criterion.parameters()) if criterion else [])
@@ -158,7 +158,7 @@ def flop_shares(args: argparse.Namespace) -> dict:
     network = conv_flops(model, images) / 2
     with torch.no_grad():
         features = model(images)["features"]
-    heads = build_criterion(cfg.contrast, model.feature_channels).heads.train()
+    heads = build_criterion(cfg.contrast, model.feature_channels, model.num_classes).heads.train()
     projection = sum(conv_flops(heads[i], features[layer - 1])
                      for i, layer in enumerate(cfg.contrast.used_layers)) / 2
     return {"network_gflop": network / 1e9, "heads_gflop": projection / 1e9,

@@ -57,7 +57,7 @@ def child(args: argparse.Namespace) -> dict | None:
     runtime = setup_runtime("cpu", "fp32", seed=0, distributed=True)
     cfg = resolve_config(args.preset, overrides=[f"contrast.method={args.method}", "model.pretrained=false"])
     model = build_model(cfg.model, 11, cfg.data.mean, cfg.data.std).train()
-    criterion = build_criterion(cfg.contrast, model.feature_channels)
+    criterion = build_criterion(cfg.contrast, model.feature_channels, model.num_classes)
     objective = Objective(model, criterion)
     wrapped = ddp.data_parallel(objective, runtime, unused_parameters=False)
     optimizer = torch.optim.SGD(objective.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)

@@ -40,7 +40,7 @@ def main() -> None:
     cfg = resolve_config(args.preset, flags={"model.pretrained": False})
     num_classes = 11
     model = build_model(cfg.model, num_classes, cfg.data.mean, cfg.data.std).eval()
-    criterion = build_criterion(cfg.contrast, model.feature_channels)
+    criterion = build_criterion(cfg.contrast, model.feature_channels, model.num_classes)
     heads = dict(zip(criterion.layers, criterion.eval().heads)) if criterion is not None else None
     images, labels = scene_batch(args.images, height, width, num_classes=num_classes)
     pred = torch.randint(0, num_classes, labels.shape)

@@ -73,7 +73,7 @@ def write_checkpoint(cfg, path: Path) -> None:
                                  palette=spec.palette or default_palette(len(classes)))
     torch.manual_seed(0)
     model = build_model(cfg.model, len(classes))
-    criterion = build_criterion(cfg.contrast, model.feature_channels)
+    criterion = build_criterion(cfg.contrast, model.feature_channels, model.num_classes)
     save_checkpoint(path, {**describe(cfg, dataset), "model": model.state_dict(), "iteration": 0,
                            "contrast": criterion.heads.state_dict() if criterion is not None else None})
 

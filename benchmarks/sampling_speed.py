@@ -66,7 +66,7 @@ def variants(max_anchors: int | None = None) -> dict[str, ContrastConfig]:
 
 def time_once(cfg: ContrastConfig, feats, labels, logits, device: torch.device) -> float:
     leaves = [f.detach().requires_grad_() for f in feats]
-    criterion = build_criterion(cfg, [f.shape[1] for f in feats])
+    criterion = build_criterion(cfg, [f.shape[1] for f in feats], logits.shape[1])
     criterion.heads = nn.ModuleList(nn.Identity() for _ in cfg.used_layers)
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -112,7 +112,7 @@ def test_resnet_tap_presets_ship_narrow_heads():
         cfg = resolve_config(name)
         resnet = cfg.model.backbone.startswith("resnet")
         assert cfg.contrast.hidden_cap == (128 if resnet and name != "toy" else 512), name
-    heads = build_criterion(resolve_config("camvid-deeplab").contrast, [256, 512, 1024, 2048]).heads
+    heads = build_criterion(resolve_config("camvid-deeplab").contrast, [256, 512, 1024, 2048], 11).heads
     assert [head.net[0].out_channels for head in heads] == [128, 128, 128, 128]
 
 

@@ -54,7 +54,7 @@ def random_checkpoint(path: Path, cfg, dataset) -> tuple[nn.Module, nn.Module]:
     torch.manual_seed(0)
     model = build_model(cfg.model, len(dataset.classes), cfg.data.mean, cfg.data.std)
     calibrate_batchnorm(model)
-    projectors = build_criterion(cfg.contrast, model.feature_channels).heads
+    projectors = build_criterion(cfg.contrast, model.feature_channels, model.num_classes).heads
     save_checkpoint(path, {**describe(cfg, dataset), "model": model.state_dict(),
                            "contrast": projectors.state_dict(), "iteration": 0})
     return model, projectors

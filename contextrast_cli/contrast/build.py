@@ -9,9 +9,10 @@ from contextrast_cli.contrast.loss import ContextrastLoss, PixelContrastLoss
 from contextrast_cli.errors import ConfigError
 
 
-def build_criterion(cfg: ContrastConfig, in_channels: Sequence[int]) -> nn.Module | None:
-    """The training-only loss of ``cfg.method`` over a network tapping ``in_channels``
-    (None for ``none``: cross-entropy only).
+def build_criterion(cfg: ContrastConfig, in_channels: Sequence[int], num_classes: int) -> nn.Module | None:
+    """The training-only loss of ``cfg.method`` over a network of ``num_classes`` classes tapping
+    ``in_channels`` (None for ``none``: cross-entropy only): the public loss objects of
+    ``contextrast_cli.api``, built from the config.
 
     Raises:
         ConfigError: a layer the network does not tap.
@@ -24,10 +25,10 @@ def build_criterion(cfg: ContrastConfig, in_channels: Sequence[int]) -> nn.Modul
     heads = dict(embed_dim=cfg.embed_dim, hidden_cap=cfg.hidden_cap, alpha=cfg.alpha, tau=cfg.tau)
     if cfg.method == "pixel-contrast":
         pc = cfg.pixel_contrast
-        return PixelContrastLoss(in_channels, layer=cfg.layers[-1], base_tau=pc.base_tau,
+        return PixelContrastLoss(num_classes, in_channels, layer=cfg.layers[-1], base_tau=pc.base_tau,
                                  max_samples=pc.max_samples, max_views=pc.max_views, **heads)
     return ContextrastLoss(
-        in_channels, layers=cfg.layers, lambdas=cfg.lambdas, anchor_weights=cfg.anchor_weights,
+        num_classes, in_channels, layers=cfg.layers, lambdas=cfg.lambdas, anchor_weights=cfg.anchor_weights,
         anchor_stop_grad=cfg.anchor_stop_grad, max_positives=cfg.max_positives, max_negatives=cfg.max_negatives,
         max_anchors=cfg.max_anchors, sync_anchors=cfg.sync_anchors,
         bane_ratio=cfg.bane.ratio if cfg.bane.enabled else None, **heads)

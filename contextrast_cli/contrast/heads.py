@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 
-
 class ProjectionHead(nn.Module):
     """Conv1x1(C -> h) - BN - ReLU - Conv1x1(h -> d), then L2 normalisation over channels.
 
@@ -54,6 +53,12 @@ class ProjectionHead(nn.Module):
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         return l2_normalize(self.net(x))
+
+    def __getstate__(self) -> dict:
+        """Pickled and deep-copied without the pending replay (it holds tensors and a weak reference)."""
+        state = super().__getstate__()  # a copy
+        state["_pending"] = []
+        return state
 
 
 def l2_normalize(z: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from contextrast_cli.contrast.arguments import check, check_common, check_contextrast, check_inputs
 from contextrast_cli.contrast.ccl import class_means, contextual_anchors, pixel_anchor_loss
 from contextrast_cli.contrast.fused import GradLink
 from contextrast_cli.contrast.heads import build_heads, deferred_sink
@@ -32,20 +33,29 @@ def predict_at(logits: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(logits.detach(), size=tuple(size), mode="nearest").argmax(1)
 
 
-def _check_layers(in_channels: Sequence[int], layers: Sequence[int]) -> None:
-    if not layers or list(layers) != sorted(set(layers)) or layers[0] < 1:
-        raise ValueError(f"layers must be distinct, ascending, 1-based tap indices, got {list(layers)}")
-    if layers[-1] > len(in_channels):
-        raise ValueError(f"layers {list(layers)} but the network taps only {len(in_channels)} layers "
-                         f"(in_channels {list(in_channels)})")
+class _SettingsRepr:
+    """``config`` (the constructor's keyword arguments as plain values: ``type(loss)(**loss.config)``
+    builds an equal loss with fresh heads) and a ``repr`` that shows them."""
+
+    _settings: dict
+
+    @property
+    def config(self) -> dict:
+        """The settings as constructor keyword arguments (plain Python values, picklable)."""
+        return dict(self._settings)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{key}={value!r}" for key, value in self._settings.items())
 
 
-class ContextrastLoss(nn.Module):
+class ContextrastLoss(_SettingsRepr, nn.Module):
     """CCL + BANE (METHOD.md sections 2-3): alpha * lambda_i * L_i for every layer, as
     ``loss_ccl_l{i}``, plus ``ccl_*`` diagnostics (classes present, BANE and top-up negatives
     per anchor, mean anchor-positive / anchor-negative similarity).
 
     Args:
+        num_classes: classes of the segmentation (the logits' channels); ids outside
+            0..num_classes-1 in the target must be ``ignore_index``.
         in_channels: channels of the network's tapped maps [F_1 .. F_I], shallow to deep.
         layers: the taps used (1-based); one projection head each.
         lambdas: per-layer weights, one per entry of ``layers``.
@@ -69,41 +79,40 @@ class ContextrastLoss(nn.Module):
             and each process's term is the mean over its own classes, as DDP averages it.
     """
 
-    def __init__(self, in_channels: Sequence[int], *, layers: Sequence[int] = (1, 2, 3, 4),
+    def __init__(self, num_classes: int, in_channels: Sequence[int], *, layers: Sequence[int] = (1, 2, 3, 4),
                  lambdas: Sequence[float] = (0.1, 0.4, 0.7, 1.0), alpha: float = 0.1, tau: float = 0.1,
-                 embed_dim: int = 256, hidden_cap: int = 512, anchor_weights: tuple[float, float] = (0.7, 0.3),
+                 embed_dim: int = 256, hidden_cap: int = 512, anchor_weights: Sequence[float] = (0.7, 0.3),
                  anchor_stop_grad: bool = False, max_positives: int = 1024, max_negatives: int = 2048,
                  bane_ratio: float | None = 0.5, ignore_index: int = IGNORE_INDEX, max_anchors: int = 64,
                  sync_anchors: bool = True) -> None:
         super().__init__()
-        layers = tuple(layers)
-        _check_layers(in_channels, layers)
-        if len(lambdas) != len(layers):
-            raise ValueError(f"lambdas has {len(lambdas)} entries but layers has {len(layers)}")
-        if abs(sum(anchor_weights) - 1.0) > 1e-6:
-            raise ValueError(f"anchor_weights must sum to 1, got {list(anchor_weights)}")
-        if bane_ratio is not None and not 0 < bane_ratio <= 1:
-            raise ValueError(f"bane_ratio must be in (0, 1] or None, got {bane_ratio}")
-        self.layers, self.lambdas = layers, tuple(lambdas)
+        layers, lambdas, anchor_weights = tuple(layers), tuple(lambdas), tuple(anchor_weights)
+        check_common(num_classes, in_channels, layers, alpha, tau, embed_dim, hidden_cap, ignore_index)
+        check_contextrast(layers, lambdas, anchor_weights, max_positives, max_negatives, bane_ratio, max_anchors)
+        self._settings = dict(
+            num_classes=num_classes, in_channels=tuple(in_channels), layers=layers, lambdas=lambdas, alpha=alpha,
+            tau=tau, embed_dim=embed_dim, hidden_cap=hidden_cap, anchor_weights=anchor_weights,
+            anchor_stop_grad=anchor_stop_grad, max_positives=max_positives, max_negatives=max_negatives,
+            bane_ratio=bane_ratio, ignore_index=ignore_index, max_anchors=max_anchors, sync_anchors=sync_anchors)
+        self.num_classes, self.in_channels = num_classes, tuple(in_channels)
+        self.layers, self.lambdas = layers, lambdas
         self.alpha, self.tau = alpha, tau
-        self.anchor_weights, self.anchor_stop_grad = tuple(anchor_weights), anchor_stop_grad
+        self.anchor_weights, self.anchor_stop_grad = anchor_weights, anchor_stop_grad
         self.max_positives, self.max_negatives = max_positives, max_negatives
         self.bane_ratio, self.ignore_index, self.max_anchors = bane_ratio, ignore_index, max_anchors
         self.sync_anchors = sync_anchors
         self.heads = build_heads(in_channels, layers, hidden_cap, embed_dim)
 
-    def extra_repr(self) -> str:
-        return (f"layers={self.layers}, lambdas={self.lambdas}, alpha={self.alpha}, tau={self.tau}, "
-                f"anchor_weights={self.anchor_weights}, anchor_stop_grad={self.anchor_stop_grad}, "
-                f"max_positives={self.max_positives}, max_negatives={self.max_negatives}, "
-                f"bane_ratio={self.bane_ratio}, ignore_index={self.ignore_index}, max_anchors={self.max_anchors}, "
-                f"sync_anchors={self.sync_anchors}")
-
     def forward(self, features: list[torch.Tensor], logits: torch.Tensor,
                 target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Args: features, the network's tapped maps [F_1 .. F_I]; logits (B, K, H, W), the
-        current prediction (detached for BANE); target (B, H, W), ``ignore_index`` ignored."""
-        num_classes, slots, terms = logits.shape[1], None, {}
+        current prediction (detached for BANE); target (B, H, W), ``ignore_index`` ignored.
+
+        Raises:
+            ValueError: tensors whose shapes do not match the settings.
+        """
+        check_inputs(features, logits, target, self.num_classes, self.in_channels, self.layers)
+        num_classes, slots, terms = self.num_classes, None, {}
         group = self._group()
         if num_classes > self.max_anchors:  # anchors for the classes present (at most max_anchors)
             slots = AnchorSlots.of(target, num_classes, self.max_anchors, self.ignore_index, group)
@@ -155,40 +164,42 @@ class ContextrastLoss(nn.Module):
                 f"ccl_l{layer}_neg_sim": out["neg_sim"]}
 
 
-class PixelContrastLoss(nn.Module):
+class PixelContrastLoss(_SettingsRepr, nn.Module):
     """The baseline of Wang et al. (ICCV 2021) on one tap: alpha * SupCon as ``loss_pc``, plus
     ``pc_pairs`` (qualifying image-class pairs) and ``pc_views`` (pixels per pair).
 
     Args:
-        in_channels: channels of the network's tapped maps.
+        num_classes, in_channels: as ``ContextrastLoss``.
         layer: the tap used (1-based).
         tau, base_tau: temperature, and the base the loss is scaled by (tau / base_tau).
         max_samples, max_views: pixels sampled in all, and per (image, class) pair at most.
         Others as ``ContextrastLoss``.
     """
 
-    def __init__(self, in_channels: Sequence[int], *, layer: int = 4, alpha: float = 0.1, tau: float = 0.1,
-                 base_tau: float = 0.07, max_samples: int = 1024, max_views: int = 100, embed_dim: int = 256,
-                 hidden_cap: int = 512, ignore_index: int = IGNORE_INDEX) -> None:
+    def __init__(self, num_classes: int, in_channels: Sequence[int], *, layer: int = 4, alpha: float = 0.1,
+                 tau: float = 0.1, base_tau: float = 0.07, max_samples: int = 1024, max_views: int = 100,
+                 embed_dim: int = 256, hidden_cap: int = 512, ignore_index: int = IGNORE_INDEX) -> None:
         super().__init__()
-        _check_layers(in_channels, (layer,))
-        self.layers = (layer,)
+        check_common(num_classes, in_channels, (layer,), alpha, tau, embed_dim, hidden_cap, ignore_index)
+        check(base_tau > 0 and max_samples >= 1 and max_views >= 1, "base_tau must be > 0 and max_samples, "
+              f"max_views >= 1, got {base_tau}, {max_samples}, {max_views}")
+        self._settings = dict(num_classes=num_classes, in_channels=tuple(in_channels), layer=layer, alpha=alpha,
+                              tau=tau, base_tau=base_tau, max_samples=max_samples, max_views=max_views,
+                              embed_dim=embed_dim, hidden_cap=hidden_cap, ignore_index=ignore_index)
+        self.num_classes, self.in_channels, self.layers = num_classes, tuple(in_channels), (layer,)
         self.alpha, self.tau, self.base_tau = alpha, tau, base_tau
         self.max_samples, self.max_views, self.ignore_index = max_samples, max_views, ignore_index
         self.heads = build_heads(in_channels, self.layers, hidden_cap, embed_dim)
 
-    def extra_repr(self) -> str:
-        return (f"layer={self.layers[0]}, alpha={self.alpha}, tau={self.tau}, base_tau={self.base_tau}, "
-                f"max_samples={self.max_samples}, max_views={self.max_views}, ignore_index={self.ignore_index}")
-
     def forward(self, features: list[torch.Tensor], logits: torch.Tensor,
                 target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Arguments as ``ContextrastLoss.forward``."""
+        check_inputs(features, logits, target, self.num_classes, self.in_channels, self.layers)
         emb = self.heads[0](features[self.layers[0] - 1])
         labels = resize_labels(target, emb.shape[-2:])
         pred = predict_at(logits, emb.shape[-2:])
         with torch.autocast(emb.device.type, enabled=False):  # the loss runs in float32
-            out = pixel_contrast_loss(emb.float(), labels, pred, logits.shape[1], tau=self.tau,
+            out = pixel_contrast_loss(emb.float(), labels, pred, self.num_classes, tau=self.tau,
                                       base_tau=self.base_tau, max_samples=self.max_samples,
                                       max_views=self.max_views, ignore_index=self.ignore_index)
         return {"loss_pc": self.alpha * out["loss"], "pc_pairs": out["pairs"], "pc_views": out["views"]}

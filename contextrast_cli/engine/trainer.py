@@ -76,7 +76,7 @@ class Trainer:
         self.model, note = ddp.sync_batchnorm(model, rt, cfg.train.sync_bn)
         with torch.random.fork_rng(devices=[]):  # the heads draw from their own stream, so runs of one seed
             torch.manual_seed(cfg.train.seed + 1)  # continue on the same RNG whatever the method (paired ablations)
-            self.criterion = build_criterion(cfg.contrast, self.model.feature_channels)
+            self.criterion = build_criterion(cfg.contrast, self.model.feature_channels, self.model.num_classes)
         objective = Objective(self.model, self.criterion).to(rt.device)
         self.optimizer = torch.optim.SGD(objective.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                                          weight_decay=cfg.optim.weight_decay)

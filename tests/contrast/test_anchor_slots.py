@@ -29,9 +29,9 @@ def layer_inputs(num_classes: int, present: list[int], seed: int = 0):
     return feats, logits, target
 
 
-def criterion(max_anchors: int, in_channels=(8, 8, 8, 8)):
+def criterion(max_anchors: int, in_channels=(8, 8, 8, 8), num_classes: int = 150):
     cfg = ContrastConfig(method="contextrast", max_anchors=max_anchors, max_positives=10**6, max_negatives=10**6)
-    loss = build_criterion(cfg, list(in_channels))
+    loss = build_criterion(cfg, list(in_channels), num_classes)
     loss.heads = torch.nn.ModuleList(torch.nn.Identity() for _ in loss.layers)  # the features are the embeddings
     return loss
 

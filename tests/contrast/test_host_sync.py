@@ -61,7 +61,7 @@ def test_contextrast_training_step_never_waits_for_the_device(name, bane):
     torch.manual_seed(0)
     cfg = resolve_config("toy", overrides=["contrast.method=contextrast", f"contrast.bane.enabled={bane}"]).contrast
     model = build_model(SMALL_MODELS[name], 5).train()
-    criterion = build_criterion(cfg, model.feature_channels).train()
+    criterion = build_criterion(cfg, model.feature_channels, model.num_classes).train()
     optimizer = torch.optim.SGD([*model.parameters(), *criterion.parameters()], lr=0.01, momentum=0.9)
     images, labels = torch.rand(2, 3, 64, 96), torch.randint(0, 5, (2, 64, 96))
     labels[:, :8] = 255
@@ -79,7 +79,7 @@ def test_pixel_contrast_waits_once_for_its_sample_count(name):
     cfg = resolve_config("toy", overrides=["contrast.method=pixel-contrast", "contrast.layers=[1]",
                                            "contrast.lambdas=[1.0]", "contrast.pixel_contrast.max_views=4"]).contrast
     model = build_model(SMALL_MODELS[name], 5).train()
-    criterion = build_criterion(cfg, model.feature_channels).train()
+    criterion = build_criterion(cfg, model.feature_channels, model.num_classes).train()
     optimizer = torch.optim.SGD([*model.parameters(), *criterion.parameters()], lr=0.01)
     images, labels = torch.rand(2, 3, 64, 96), torch.randint(0, 5, (2, 64, 96))
     with SyncRecorder() as recorder:
@@ -96,7 +96,7 @@ def test_anchor_slots_for_many_classes_never_wait_for_the_device(max_anchors):
     cfg = resolve_config("toy", overrides=["contrast.method=contextrast",
                                            f"contrast.max_anchors={max_anchors}"]).contrast
     model = build_model(SMALL_MODELS["deeplabv3"], 41).train()
-    criterion = build_criterion(cfg, model.feature_channels).train()
+    criterion = build_criterion(cfg, model.feature_channels, model.num_classes).train()
     optimizer = torch.optim.SGD([*model.parameters(), *criterion.parameters()], lr=0.01)
     images, labels = torch.rand(2, 3, 64, 96), torch.randint(0, 40, (2, 64, 96))  # 40 of 41 classes present
     with SyncRecorder() as recorder:

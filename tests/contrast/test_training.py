@@ -37,7 +37,7 @@ def test_contextrast_terms_weights_and_diagnostics():
     torch.manual_seed(0)
     cfg = resolve_config("toy", overrides=["contrast.method=contextrast"]).contrast
     model = build_model(resolve_config("toy").model, 4)
-    criterion = build_criterion(cfg, model.feature_channels)
+    criterion = build_criterion(cfg, model.feature_channels, model.num_classes)
     images, target = torch.rand(2, 3, 64, 64), torch.randint(0, 4, (2, 64, 64))
     outputs = model(images)
     terms = criterion(outputs["features"], outputs["out"], target)
@@ -45,7 +45,7 @@ def test_contextrast_terms_weights_and_diagnostics():
     assert all(torch.isfinite(v) for v in terms.values())
     assert terms["ccl_l1_classes"] == 4  # all four classes present at stride 4
     # the deepest layer carries weight alpha * 1.0, the shallowest alpha * 0.1
-    no_alpha = build_criterion(cfg.model_copy(update={"alpha": 1.0}), model.feature_channels)
+    no_alpha = build_criterion(cfg.model_copy(update={"alpha": 1.0}), model.feature_channels, model.num_classes)
     no_alpha.heads = criterion.heads
     torch.manual_seed(0)
     terms_1 = no_alpha(outputs["features"], outputs["out"], target)
@@ -67,7 +67,7 @@ def test_contextrast_run_logs_and_checkpoint_drops_heads(tmp_path):
     # what the file holds: the network's tensors under "model", exactly the heads' under "contrast"
     payload = torch.load(result.run_dir / "last.pt", map_location="cpu", weights_only=True)
     fresh = build_model(cfg.model, len(payload["dataset"]["classes"]))
-    heads = build_criterion(cfg.contrast, fresh.feature_channels).heads
+    heads = build_criterion(cfg.contrast, fresh.feature_channels, fresh.num_classes).heads
     assert {k: v.shape for k, v in payload["model"].items()} == {k: v.shape for k, v in fresh.state_dict().items()}
     assert {k: v.shape for k, v in payload["contrast"].items()} == {k: v.shape for k, v in heads.state_dict().items()}
     assert not set(payload["model"]) & {f"heads.{k}" for k in heads.state_dict()} and len(payload["contrast"]) > 0
@@ -106,7 +106,7 @@ def check_deferred_heads(name: str, device: str, monkeypatch) -> None:
     torch.manual_seed(0)
     cfg = resolve_config("toy", overrides=["contrast.method=contextrast"]).contrast
     model = build_model(SMALL_MODELS[name], 4).double().to(device).train()
-    criterion = build_criterion(cfg, model.feature_channels).double().to(device).train()
+    criterion = build_criterion(cfg, model.feature_channels, model.num_classes).double().to(device).train()
     images = torch.rand(2, 3, 64, 96, dtype=torch.float64).to(device)
     target = torch.randint(0, 4, (2, 64, 96)).to(device)
     grads = {}
@@ -176,7 +176,7 @@ def test_contrastive_backward_without_the_network_loss_says_so():
     torch.manual_seed(0)
     cfg = resolve_config("toy", overrides=["contrast.method=contextrast"]).contrast
     model = build_model(SMALL_MODELS["deeplabv3"], 4).train()
-    criterion = build_criterion(cfg, model.feature_channels).train()
+    criterion = build_criterion(cfg, model.feature_channels, model.num_classes).train()
     images, target = torch.rand(2, 3, 64, 64), torch.randint(0, 4, (2, 64, 64))
     outputs = model(images)
     terms = criterion(outputs["features"], outputs["out"], target)
@@ -191,7 +191,7 @@ def test_heads_finish_their_backward_when_the_feature_needs_no_gradient():
     torch.manual_seed(0)
     cfg = resolve_config("toy", overrides=["contrast.method=contextrast"]).contrast
     model = build_model(SMALL_MODELS["deeplabv3"], 4).double().train()
-    criterion = build_criterion(cfg, model.feature_channels).double().train()
+    criterion = build_criterion(cfg, model.feature_channels, model.num_classes).double().train()
     images, target = torch.rand(2, 3, 64, 64, dtype=torch.float64), torch.randint(0, 4, (2, 64, 64))
     with torch.no_grad():
         outputs = model(images)

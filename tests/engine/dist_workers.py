@@ -87,7 +87,7 @@ def contrast_gradients(runtime) -> dict:
     from contextrast_cli.engine.step import Objective
 
     model = small_network()
-    criterion = build_criterion(ContrastConfig(method="contextrast"), model.feature_channels)
+    criterion = build_criterion(ContrastConfig(method="contextrast"), model.feature_channels, model.num_classes)
     objective = Objective(model, criterion)
     wrapped = ddp.data_parallel(objective, runtime, unused_parameters=False)
     images, labels = scenes()

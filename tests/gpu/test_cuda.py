@@ -44,7 +44,7 @@ def test_training_step_never_synchronises(name):
     runtime = setup_runtime("cuda", "auto", seed=0, fixed_shapes=True)
     cfg = _contrast_cfg()
     model = build_model(SMALL_MODELS[name], 5).to(runtime.device).train()
-    criterion = build_criterion(cfg, model.feature_channels).to(runtime.device).train()
+    criterion = build_criterion(cfg, model.feature_channels, model.num_classes).to(runtime.device).train()
     optimizer = torch.optim.SGD([*model.parameters(), *criterion.parameters()], lr=0.01, momentum=0.9)
     images = torch.rand(2, 3, 64, 96, device=runtime.device)
     labels = torch.randint(0, 5, (2, 64, 96), device=runtime.device)
@@ -74,7 +74,7 @@ def test_loss_and_bane_match_the_cpu():
     target = torch.randint(0, 5, (2, 24, 32))
     target[:, :3] = 255
     logits = torch.randn(2, 5, 24, 32)
-    criterion = build_criterion(cfg, [f.shape[1] for f in feats])
+    criterion = build_criterion(cfg, [f.shape[1] for f in feats], logits.shape[1])
     criterion.heads = torch.nn.ModuleList(torch.nn.Identity() for _ in cfg.used_layers)
     values = {}
     for device in ("cpu", "cuda"):
