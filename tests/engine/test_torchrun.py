@@ -40,7 +40,9 @@ def launch(markers: Path, hooks: list[str], args: list[str], processes: int = 2)
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
+def finish(process: subprocess.Popen, timeout: float = 400) -> tuple[int, str]:
+    """The exit code and output of a run; the timeout only catches a hang (a busy shared machine
+    can take minutes for a run that takes 20 s idle)."""
     try:
         output, _ = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
