@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import machine, scene_batch  # noqa: E402
 from contextrast_cli.config import ContrastConfig  # noqa: E402
 from contextrast_cli.contrast.build import build_criterion  # noqa: E402
+from contextrast_cli.engine.losses import sum_losses  # noqa: E402
 
 STRIDES = (4, 8, 16, 32)
 
@@ -72,7 +73,7 @@ def time_once(cfg: ContrastConfig, feats, labels, logits, device: torch.device) 
         torch.cuda.synchronize()
     start = time.perf_counter()
     terms = criterion(leaves, logits, labels)
-    sum(v for k, v in terms.items() if k.startswith("loss_")).backward()
+    sum_losses(terms).backward()
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start

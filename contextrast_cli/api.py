@@ -27,18 +27,11 @@ import torch
 from contextrast_cli.contrast.loss import ContextrastLoss, PixelContrastLoss
 from contextrast_cli.contrast.sampling import BaneMaps, NegativeSelection, select_negatives
 from contextrast_cli.data.synthetic import SYNTHETIC_CLASSES, render_scene
+from contextrast_cli.engine.losses import sum_losses
 from contextrast_cli.models.taps import FeatureTap, Tapped, tap_features
 
 __all__ = ["BaneMaps", "ContextrastLoss", "FeatureTap", "NegativeSelection", "PixelContrastLoss", "Tapped",
            "SYNTHETIC_CLASSES", "select_negatives", "sum_losses", "synthetic_batch", "tap_features"]
-
-
-def sum_losses(terms: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The sum of the ``loss_*`` entries of a loss's terms (the rest are diagnostics, detached)."""
-    losses = [value for key, value in terms.items() if key.startswith("loss_")]
-    if not losses:
-        raise ValueError(f"no loss_* entry among the terms ({', '.join(terms) or 'none'})")
-    return sum(losses[1:], losses[0])
 
 
 def synthetic_batch(count: int, height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,6 +6,7 @@ Both are ``nn.Module``s called as ``terms = criterion(features, logits, target)`
 backward (``contrast.heads``) finishes by itself when that backward ends.
 """
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -35,17 +36,17 @@ def predict_at(logits: torch.Tensor, size) -> torch.Tensor:
 
 class _SettingsRepr:
     """``config`` (the constructor's keyword arguments as plain values: ``type(loss)(**loss.config)``
-    builds an equal loss with fresh heads) and a ``repr`` that shows them."""
-
-    _settings: dict
+    builds an equal loss with fresh heads) and a ``repr`` that shows them. Every constructor
+    argument is kept as the attribute of the same name."""
 
     @property
     def config(self) -> dict:
         """The settings as constructor keyword arguments (plain Python values, picklable)."""
-        return dict(self._settings)
+        names = list(inspect.signature(type(self).__init__).parameters)[1:]  # after self
+        return {name: getattr(self, name) for name in names}
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{key}={value!r}" for key, value in self._settings.items())
+        return ", ".join(f"{key}={value!r}" for key, value in self.config.items())
 
 
 class ContextrastLoss(_SettingsRepr, nn.Module):
@@ -89,14 +90,9 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
         layers, lambdas, anchor_weights = tuple(layers), tuple(lambdas), tuple(anchor_weights)
         check_common(num_classes, in_channels, layers, alpha, tau, embed_dim, hidden_cap, ignore_index)
         check_contextrast(layers, lambdas, anchor_weights, max_positives, max_negatives, bane_ratio, max_anchors)
-        self._settings = dict(
-            num_classes=num_classes, in_channels=tuple(in_channels), layers=layers, lambdas=lambdas, alpha=alpha,
-            tau=tau, embed_dim=embed_dim, hidden_cap=hidden_cap, anchor_weights=anchor_weights,
-            anchor_stop_grad=anchor_stop_grad, max_positives=max_positives, max_negatives=max_negatives,
-            bane_ratio=bane_ratio, ignore_index=ignore_index, max_anchors=max_anchors, sync_anchors=sync_anchors)
         self.num_classes, self.in_channels = num_classes, tuple(in_channels)
         self.layers, self.lambdas = layers, lambdas
-        self.alpha, self.tau = alpha, tau
+        self.alpha, self.tau, self.embed_dim, self.hidden_cap = alpha, tau, embed_dim, hidden_cap
         self.anchor_weights, self.anchor_stop_grad = anchor_weights, anchor_stop_grad
         self.max_positives, self.max_negatives = max_positives, max_negatives
         self.bane_ratio, self.ignore_index, self.max_anchors = bane_ratio, ignore_index, max_anchors
@@ -183,11 +179,9 @@ class PixelContrastLoss(_SettingsRepr, nn.Module):
         check_common(num_classes, in_channels, (layer,), alpha, tau, embed_dim, hidden_cap, ignore_index)
         check(base_tau > 0 and max_samples >= 1 and max_views >= 1, "base_tau must be > 0 and max_samples, "
               f"max_views >= 1, got {base_tau}, {max_samples}, {max_views}")
-        self._settings = dict(num_classes=num_classes, in_channels=tuple(in_channels), layer=layer, alpha=alpha,
-                              tau=tau, base_tau=base_tau, max_samples=max_samples, max_views=max_views,
-                              embed_dim=embed_dim, hidden_cap=hidden_cap, ignore_index=ignore_index)
-        self.num_classes, self.in_channels, self.layers = num_classes, tuple(in_channels), (layer,)
+        self.num_classes, self.in_channels, self.layer, self.layers = num_classes, tuple(in_channels), layer, (layer,)
         self.alpha, self.tau, self.base_tau = alpha, tau, base_tau
+        self.embed_dim, self.hidden_cap = embed_dim, hidden_cap
         self.max_samples, self.max_views, self.ignore_index = max_samples, max_views, ignore_index
         self.heads = build_heads(in_channels, self.layers, hidden_cap, embed_dim)
 

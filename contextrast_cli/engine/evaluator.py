@@ -129,7 +129,8 @@ def feature_probe(payload: dict, model: torch.nn.Module, dataset: PreparedDatase
 
     cfg = config_from_checkpoint(payload)
     heads = None
-    criterion = build_criterion(cfg.contrast, model.feature_channels, model.num_classes) if payload.get("contrast") else None
+    criterion = (build_criterion(cfg.contrast, model.feature_channels, model.num_classes)
+                 if payload.get("contrast") else None)
     if criterion is not None:
         criterion.heads.load_state_dict(payload["contrast"])
         criterion.to(next(model.parameters()).device).eval()

@@ -33,3 +33,11 @@ def segmentation_losses(outputs: dict, target: torch.Tensor) -> dict[str, torch.
     if "aux" in outputs:
         terms["loss_aux"] = outputs["aux_weight"] * cross_entropy(outputs["aux"], target)
     return terms
+
+
+def sum_losses(terms: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The sum of the ``loss_*`` entries of a loss's terms (the rest are diagnostics, detached)."""
+    losses = [value for key, value in terms.items() if key.startswith("loss_")]
+    if not losses:
+        raise ValueError(f"no loss_* entry among the terms ({', '.join(terms) or 'none'})")
+    return sum(losses[1:], losses[0])

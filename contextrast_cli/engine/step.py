@@ -5,7 +5,7 @@ import time
 import torch
 from torch import nn
 
-from contextrast_cli.engine.losses import segmentation_losses
+from contextrast_cli.engine.losses import segmentation_losses, sum_losses
 
 
 class Objective(nn.Module):
@@ -53,7 +53,7 @@ def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: to
     objective = objective if objective is not None else Objective(model, criterion)
     with autocast():
         terms = objective(images, labels, contrast)
-    loss = sum(v for k, v in terms.items() if k.startswith("loss_"))
+    loss = sum_losses(terms)
     optimizer.zero_grad(set_to_none=True)
     if scaler is None:
         loss.backward()
