@@ -15,9 +15,10 @@ from torchvision.models.segmentation import fcn_resnet50
 
 from contextrast_cli import api
 from contextrast_cli.api import ContextrastLoss, PixelContrastLoss, sum_losses, synthetic_batch, tap_features
-from contextrast_cli.config import ContrastConfig
+from contextrast_cli.config import ContrastConfig, resolve_config
 from contextrast_cli.contrast.build import build_criterion
 from contextrast_cli.engine.trainer import Trainer
+from tests.conftest import tiny_overrides
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -120,14 +121,18 @@ def test_the_trainer_uses_the_public_loss_with_the_papers_defaults(tiny_config):
     assert defaults["anchor_weights"] == tuple(paper.anchor_weights) and defaults["embed_dim"] == paper.embed_dim
 
 
-def test_public_and_trainer_loss_give_identical_terms_in_float64(tiny_config):
-    trainer = Trainer(tiny_config)
+SETTINGS = dict(layers=(2, 3, 4), lambdas=(0.3, 0.6, 1.0), alpha=0.2, tau=0.15, embed_dim=32, hidden_cap=16,
+                anchor_weights=(0.6, 0.4), anchor_stop_grad=True, max_positives=200, max_negatives=300,
+                bane_ratio=0.3, max_anchors=4)
+
+
+def test_public_and_trainer_loss_give_identical_terms_in_float64(tmp_path):
+    """Every setting away from its default, so the config -> keyword mapping is checked too."""
+    overrides = [f"contrast.{key}={list(value) if isinstance(value, tuple) else value}"
+                 for key, value in SETTINGS.items() if key != "bane_ratio"] + ["contrast.bane.ratio=0.3"]
+    trainer = Trainer(resolve_config("toy", overrides=[*tiny_overrides(tmp_path), *overrides]))
     built = trainer.criterion.double().train()
-    section = tiny_config.contrast
-    public = ContextrastLoss(trainer.model.num_classes, trainer.model.feature_channels, layers=section.layers,
-                             lambdas=section.lambdas, hidden_cap=section.hidden_cap,
-                             max_positives=section.max_positives, max_negatives=section.max_negatives,
-                             bane_ratio=section.bane.ratio).double().train()
+    public = ContextrastLoss(trainer.model.num_classes, trainer.model.feature_channels, **SETTINGS).double().train()
     assert public.config == built.config
     public.load_state_dict(built.state_dict())
     generator = torch.Generator().manual_seed(0)
