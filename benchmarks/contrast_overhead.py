@@ -38,9 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import add_network_args, conv_flops, machine, network_overrides, scene_batch  # noqa: E402
 from contextrast_cli.config import resolve_config  # noqa: E402
-from contextrast_cli.contrast.build import build_criterion  # noqa: E402
-from contextrast_cli.engine.device import setup_runtime  # noqa: E402
-from contextrast_cli.engine.step import training_step  # noqa: E402
+from contextrast_cli.contrast.criterion import build_criterion  # noqa: E402
+from contextrast_cli.runtime.device import setup_runtime  # noqa: E402
+from contextrast_cli.train.step import training_step  # noqa: E402
 from contextrast_cli.models.registry import build_model  # noqa: E402
 
 

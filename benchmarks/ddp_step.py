@@ -32,10 +32,11 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import machine, scene_batch  # noqa: E402
 from contextrast_cli.config import resolve_config  # noqa: E402
-from contextrast_cli.contrast.build import build_criterion  # noqa: E402
-from contextrast_cli.engine import distributed as ddp  # noqa: E402
-from contextrast_cli.engine.device import setup_runtime, shutdown_runtime  # noqa: E402
-from contextrast_cli.engine.step import Objective, training_step  # noqa: E402
+from contextrast_cli.contrast.criterion import build_criterion  # noqa: E402
+from contextrast_cli.runtime import collectives as ddp  # noqa: E402
+from contextrast_cli.runtime.device import setup_runtime, shutdown_runtime  # noqa: E402
+from contextrast_cli.train.objective import Objective
+from contextrast_cli.train.step import training_step  # noqa: E402
 from contextrast_cli.models.registry import build_model  # noqa: E402
 
 

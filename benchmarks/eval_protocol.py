@@ -22,10 +22,10 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import machine, scene_batch  # noqa: E402
 from contextrast_cli.config import resolve_config  # noqa: E402
-from contextrast_cli.contrast.build import build_criterion  # noqa: E402
-from contextrast_cli.engine.boundary import BoundaryMeter  # noqa: E402
-from contextrast_cli.engine.feature_space import FeatureProbe, FeatureSpaceMeter  # noqa: E402
-from contextrast_cli.engine.inference import predict_probs  # noqa: E402
+from contextrast_cli.contrast.criterion import build_criterion  # noqa: E402
+from contextrast_cli.evaluation.boundary import BoundaryMeter  # noqa: E402
+from contextrast_cli.evaluation.feature_space import FeatureProbe, FeatureSpaceMeter  # noqa: E402
+from contextrast_cli.evaluation.inference import predict_probs  # noqa: E402
 from contextrast_cli.models.registry import build_model  # noqa: E402
 
 

@@ -40,10 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import add_network_args, conv_flops, machine, network_overrides, scene_batch  # noqa: E402
 from contextrast_cli.config import resolve_config  # noqa: E402
-from contextrast_cli.contrast.build import build_criterion  # noqa: E402
-from contextrast_cli.data.specs import DATASETS, default_palette  # noqa: E402
-from contextrast_cli.engine.checkpoint import describe, model_from_checkpoint, save_checkpoint  # noqa: E402
-from contextrast_cli.export.verify import open_session  # noqa: E402
+from contextrast_cli.contrast.criterion import build_criterion  # noqa: E402
+from contextrast_cli.config.datasets import DATASETS, default_palette  # noqa: E402
+from contextrast_cli.models.checkpoint import describe, model_from_checkpoint, save_checkpoint  # noqa: E402
+from contextrast_cli.evaluation.onnx import open_session  # noqa: E402
 from contextrast_cli.export import ExportOptions, export_checkpoint  # noqa: E402
 from contextrast_cli.models.registry import build_model  # noqa: E402
 

@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import machine, scene_batch  # noqa: E402
 from contextrast_cli.config import ContrastConfig  # noqa: E402
-from contextrast_cli.contrast.build import build_criterion  # noqa: E402
-from contextrast_cli.engine.losses import sum_losses  # noqa: E402
+from contextrast_cli.contrast.criterion import build_criterion  # noqa: E402
+from contextrast_cli.train.objective import sum_losses  # noqa: E402
 
 STRIDES = (4, 8, 16, 32)
 

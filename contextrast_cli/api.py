@@ -15,10 +15,12 @@ Add Contextrast to any PyTorch training loop::
     loss.backward()                                               # one backward, as usual
 
 Give the optimizer ``criterion.parameters()`` too. The projection heads are for training only:
-leave ``criterion`` out of the model you save for inference. Backpropagate the network's own
-loss together with the contrastive terms (the heads finish their backward inside the
-network's). Under DistributedDataParallel, put the criterion in the module DDP wraps (with the
-network); ``sync_anchors=True`` (the default) then takes the anchors over the global batch.
+leave ``criterion`` out of the model you save for inference. The heads run under plain autograd
+by default, so the contrastive terms may be backpropagated alone (contrastive-only training),
+from frozen features, or with any other loss. ``deferred_heads=True`` saves memory when the
+network's own loss is always backpropagated together with the terms (the ``contextrast``
+trainer's case). Under DistributedDataParallel, put the criterion in the module DDP wraps (with
+the network); ``sync_anchors=True`` (the default) then takes the anchors over the global batch.
 """
 
 import numpy as np
@@ -27,7 +29,7 @@ import torch
 from contextrast_cli.contrast.loss import ContextrastLoss, PixelContrastLoss
 from contextrast_cli.contrast.sampling import BaneMaps, NegativeSelection, select_negatives
 from contextrast_cli.data.synthetic import SYNTHETIC_CLASSES, render_scene
-from contextrast_cli.engine.losses import sum_losses
+from contextrast_cli.train.objective import sum_losses
 from contextrast_cli.models.taps import FeatureTap, Tapped, tap_features
 
 __all__ = ["BaneMaps", "ContextrastLoss", "FeatureTap", "NegativeSelection", "PixelContrastLoss", "Tapped",

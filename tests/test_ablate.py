@@ -10,7 +10,7 @@ import cv2
 import pytest
 from scipy.stats import t as student_t
 
-from contextrast_cli.engine.trainer import Trainer
+from contextrast_cli.train.trainer import Trainer
 from tests.conftest import invoke, one_line_error, tiny_overrides
 
 

@@ -16,8 +16,8 @@ from torchvision.models.segmentation import fcn_resnet50
 from contextrast_cli import api
 from contextrast_cli.api import ContextrastLoss, PixelContrastLoss, sum_losses, synthetic_batch, tap_features
 from contextrast_cli.config import ContrastConfig, resolve_config
-from contextrast_cli.contrast.build import build_criterion
-from contextrast_cli.engine.trainer import Trainer
+from contextrast_cli.contrast.criterion import build_criterion
+from contextrast_cli.train.trainer import Trainer
 from tests.conftest import tiny_overrides
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -123,7 +123,7 @@ def test_the_trainer_uses_the_public_loss_with_the_papers_defaults(tiny_config):
 
 SETTINGS = dict(layers=(2, 3, 4), lambdas=(0.3, 0.6, 1.0), alpha=0.2, tau=0.15, embed_dim=32, hidden_cap=16,
                 anchor_weights=(0.6, 0.4), anchor_stop_grad=True, max_positives=200, max_negatives=300,
-                bane_ratio=0.3, max_anchors=4)
+                bane_ratio=0.3, max_anchors=4, deferred_heads=True)
 
 
 def test_public_and_trainer_loss_give_identical_terms_in_float64(tmp_path):

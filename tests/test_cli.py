@@ -210,7 +210,7 @@ def test_init_from_with_other_classes_reinitialises_the_classifier(run, tmp_path
 
 
 def test_evaluate_is_float32_unless_amp(run, monkeypatch):
-    from contextrast_cli.engine import device
+    from contextrast_cli.runtime import device
 
     asked = []
     real = device.setup_runtime
@@ -245,8 +245,8 @@ def test_evaluate_rejects_foreign_checkpoint(tmp_path):
 
 def test_library_errors_are_domain_exceptions(run, tmp_path):
     """What the CLI turns into one line is raised as a typed exception by the library."""
-    from contextrast_cli.engine.evaluator import evaluate_checkpoint
-    from contextrast_cli.engine.runs import load_resumable
+    from contextrast_cli.evaluation.evaluator import evaluate_checkpoint
+    from contextrast_cli.train.resume import load_resumable
 
     with pytest.raises(CheckpointError, match="weights only"):
         load_resumable(run / "best.pt")

@@ -106,7 +106,7 @@ def test_synthetic_section_only_for_synthetic():
 def test_resnet_tap_presets_ship_narrow_heads():
     """Presets whose taps are ResNet stages use hidden width 128 (METHOD.md); HRNet presets keep 512,
     which equals every HRNet-W48 branch width."""
-    from contextrast_cli.contrast.build import build_criterion
+    from contextrast_cli.contrast.criterion import build_criterion
 
     for name in list_presets():
         cfg = resolve_config(name)

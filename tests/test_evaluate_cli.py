@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from contextrast_cli.engine.metrics import confusion_matrix, summarize
+from contextrast_cli.evaluation.metrics import confusion_matrix, confusion_scores
 from tests.conftest import invoke, one_line_error, tiny_overrides
 
 
@@ -59,7 +59,7 @@ def test_saved_predictions_reproduce_the_reported_metrics(run, tmp_path):
         np.testing.assert_array_equal(colour, palette[pred])
         truth = torch.from_numpy(cv2.imread(str(path), cv2.IMREAD_UNCHANGED))
         conf = conf + confusion_matrix(torch.from_numpy(pred), truth, len(dataset["classes"]))
-    assert summarize(conf, tuple(dataset["classes"]))["IoU"] == metrics["IoU"]
+    assert confusion_scores(conf, tuple(dataset["classes"]))["IoU"] == metrics["IoU"]
     assert not list(out.rglob(".*.tmp"))  # written through temporary names, none left behind
 
 

@@ -17,10 +17,10 @@ from torch import nn
 from torchvision import tv_tensors
 
 from contextrast_cli.config import resolve_config
-from contextrast_cli.contrast.build import build_criterion
-from contextrast_cli.data.build import locate_dataset
+from contextrast_cli.contrast.criterion import build_criterion
+from contextrast_cli.data.locate import locate_dataset
 from contextrast_cli.data.transforms import eval_transform
-from contextrast_cli.engine.checkpoint import (describe, load_checkpoint, model_from_checkpoint,
+from contextrast_cli.models.checkpoint import (describe, load_checkpoint, model_from_checkpoint,
                                                save_checkpoint)
 from contextrast_cli.export import ExportOptions, export_checkpoint
 from contextrast_cli.export.checks import shape_chains
@@ -155,7 +155,7 @@ def test_shape_chains_finds_a_size_computed_from_shape():
 
 
 def test_training_only_modules_are_dropped_and_counted(toy, tmp_path, monkeypatch):
-    from contextrast_cli.engine import checkpoint as checkpoint_module
+    from contextrast_cli.models import checkpoint as checkpoint_module
     from contextrast_cli.models.segmentor import Segmentor
 
     build = checkpoint_module.model_from_checkpoint

@@ -6,7 +6,7 @@ import onnx
 import pytest
 
 from contextrast_cli.config import resolve_config
-from contextrast_cli.data.build import locate_dataset
+from contextrast_cli.data.locate import locate_dataset
 from contextrast_cli.export.half import half_path
 from tests.conftest import invoke, one_line_error, tiny_overrides
 from tests.test_export import random_checkpoint

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from contextrast_cli.config import resolve_config
-from contextrast_cli.engine.trainer import Trainer
+from contextrast_cli.train.trainer import Trainer
 from contextrast_cli.data.prepared import read_prepared
 from tests.conftest import invoke, one_line_error, tiny_overrides
 from tests.test_export import random_checkpoint

@@ -1,5 +1,5 @@
-"""The house stays easy to walk: no import circles, every module importable on its own in any
-order, no module over 350 lines."""
+"""The house stays easy to walk: rooms import only the rooms below them, no import circles, every
+module importable on its own in any order, no module over 350 lines, no function over 50."""
 
 import ast
 import random
@@ -9,6 +9,24 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "contextrast_cli"
 MAX_LINES = 350
+MAX_FUNCTION_LINES = 50
+
+# The rooms, bottom up (README "Architecture"): a module may import its own room and the rooms of
+# lower layers, never a room of its own layer or above. The package's own __init__ holds only the
+# version and is at the bottom.
+LAYERS = (
+    {"contextrast_cli", "errors", "atomic"},
+    {"config"},
+    {"contrast", "models", "data", "runtime"},
+    {"evaluation"},
+    {"viz", "export"},
+    {"train"},
+    {"experiments"},
+    {"cli", "api"},
+    {"__main__"},
+)
+RANK = {room: rank for rank, rooms in enumerate(LAYERS) for room in rooms}
+FORBIDDEN_NAMES = {"engine", "utils", "common", "misc", "helpers"}
 
 
 def modules() -> dict[str, Path]:
@@ -65,10 +83,10 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_cycle_finder_finds_circles_and_relative_imports():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
-    known = {"contextrast_cli.engine", "contextrast_cli.engine.runs", "contextrast_cli.config"}
-    source = PACKAGE / "engine" / "trainer.py"
-    assert {"contextrast_cli.engine.runs", "contextrast_cli.config"} <= imports(
-        "contextrast_cli.engine.trainer", source, known)
+    known = {"contextrast_cli.train", "contextrast_cli.train.runs", "contextrast_cli.config"}
+    source = PACKAGE / "train" / "trainer.py"
+    assert {"contextrast_cli.train.runs", "contextrast_cli.config"} <= imports(
+        "contextrast_cli.train.trainer", source, known)
 
 
 def test_no_module_imports_a_module_that_imports_it_back():
@@ -101,3 +119,67 @@ def test_no_module_is_over_350_lines():
     long = {name: n for name, path in modules().items()
             if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def room(module: str) -> str:
+    """``contextrast_cli.train.trainer`` -> ``train``; the package itself -> ``contextrast_cli``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """``a -> b`` for every import of a room not strictly below the importer's (its own room is fine)."""
+    return sorted(f"{source} -> {target}" for source, targets in graph.items() for target in targets
+                  if room(target) != room(source) and RANK[room(target)] >= RANK[room(source)])
+
+
+def test_the_layer_check_finds_an_upward_and_a_sideways_import():
+    graph = {"contextrast_cli.data.loading": {"contextrast_cli.train.runs", "contextrast_cli.config.schema"},
+             "contextrast_cli.viz.charts": {"contextrast_cli.export.graph"},
+             "contextrast_cli.train.trainer": {"contextrast_cli.train.runs", "contextrast_cli.evaluation.evaluator"}}
+    assert upward_imports(graph) == ["contextrast_cli.data.loading -> contextrast_cli.train.runs",
+                                     "contextrast_cli.viz.charts -> contextrast_cli.export.graph"]
+
+
+def test_every_room_has_a_layer_and_imports_only_rooms_below():
+    found = modules()
+    graph = {name: imports(name, path, set(found)) for name, path in found.items()}
+    unplaced = sorted({room(name) for name in found} - set(RANK))
+    assert unplaced == [], f"place these rooms in LAYERS (and README Architecture): {unplaced}"
+    assert upward_imports(graph) == []
+
+
+def test_every_room_says_what_it_owns_and_what_it_may_import():
+    rooms = [path for path in PACKAGE.iterdir() if (path / "__init__.py").is_file()]
+    assert len(rooms) >= 10
+    for path in rooms:
+        doc = ast.get_docstring(ast.parse((path / "__init__.py").read_text(encoding="utf-8"))) or ""
+        assert path.name == "cli" or "May import:" in doc, f"{path.name}/__init__.py: say what the room may import"
+    assert not FORBIDDEN_NAMES & {p.stem for p in PACKAGE.rglob("*") if "__pycache__" not in p.parts}
+
+
+def long_functions(source: str, limit: int = MAX_FUNCTION_LINES) -> dict[str, int]:
+    """Functions (and methods) of ``source`` longer than ``limit`` lines, signature and body
+    included, their docstring not counted."""
+    found = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            length = node.end_lineno - node.lineno + 1
+            if ast.get_docstring(node, clean=False) is not None:
+                length -= node.body[0].end_lineno - node.body[0].lineno + 1
+            if length > limit:
+                found[node.name] = length
+    return found
+
+
+def test_the_length_check_counts_code_not_docstrings():
+    body = "\n".join(f"    x{i} = {i}" for i in range(50))
+    doc = '    """' + "\n".join(["line"] * 30) + '"""'
+    assert long_functions(f"def f():\n{doc}\n{body}\n") == {"f": 51}
+    assert long_functions(f"def f():\n{doc}\n{body[: body.rindex(chr(10))]}\n") == {}
+
+
+def test_no_function_is_over_50_lines():
+    found = {f"{name}.{function}": n for name, path in modules().items()
+             for function, n in long_functions(path.read_text(encoding="utf-8")).items()}
+    assert found == {}

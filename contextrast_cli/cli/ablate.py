@@ -39,9 +39,9 @@ def ablate(
     and ablation.png. Interrupted (Ctrl-C, SIGTERM, a crash)? Run the same command again: finished
     runs are kept, a stopped one resumes from its last.pt.
     """
-    from contextrast_cli.engine.ablation import AblationSpec, run_ablation
-    from contextrast_cli.engine.paired import markdown
-    from contextrast_cli.engine.reporting import RichReporter
+    from contextrast_cli.experiments.ablation import AblationSpec, run_ablation
+    from contextrast_cli.experiments.paired import markdown
+    from contextrast_cli.train.reporting import RichReporter
     from contextrast_cli.errors import ConfigError
 
     with guarded(ctx, debug):

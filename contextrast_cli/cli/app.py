@@ -118,7 +118,7 @@ def parse_list(text: str, kind, option: str) -> tuple:
 def pick_checkpoint(checkpoint: Path | None, runs_dir: Path) -> Path:
     """The checkpoint a command uses: ``--checkpoint`` (a run folder means its best.pt, else its
     last.pt with a note), or the newest best.pt under ``runs_dir``."""
-    from contextrast_cli.engine.runs import checkpoint_path, newest_checkpoint
+    from contextrast_cli.train.runs import checkpoint_path, newest_checkpoint
 
     if checkpoint is None:
         path = newest_checkpoint(runs_dir)

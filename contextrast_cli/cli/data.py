@@ -146,7 +146,7 @@ def prepare_synthetic_cmd(
 ) -> None:
     """Draw procedural street scenes (deterministic per seed)."""
     from contextrast_cli.config import SyntheticData
-    from contextrast_cli.data.build import prepare_synthetic
+    from contextrast_cli.data.locate import prepare_synthetic
 
     params = SyntheticData(num_train=num_train, num_val=num_val, size=parse_size(size), seed=seed)
     with guarded(ctx, debug), progress() as bar:

@@ -68,33 +68,27 @@ def features_table(features: dict) -> Table:
     return table
 
 
+SplitOpt = Annotated[Optional[str], typer.Option(help="Split to evaluate (default: the config's eval.split).")]
+JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the metrics as JSON.")]
+FeaturesOpt = Annotated[bool, typer.Option("--features", help="Also measure the feature space: intra-class spread A "
+                                           "and inter-class separation U at every tapped layer (and of the "
+                                           "projection heads of a contrastive checkpoint).")]
+SavePredictionsOpt = Annotated[Optional[Path], typer.Option(
+    "--save-predictions", help="Write each prediction to DIR/labels/<image>.png (train ids) and "
+    "DIR/colour/<image>.png (the palette).")]
+AmpOpt = Annotated[bool, typer.Option("--amp", help="Mixed precision on a GPU (bfloat16 where native, else float16) "
+                                      "(default: float32 metrics).")]
+OnnxFileOpt = Annotated[Optional[Path], typer.Option("--onnx", help="Evaluate an exported FILE.onnx (with its "
+                                                     "FILE.onnx.json) with onnxruntime on the CPU instead.")]
+
+
 @app.command()
-def evaluate(
-    ctx: typer.Context,
-    checkpoint: CheckpointOpt = None,
-    split: Annotated[Optional[str], typer.Option(help="Split to evaluate (default: the config's eval.split).")] = None,
-    data_root: DataRootOpt = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the metrics as JSON.")] = None,
-    scales: ScalesOpt = None,
-    flip: FlipOpt = None,
-    mode: ModeOpt = None,
-    crop: CropOpt = None,
-    stride: StrideOpt = None,
-    boundary: BoundaryOpt = True,
-    features: Annotated[bool, typer.Option("--features", help="Also measure the feature space: intra-class "
-                                           "spread A and inter-class separation U at every tapped layer "
-                                           "(and of the projection heads of a contrastive checkpoint).")] = False,
-    save_predictions: Annotated[Optional[Path], typer.Option(
-        "--save-predictions", help="Write each prediction to DIR/labels/<image>.png (train ids) and "
-        "DIR/colour/<image>.png (the palette).")] = None,
-    device: DeviceOpt = "auto",
-    amp: Annotated[bool, typer.Option("--amp", help="Mixed precision on a GPU (bfloat16 where native, else float16) "
-                                      "(default: float32 metrics).")] = False,
-    runs_dir: RunsDirOpt = Path("runs"),
-    onnx: Annotated[Optional[Path], typer.Option("--onnx", help="Evaluate an exported FILE.onnx (with its "
-                                                 "FILE.onnx.json) with onnxruntime on the CPU instead.")] = None,
-    debug: DebugOpt = False,
-) -> None:
+def evaluate(ctx: typer.Context, checkpoint: CheckpointOpt = None, split: SplitOpt = None,
+             data_root: DataRootOpt = None, json_out: JsonOpt = None, scales: ScalesOpt = None, flip: FlipOpt = None,
+             mode: ModeOpt = None, crop: CropOpt = None, stride: StrideOpt = None, boundary: BoundaryOpt = True,
+             features: FeaturesOpt = False, save_predictions: SavePredictionsOpt = None, device: DeviceOpt = "auto",
+             amp: AmpOpt = False, runs_dir: RunsDirOpt = Path("runs"), onnx: OnnxFileOpt = None,
+             debug: DebugOpt = False) -> None:
     """Evaluate a checkpoint (or an exported ONNX graph): per-class IoU, mIoU, pixel and mean accuracy,
     boundary IoU and boundary F-score; multi-scale, flip and sliding-window inference as asked.
 
@@ -102,27 +96,22 @@ def evaluate(
     --flip. Cityscapes at 1024x2048: --mode slide --crop 512x1024.
     """
     from contextrast_cli.atomic import atomic_write_text
-    from contextrast_cli.engine.evaluator import evaluate_checkpoint
     from contextrast_cli.errors import ConfigError
+    from contextrast_cli.evaluation.evaluator import evaluate_checkpoint
+    from contextrast_cli.evaluation.onnx import evaluate_onnx
 
     with guarded(ctx, debug), progress() as bar:
-        if onnx is not None and checkpoint is not None:
-            raise ConfigError("pass either --checkpoint or --onnx, not both")
-        overrides = eval_overrides(scales, flip, mode, crop, stride, boundary)
+        if onnx is not None and (checkpoint is not None or features):
+            raise ConfigError("pass either --checkpoint or --onnx, not both" if checkpoint is not None else
+                              "--features reads the network's inner layers, which an ONNX graph does not expose; "
+                              "pass --checkpoint instead")
         task = bar.add_task("evaluating", total=None)
-        on_batch = lambda i, n: bar.update(task, completed=i, total=n)  # noqa: E731
-        if onnx is not None:
-            from contextrast_cli.engine.onnx_eval import evaluate_onnx
-
-            if features:
-                raise ConfigError("--features reads the network's inner layers, which an ONNX graph does not "
-                                  "expose; pass --checkpoint instead")
-            metrics = evaluate_onnx(onnx, split=split, data_root=data_root, on_batch=on_batch,
-                                    eval_overrides=overrides, save_dir=save_predictions)
-        else:
-            metrics = evaluate_checkpoint(pick_checkpoint(checkpoint, runs_dir), split=split, data_root=data_root,
-                                          device=device, amp=amp, eval_overrides=overrides, features=features,
-                                          save_dir=save_predictions, on_batch=on_batch)
+        common = dict(split=split, data_root=data_root, save_dir=save_predictions,
+                      eval_overrides=eval_overrides(scales, flip, mode, crop, stride, boundary),
+                      on_batch=lambda i, n: bar.update(task, completed=i, total=n))
+        metrics = (evaluate_onnx(onnx, **common) if onnx is not None else
+                   evaluate_checkpoint(pick_checkpoint(checkpoint, runs_dir), device=device, amp=amp,
+                                       features=features, **common))
         if json_out:
             atomic_write_text(json_out, json.dumps(metrics, indent=2))
     out.print(metrics_table(metrics))

@@ -11,85 +11,80 @@ from contextrast_cli.cli.app import (CheckpointOpt, DataRootOpt, DebugOpt, RunsD
                                      parse_size, pick_checkpoint, renamed)
 
 
+OnnxFlagOpt = Annotated[bool, typer.Option("--onnx", help="Write an ONNX graph: the default, and so far the only "
+                                           "format (the flag may be given or left out).")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="ONNX file (default: the checkpoint with .onnx); "
+                                                "FILE.json is written beside it.")]
+OpsetOpt = Annotated[int, typer.Option(help="ONNX opset (18 or newer).")]
+SizeOpt = Annotated[Optional[str], typer.Option(help="Traced and verified size HxW (default: the crop).")]
+DynamicOpt = Annotated[bool, typer.Option("--dynamic/--static", help=(
+    "--dynamic: symbolic batch, height and width (onnxruntime, TensorRT with profiles); --static: fixed 1 x H x W "
+    "with every size a constant, no Shape/Gather/Concat chains feeding Resize or Reshape (checked), for runtimes "
+    "without dynamic shapes (OpenCV DNN, many embedded runtimes)."))]
+ArgmaxOpt = Annotated[bool, typer.Option("--argmax", help="Output int64 labels (N, H, W), not logits.")]
+PreprocessingOpt = Annotated[bool, typer.Option("--include-preprocessing", help="Input uint8 RGB (N, H, W, 3) "
+                                                "instead of float RGB in [0, 1] (N, 3, H, W).")]
+VerifyOpt = Annotated[bool, typer.Option("--verify/--no-verify", help="Full onnx check, then onnxruntime vs PyTorch.")]
+HalfOpt = Annotated[bool, typer.Option("--half", help="Also write FILE.fp16.onnx (float16 weights and activations, "
+                                       "float32 input/output) for GPUs; verified on onnxruntime's CUDA provider, so "
+                                       "on a CPU machine it needs --no-verify.")]
+QuantizeOpt = Annotated[Optional[str], typer.Option(
+    "--quantize", help="int8: also write FILE.int8.onnx (onnxruntime static QDQ quantization, per-channel weights, "
+    "calibrated on the dataset's images), only if it keeps its accuracy (--max-miou-drop).")]
+CalibrationSplitOpt = Annotated[str, typer.Option(help="Split whose images calibrate int8.")]
+CalibrationImagesOpt = Annotated[int, typer.Option(help="Calibration images (evenly spread over the split).")]
+VerifyImagesOpt = Annotated[Optional[int], typer.Option(help="int8 vs float on this many validation images "
+                                                        "(default: the whole split).")]
+MaxDropOpt = Annotated[float, typer.Option(help="Largest mIoU loss of int8, in points, that is written.")]
+ExcludeOpt = Annotated[Optional[str], typer.Option(help="Nodes kept in float, comma-separated (a refused int8 export "
+                                                   "names candidates).")]
+OldOutputOpt = Annotated[Optional[Path], typer.Option("--output", hidden=True)]
+OldSideOpt = Annotated[Optional[int], typer.Option(min=1, hidden=True)]
+
+
 @app.command()
-def export(
-    ctx: typer.Context,
-    onnx: Annotated[bool, typer.Option("--onnx", help="Write an ONNX graph: the default, and so far the only "
-                                       "format (the flag may be given or left out).")] = False,
-    checkpoint: CheckpointOpt = None,
-    out_file: Annotated[Optional[Path], typer.Option("--out", "-o", help="ONNX file (default: the checkpoint "
-                                                     "with .onnx); FILE.json is written beside it.")] = None,
-    opset: Annotated[int, typer.Option(help="ONNX opset (18 or newer).")] = 18,
-    size: Annotated[Optional[str], typer.Option(help="Traced and verified size HxW (default: the crop).")] = None,
-    dynamic: Annotated[bool, typer.Option("--dynamic/--static", help=(
-        "--dynamic: symbolic batch, height and width (onnxruntime, TensorRT with profiles); --static: fixed "
-        "1 x H x W with every size a constant, no Shape/Gather/Concat chains feeding Resize or Reshape "
-        "(checked), for runtimes without dynamic shapes (OpenCV DNN, many embedded runtimes)."))] = True,
-    argmax: Annotated[bool, typer.Option("--argmax", help="Output int64 labels (N, H, W), not logits.")] = False,
-    include_preprocessing: Annotated[bool, typer.Option(
-        "--include-preprocessing", help="Input uint8 RGB (N, H, W, 3) instead of float RGB in [0, 1] (N, 3, H, W).")] = False,
-    verify: Annotated[bool, typer.Option("--verify/--no-verify",
-                                         help="Full onnx check, then onnxruntime vs PyTorch.")] = True,
-    half: Annotated[bool, typer.Option("--half", help="Also write FILE.fp16.onnx (float16 weights and "
-                                       "activations, float32 input/output) for GPUs; verified on onnxruntime's "
-                                       "CUDA provider, so on a CPU machine it needs --no-verify.")] = False,
-    quantize: Annotated[Optional[str], typer.Option(
-        "--quantize", help="int8: also write FILE.int8.onnx (onnxruntime static QDQ quantization, per-channel "
-        "weights, calibrated on the dataset's images), only if it keeps its accuracy (--max-miou-drop).")] = None,
-    calibration_split: Annotated[str, typer.Option(help="Split whose images calibrate int8.")] = "train",
-    calibration_images: Annotated[int, typer.Option(help="Calibration images (evenly spread over the split).")] = 64,
-    verify_images: Annotated[Optional[int], typer.Option(
-        help="int8 vs float on this many validation images (default: the whole split).")] = None,
-    max_miou_drop: Annotated[float, typer.Option(help="Largest mIoU loss of int8, in points, that is "
-                                                 "written.")] = 1.0,
-    exclude_nodes: Annotated[Optional[str], typer.Option(
-        help="Nodes kept in float, comma-separated (a refused int8 export names candidates).")] = None,
-    data_root: DataRootOpt = None,
-    runs_dir: RunsDirOpt = Path("runs"),
-    debug: DebugOpt = False,
-    output: Annotated[Optional[Path], typer.Option("--output", hidden=True)] = None,
-    height: Annotated[Optional[int], typer.Option("--height", min=1, hidden=True)] = None,
-    width: Annotated[Optional[int], typer.Option("--width", min=1, hidden=True)] = None,
-) -> None:
+def export(ctx: typer.Context, onnx: OnnxFlagOpt = False, checkpoint: CheckpointOpt = None, out_file: OutOpt = None,
+           opset: OpsetOpt = 18, size: SizeOpt = None, dynamic: DynamicOpt = True, argmax: ArgmaxOpt = False,
+           include_preprocessing: PreprocessingOpt = False, verify: VerifyOpt = True, half: HalfOpt = False,
+           quantize: QuantizeOpt = None, calibration_split: CalibrationSplitOpt = "train",
+           calibration_images: CalibrationImagesOpt = 64, verify_images: VerifyImagesOpt = None,
+           max_miou_drop: MaxDropOpt = 1.0, exclude_nodes: ExcludeOpt = None, data_root: DataRootOpt = None,
+           runs_dir: RunsDirOpt = Path("runs"), debug: DebugOpt = False, output: OldOutputOpt = None,
+           height: OldSideOpt = None, width: OldSideOpt = None) -> None:
     """Export the contrastive-free inference network (no projection heads) to ONNX, verified.
 
     The graph normalises its input itself: feed RGB in [0, 1], or uint8 RGB with --include-preprocessing.
     """
-    from contextrast_cli.errors import ConfigError
-    from contextrast_cli.export import ExportOptions, export_checkpoint
+    from contextrast_cli.export import ExportOptions
+    from contextrast_cli.export.pipeline import export_all
 
     del onnx  # the only format
     with guarded(ctx, debug):
         out_file = renamed(out_file, output, "--output", "--out")
-        if height is not None or width is not None:
-            if height is None or width is None:
-                raise ConfigError("--height and --width go together; use --size HxW")
-            size = renamed(size, f"{height}x{width}", "--height/--width", "--size HxW")
-        h, w = parse_size(size) if size else (None, None)
+        h, w = _export_size(size, height, width)
         options = ExportOptions(opset=opset, height=h, width=w, dynamic=dynamic, argmax=argmax,
                                 preprocessing=include_preprocessing, verify=verify)
         quant = _quantize_options(quantize, calibration_split, calibration_images, verify_images, max_miou_drop,
                                   exclude_nodes, data_root)
         path = pick_checkpoint(checkpoint, runs_dir)
-        if quant is not None:  # the dataset is needed: say so before the slow export
-            _check_prepared(path, data_root)
-        if half and verify:  # before the slow export: can it be verified here?
-            from contextrast_cli.export.half import require_cuda
+        with err.status("exporting") as status:
+            report = export_all(path, out_file, options, half, quant, status=status.update)
+    _print_report(report)
 
-            require_cuda()
-        with err.status("exporting to ONNX (torch.onnx, dynamo)"):
-            result = export_checkpoint(path, out_file, options)
-        fp16 = None
-        if half:
-            from contextrast_cli.export.half import half_graph
 
-            fp16 = half_graph(result.path, verify=verify)
-        int8 = None
-        if quant is not None:
-            from contextrast_cli.export.quantize import quantize_graph
+def _export_size(size: str | None, height: int | None, width: int | None) -> tuple[int | None, int | None]:
+    """``--size HxW`` (or the old ``--height``/``--width`` pair) as (H, W), or (None, None)."""
+    from contextrast_cli.errors import ConfigError
 
-            with err.status("int8 quantization") as status:
-                int8 = quantize_graph(result.path, quant, on_step=lambda text: status.update(f"int8: {text}"))
+    if height is not None or width is not None:
+        if height is None or width is None:
+            raise ConfigError("--height and --width go together; use --size HxW")
+        size = renamed(size, f"{height}x{width}", "--height/--width", "--size HxW")
+    return parse_size(size) if size else (None, None)
+
+
+def _print_report(report) -> None:
+    result = report.result
     out.print(_parameter_table(result.counts))
     if result.verification:
         out.print(_verification_table(result.verification))
@@ -99,13 +94,14 @@ def export(
                      else f"labels equal to onnxruntime's on {1 - ref['label_mismatch']:.2%} of pixels")
                   if ref else "second runtime, onnx.reference: skipped (a static graph this large is too slow in it)")
     out.print(f"[bold green]wrote[/] {escape(str(result.path))} and {escape(result.sidecar.name)}")
-    if fp16 is not None:
+    if report.fp16 is not None:
+        fp16 = report.fp16
         checked = (f"verified on CUDA: argmax agreement {fp16['verification']['agreement']:.2%}"
                    if fp16["verification"] else "[yellow]not verified[/] (--no-verify)")
         out.print(f"[bold green]wrote[/] {escape(str(fp16['path']))} and {escape(fp16['path'].name)}.json; {checked}")
-    if int8 is not None:
-        out.print(_int8_table(int8))
-        out.print(f"[bold green]wrote[/] {escape(str(int8['path']))} and {escape(int8['path'].name)}.json")
+    if report.int8 is not None:
+        out.print(_int8_table(report.int8))
+        out.print(f"[bold green]wrote[/] {escape(str(report.int8['path']))} and {escape(report.int8['path'].name)}.json")
 
 
 def _quantize_options(quantize, split, images, verify_images, max_drop, exclude, data_root):
@@ -119,15 +115,6 @@ def _quantize_options(quantize, split, images, verify_images, max_drop, exclude,
     nodes = tuple(n.strip() for n in (exclude or "").split(",") if n.strip())
     return QuantizeOptions(calibration_split=split, calibration_images=images, verify_images=verify_images,
                            max_miou_drop=max_drop, exclude_nodes=nodes, data_root=data_root)
-
-
-def _check_prepared(checkpoint: Path, data_root: Path | None) -> None:
-    """DataError (one line, how to prepare it) unless the checkpoint's dataset is prepared."""
-    from contextrast_cli.data.prepared import read_prepared, resolve_root
-    from contextrast_cli.engine.checkpoint import load_checkpoint
-
-    name = load_checkpoint(checkpoint)["dataset"]["name"]
-    read_prepared(resolve_root(name, data_root), name)
 
 
 def _int8_table(report: dict) -> Table:

@@ -37,7 +37,7 @@ def predict(
     The same inference as `evaluate` (the checkpoint's eval.* settings unless overridden). An
     unreadable input is reported and skipped; the exit code is 1 if any failed.
     """
-    from contextrast_cli.engine.predict import collect_inputs, load_predictor, predict_files
+    from contextrast_cli.evaluation.predict import collect_inputs, load_predictor, predict_files
     from contextrast_cli.errors import ConfigError
 
     with guarded(ctx, debug):

@@ -29,7 +29,7 @@ def visualize_boundaries(
     layers: Annotated[Optional[str], typer.Option(help="Tapped layers to draw, e.g. 1,2,3,4 "
                                                   "(default: the checkpoint's contrast.layers).")] = None,
     ratio: Annotated[Optional[float], typer.Option(min=0.0, max=1.0,
-                                                   help="BANE fraction K (default: contrast.bane.ratio).")] = None,
+                                                   help="BANE ratio: the share of each error region taken (default: contrast.bane.ratio).")] = None,
     style: Annotated[str, typer.Option(help="grid (figure 3 panels) or overlay (one compact image).")] = "grid",
     device: DeviceOpt = "auto",
     runs_dir: RunsDirOpt = Path("runs"),
@@ -37,12 +37,12 @@ def visualize_boundaries(
 ) -> None:
     """Draw what BANE selects: prediction, error masks, distance heat-maps and the chosen negatives.
 
-    BANE runs through the loss's own code on a batch of one image: K is per image here, per batch in training.
+    BANE runs through the loss's own code on a batch of one image: its ratio applies per image here, per batch in training.
 
     Dots: BANE picks, coloured by the anchor class they push away from. Grey crosses: random top-up.
     """
     from contextrast_cli.errors import ConfigError
-    from contextrast_cli.visualize import visualize_images
+    from contextrast_cli.viz.boundaries import visualize_images
 
     with guarded(ctx, debug):
         images, checkpoints = list(images or []), list(checkpoints or [])

@@ -1,5 +1,10 @@
-"""Configuration: the validated schema (``schema``), raw sources with provenance (``sources``)
-and preset discovery + resolution (``resolve``). Import from here."""
+"""Configuration: the validated schema (``schema``), raw sources with provenance (``sources``),
+preset discovery + resolution (``resolve``), and the catalogue of datasets the tool knows
+(``datasets``, ``classes``: names, classes, palettes, the prepared layout's ignore value).
+Import the schema from here. No torch.
+
+May import: errors only.
+"""
 
 from contextrast_cli.config.resolve import list_presets, preset_path, presets_dir, resolve_config, eval_settings, with_eval
 from contextrast_cli.config.schema import (

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from contextrast_cli.data.specs import DATASETS
+from contextrast_cli.config.datasets import DATASETS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -112,7 +112,7 @@ class BaneConfig(_Section):
     enabled: bool = True
     """Take hard negatives from the boundaries of wrongly predicted regions."""
     ratio: Annotated[float, Field(gt=0, le=1)] = 0.5
-    """Fraction K of each error region nearest its boundary (follow-up paper's value)."""
+    """Share of each error region taken, nearest its boundary first (the follow-up paper's value; METHOD.md calls it K)."""
 
 
 class PixelContrastConfig(_Section):
@@ -166,6 +166,11 @@ class ContrastConfig(_Section):
     """With several processes, the class means behind the anchors (and which classes get one)
     are taken over the global batch by a differentiable all-reduce: anchors and their gradients
     are those of one process holding the whole batch. Positives and negatives stay per process."""
+    deferred_heads: bool = True
+    """Replay the projection heads' backward when the network's backward reaches their features
+    (less memory: the gradient into a wide feature exists only then; relies on a private torch
+    callback and falls back to plain autograd, with a warning, where a torch release lacks it).
+    false: plain autograd through the heads. Both give the same gradients."""
     bane: BaneConfig = BaneConfig()
     pixel_contrast: PixelContrastConfig = PixelContrastConfig()
 

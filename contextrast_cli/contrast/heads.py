@@ -1,5 +1,6 @@
-"""Projection heads pi_i: training-only modules owned by the trainer, never exported."""
+"""Projection heads pi_i: training-only modules owned by the contrastive losses, never exported."""
 
+import warnings
 import weakref
 from collections.abc import Sequence
 
@@ -7,10 +8,36 @@ import torch
 from torch import nn
 
 
+def deferred_backward_available() -> bool:
+    """Whether this torch has the private autograd-engine callback the deferred backward needs
+    (``torch.autograd.Variable._execution_engine.queue_callback``)."""
+    engine = getattr(getattr(torch.autograd, "Variable", None), "_execution_engine", None)
+    return callable(getattr(engine, "queue_callback", None))
+
+
+_FALLBACK_WARNED = False
+
+
+def _deferred_or_fallback(deferred: bool) -> bool:
+    """``deferred``, unless this torch lacks the private callback: then plain autograd, with one
+    warning per process."""
+    global _FALLBACK_WARNED
+    if not deferred or deferred_backward_available():
+        return deferred
+    if not _FALLBACK_WARNED:
+        _FALLBACK_WARNED = True
+        warnings.warn(f"torch {torch.__version__} has no autograd-engine queue_callback: the projection heads "
+                      f"run under plain autograd (deferred_heads has no effect; same gradients, more memory)",
+                      RuntimeWarning, stacklevel=3)
+    return False
+
+
 class ProjectionHead(nn.Module):
     """Conv1x1(C -> h) - BN - ReLU - Conv1x1(h -> d), then L2 normalisation over channels.
 
-    While training with gradients the head's backward is *deferred*: the forward keeps no
+    With ``deferred=False`` (the library default) the head is a plain module under autograd.
+    With ``deferred=True`` (the trainer's default, ``contrast.deferred_heads``), while training
+    with gradients the head's backward is *deferred*: the forward keeps no
     graph of the head (only its output), the loss's backward stops at the embedding and
     hands dL/demb over, and the head's backward is replayed (its forward recomputed from
     the input, as activation checkpointing does) when the network's own backward reaches
@@ -26,21 +53,24 @@ class ProjectionHead(nn.Module):
     and the dense gradient is written only inside the replay.
 
     The replay needs the network's loss to reach the feature in the same backward, which
-    the trainer's loss (cross-entropy plus the contrastive terms) always does. Nothing needs
+    the trainer's loss (cross-entropy plus the contrastive terms) always does; other training
+    loops keep the plain default. It relies on torch's private autograd-engine callback; where a
+    torch release lacks it, the head falls back to plain autograd with one warning. Nothing needs
     to be called after the backward: the first time the loss's gradient reaches a head, the
     head queues a callback on autograd's engine that runs when that backward ends; it
     finishes the head's own parameter gradients if the replay never ran (a frozen or
     detached feature) and raises when a feature's contrastive part was lost.
     """
 
-    def __init__(self, in_channels: int, hidden: int, out_channels: int) -> None:
+    def __init__(self, in_channels: int, hidden: int, out_channels: int, deferred: bool = False) -> None:
         super().__init__()
+        self.deferred = _deferred_or_fallback(deferred)
         self.net = nn.Sequential(nn.Conv2d(in_channels, hidden, 1, bias=False), nn.BatchNorm2d(hidden),
                                  nn.ReLU(inplace=True), nn.Conv2d(hidden, out_channels, 1))
         self._pending: list[_Deferred] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and torch.is_grad_enabled()):
+        if not (self.deferred and self.training and torch.is_grad_enabled()):
             return self._project(x)
         pending = _Deferred(self, x)
         self._pending = [pending]  # one forward per backward: an older, never-replayed one is dropped
@@ -190,8 +220,9 @@ def deferred_sink(head: nn.Module, out: torch.Tensor) -> "_Deferred | None":
     return None
 
 
-def build_heads(in_channels: Sequence[int], layers: Sequence[int], hidden_cap: int, embed_dim: int) -> nn.ModuleList:
+def build_heads(in_channels: Sequence[int], layers: Sequence[int], hidden_cap: int, embed_dim: int,
+                deferred: bool = False) -> nn.ModuleList:
     """One head per entry of ``layers`` (1-based tap indices into ``in_channels``), hidden width
-    min(C_i, ``hidden_cap``), output ``embed_dim``."""
-    return nn.ModuleList(ProjectionHead(in_channels[i - 1], min(in_channels[i - 1], hidden_cap), embed_dim)
+    min(C_i, ``hidden_cap``), output ``embed_dim``; ``deferred``: see ``ProjectionHead``."""
+    return nn.ModuleList(ProjectionHead(in_channels[i - 1], min(in_channels[i - 1], hidden_cap), embed_dim, deferred)
                          for i in layers)

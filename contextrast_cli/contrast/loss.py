@@ -2,8 +2,9 @@
 tensors in, named and already-weighted terms plus diagnostics out.
 
 Both are ``nn.Module``s called as ``terms = criterion(features, logits, target)``; add the
-``loss_*`` terms to the network's loss and call ``backward()`` once: the heads' deferred
-backward (``contrast.heads``) finishes by itself when that backward ends.
+``loss_*`` terms to whatever else is minimised and call ``backward()``. With
+``deferred_heads=True`` the heads' deferred backward (``contrast.heads``) finishes by itself
+when that backward ends.
 """
 
 import inspect
@@ -20,7 +21,7 @@ from contextrast_cli.contrast.fused import GradLink
 from contextrast_cli.contrast.heads import build_heads, deferred_sink
 from contextrast_cli.contrast.pixel_contrast import pixel_contrast_loss
 from contextrast_cli.contrast.sampling import AnchorSlots, sample_positives, select_negatives
-from contextrast_cli.data.specs import IGNORE_INDEX
+from contextrast_cli.config.datasets import IGNORE_INDEX
 
 
 def resize_labels(labels: torch.Tensor, size) -> torch.Tensor:
@@ -66,7 +67,7 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
         anchor_weights: (w_l, w_h) of the cross-layer anchor update, summing to 1.
         anchor_stop_grad: detach the deepest anchors inside shallower ones.
         max_positives, max_negatives: sampling caps per class / anchor and layer.
-        bane_ratio: BANE's fraction K, or None for random negatives only.
+        bane_ratio: BANE's ratio (the share of each error region taken), or None for random negatives only.
         ignore_index: label value that takes no part.
         max_anchors: with more classes than this (ADE20K, COCO-Stuff), the anchors, positives and
             BANE's error masks are taken for the ``max_anchors`` classes with the most pixels in
@@ -78,6 +79,9 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
             differentiable all-reduce per layer): anchors and their gradients are those of one
             process holding every process's images. Positives and negatives stay per process,
             and each process's term is the mean over its own classes, as DDP averages it.
+        deferred_heads: run the heads' backward deferred (``contrast.heads.ProjectionHead``): less
+            memory, but only when the network's own loss is backpropagated in the same
+            ``backward()`` (the trainer's case). False (plain autograd) works in any training loop.
     """
 
     def __init__(self, num_classes: int, in_channels: Sequence[int], *, layers: Sequence[int] = (1, 2, 3, 4),
@@ -85,7 +89,7 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
                  embed_dim: int = 256, hidden_cap: int = 512, anchor_weights: Sequence[float] = (0.7, 0.3),
                  anchor_stop_grad: bool = False, max_positives: int = 1024, max_negatives: int = 2048,
                  bane_ratio: float | None = 0.5, ignore_index: int = IGNORE_INDEX, max_anchors: int = 64,
-                 sync_anchors: bool = True) -> None:
+                 sync_anchors: bool = True, deferred_heads: bool = False) -> None:
         super().__init__()
         layers, lambdas, anchor_weights = tuple(layers), tuple(lambdas), tuple(anchor_weights)
         check_common(num_classes, in_channels, layers, alpha, tau, embed_dim, hidden_cap, ignore_index)
@@ -96,8 +100,8 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
         self.anchor_weights, self.anchor_stop_grad = anchor_weights, anchor_stop_grad
         self.max_positives, self.max_negatives = max_positives, max_negatives
         self.bane_ratio, self.ignore_index, self.max_anchors = bane_ratio, ignore_index, max_anchors
-        self.sync_anchors = sync_anchors
-        self.heads = build_heads(in_channels, layers, hidden_cap, embed_dim)
+        self.sync_anchors, self.deferred_heads = sync_anchors, deferred_heads
+        self.heads = build_heads(in_channels, layers, hidden_cap, embed_dim, deferred_heads)
 
     def forward(self, features: list[torch.Tensor], logits: torch.Tensor,
                 target: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -174,7 +178,8 @@ class PixelContrastLoss(_SettingsRepr, nn.Module):
 
     def __init__(self, num_classes: int, in_channels: Sequence[int], *, layer: int = 4, alpha: float = 0.1,
                  tau: float = 0.1, base_tau: float = 0.07, max_samples: int = 1024, max_views: int = 100,
-                 embed_dim: int = 256, hidden_cap: int = 512, ignore_index: int = IGNORE_INDEX) -> None:
+                 embed_dim: int = 256, hidden_cap: int = 512, ignore_index: int = IGNORE_INDEX,
+                 deferred_heads: bool = False) -> None:
         super().__init__()
         check_common(num_classes, in_channels, (layer,), alpha, tau, embed_dim, hidden_cap, ignore_index)
         check(base_tau > 0 and max_samples >= 1 and max_views >= 1, "base_tau must be > 0 and max_samples, "
@@ -183,7 +188,8 @@ class PixelContrastLoss(_SettingsRepr, nn.Module):
         self.alpha, self.tau, self.base_tau = alpha, tau, base_tau
         self.embed_dim, self.hidden_cap = embed_dim, hidden_cap
         self.max_samples, self.max_views, self.ignore_index = max_samples, max_views, ignore_index
-        self.heads = build_heads(in_channels, self.layers, hidden_cap, embed_dim)
+        self.deferred_heads = deferred_heads
+        self.heads = build_heads(in_channels, self.layers, hidden_cap, embed_dim, deferred_heads)
 
     def forward(self, features: list[torch.Tensor], logits: torch.Tensor,
                 target: torch.Tensor) -> dict[str, torch.Tensor]:

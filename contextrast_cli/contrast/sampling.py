@@ -205,7 +205,7 @@ def select_negatives(pred: torch.Tensor, labels: torch.Tensor, num_classes: int,
     Args:
         pred: (B, h, w) detached prediction resized (nearest) to the layer.
         labels: (B, h, w) ground truth at the layer.
-        bane_ratio: BANE's fraction K, or None for random negatives only.
+        bane_ratio: BANE's ratio (the share of each error region taken), or None for random negatives only.
     """
     maps = None if bane_ratio is None else bane_maps(pred, labels, num_classes, bane_ratio, ignore_index)
     index, valid, is_bane = sample_negatives(labels.reshape(-1), num_classes, max_negatives, maps,

@@ -4,9 +4,9 @@ label 0 (other) -> ignore, 1..150 -> train ids 0..149."""
 from functools import partial
 from pathlib import Path
 
-from contextrast_cli.data.classes import ADE20K_CLASSES
+from contextrast_cli.config.classes import ADE20K_CLASSES
 from contextrast_cli.data.convert import LabelTable, Plan, images_in, pair_up, read_index_png, require_dir, shifted
-from contextrast_cli.data.specs import default_palette
+from contextrast_cli.config.datasets import default_palette
 
 FOLDER = "ADEChallengeData2016"
 SPLITS = {"train": "training", "val": "validation"}

@@ -4,7 +4,7 @@
 from pathlib import Path
 
 from contextrast_cli.data.convert import LabelTable, Plan, images_in, pair_up, read_index_png, require_dir
-from contextrast_cli.data.specs import CAMVID_CLASSES, CAMVID_PALETTE, IGNORE_INDEX
+from contextrast_cli.config.datasets import CAMVID_CLASSES, CAMVID_PALETTE, IGNORE_INDEX
 
 CAMVID_VOID = 11
 SPLITS = {"train": "trainannot", "val": "valannot", "test": "testannot"}

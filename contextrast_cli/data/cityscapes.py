@@ -5,9 +5,9 @@
 from functools import partial
 from pathlib import Path
 
-from contextrast_cli.data.classes import CITYSCAPES_LABEL_IDS, CITYSCAPES_MAX_LABEL_ID
+from contextrast_cli.config.classes import CITYSCAPES_LABEL_IDS, CITYSCAPES_MAX_LABEL_ID
 from contextrast_cli.data.convert import Item, LabelTable, Plan, images_in, pair_up, read_index_png, require_dir
-from contextrast_cli.data.specs import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX
+from contextrast_cli.config.datasets import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX
 from contextrast_cli.errors import DataError
 
 IMAGE_SUFFIX, LABEL_SUFFIX = "_leftImg8bit.png", "_gtFine_labelIds.png"

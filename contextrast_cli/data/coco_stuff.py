@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from contextrast_cli.data.classes import COCO_STUFF_CLASSES, COCO_STUFF_IDS, COCO_STUFF_UNUSED
+from contextrast_cli.config.classes import COCO_STUFF_CLASSES, COCO_STUFF_IDS, COCO_STUFF_UNUSED
 from contextrast_cli.data.convert import LabelTable, Plan, images_in, listed, pair_up, read_index_png, read_list, require_dir
-from contextrast_cli.data.specs import IGNORE_INDEX, default_palette
+from contextrast_cli.config.datasets import IGNORE_INDEX, default_palette
 from contextrast_cli.errors import DataError
 
 NAME = "COCO-Stuff"

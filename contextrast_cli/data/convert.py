@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from contextrast_cli.data.prepared import IMAGE_SUFFIXES, PreparedDataset, Sample, write_prepared
-from contextrast_cli.data.specs import IGNORE_INDEX
+from contextrast_cli.config.datasets import IGNORE_INDEX
 from contextrast_cli.errors import DataError
 
 

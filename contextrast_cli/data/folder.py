@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from contextrast_cli.data.convert import Item, Plan, images_in, listed, pair_up, read_list, require_dir
-from contextrast_cli.data.specs import IGNORE_INDEX, default_palette
+from contextrast_cli.config.datasets import IGNORE_INDEX, default_palette
 from contextrast_cli.errors import DataError
 
 COLOUR = re.compile(r"^(.*\S)\s+(\d{1,3}),(\d{1,3}),(\d{1,3})$")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from contextrast_cli.data.classes import PASCAL_CONTEXT_459_IDS, PASCAL_CONTEXT_CLASSES
+from contextrast_cli.config.classes import PASCAL_CONTEXT_459_IDS, PASCAL_CONTEXT_CLASSES
 from contextrast_cli.data.convert import LabelTable, Plan, listed, read_index_png, read_list, require_dir, shifted
-from contextrast_cli.data.specs import IGNORE_INDEX, default_palette
+from contextrast_cli.config.datasets import IGNORE_INDEX, default_palette
 from contextrast_cli.errors import DataError
 
 NAME = "PASCAL-Context"

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from contextrast_cli.data.specs import DATASETS, IGNORE_INDEX
+from contextrast_cli.config.datasets import DATASETS, IGNORE_INDEX
 from contextrast_cli.errors import DataError
 
 DATASET_JSON = "dataset.json"
@@ -86,6 +86,9 @@ def read_prepared(root: Path, dataset: str | None = None) -> PreparedDataset:
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path}: malformed dataset description ({exc!r}); "
                         f"re-run contextrast prepare-data with --force") from None
+    if prepared.ignore_index != IGNORE_INDEX:
+        raise DataError(f"{path}: ignore_index {prepared.ignore_index}, but the prepared layout marks unlabelled "
+                        f"pixels {IGNORE_INDEX}; re-run contextrast prepare-data with --force")
     if dataset is not None and prepared.name != dataset:
         raise DataError(f"{path}: holds dataset {prepared.name!r} but the config asks for "
                         f"{dataset!r}; fix data.dataset or --data-root")

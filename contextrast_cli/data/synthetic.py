@@ -17,7 +17,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from contextrast_cli.data.specs import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE  # noqa: F401  (re-exported)
+from contextrast_cli.config.datasets import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE  # noqa: F401  (re-exported)
 
 GENERATOR_VERSION = 3
 """Bump whenever a change alters the rendered scenes; prepared folders record it."""

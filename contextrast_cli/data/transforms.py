@@ -6,7 +6,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from contextrast_cli.config import DataConfig
-from contextrast_cli.data.specs import IGNORE_INDEX
+from contextrast_cli.config.datasets import IGNORE_INDEX
 
 
 class RandomScale(torch.nn.Module):

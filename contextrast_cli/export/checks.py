@@ -34,7 +34,7 @@ def reference_parity(path: Path, meta_like: dict) -> dict | None:
     """
     from onnx.reference import ReferenceEvaluator
 
-    from contextrast_cli.export.verify import open_session
+    from contextrast_cli.evaluation.onnx import open_session
 
     height, width = REFERENCE_SIZE if meta_like["dynamic"] else meta_like["export_size"]
     if height * width > REFERENCE_MAX_PIXELS:

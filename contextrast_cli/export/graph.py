@@ -89,7 +89,7 @@ def inference_network(payload: dict) -> tuple[nn.Module, dict]:
         ``training_total``, ``bn_statistics`` (running mean/var elements kept by
         the network, folded into convolutions by the exporter).
     """
-    from contextrast_cli.engine.checkpoint import model_from_checkpoint
+    from contextrast_cli.models.checkpoint import model_from_checkpoint
 
     network = model_from_checkpoint(payload)
     dropped = list(getattr(network, "training_only_modules", lambda: [])())

@@ -46,7 +46,7 @@ def half_graph(float_path: Path, verify: bool = True) -> dict:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     from contextrast_cli.atomic import atomic_write, atomic_write_text
-    from contextrast_cli.export.sidecar import read_sidecar
+    from contextrast_cli.evaluation.onnx import read_sidecar
 
     if verify:
         require_cuda()

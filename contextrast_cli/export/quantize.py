@@ -69,7 +69,7 @@ class CalibrationImages(CalibrationDataReader):
         self._iter = iter(self.paths)
 
     def get_next(self) -> dict | None:
-        from contextrast_cli.engine.onnx_eval import graph_input
+        from contextrast_cli.evaluation.onnx import graph_input
 
         path = next(self._iter, None)
         return None if path is None else {"image": graph_input(load_image(path, self.meta), self.meta)}
@@ -108,8 +108,8 @@ def quantize_graph(float_path: Path, options: QuantizeOptions, on_step=lambda _:
 
     from contextrast_cli.atomic import atomic_write, atomic_write_text
     from contextrast_cli.data.prepared import list_pairs, read_prepared, resolve_root
-    from contextrast_cli.engine.evaluator import check_classes
-    from contextrast_cli.export.sidecar import read_sidecar
+    from contextrast_cli.evaluation.evaluator import check_classes
+    from contextrast_cli.evaluation.onnx import read_sidecar
 
     float_path = Path(float_path)
     meta = read_sidecar(float_path)
@@ -150,9 +150,9 @@ def compare(float_path: Path, int8_file: Path, meta: dict, pairs: list, dataset,
     """mIoU of both graphs, their pixel agreement and latency, over ``pairs`` (image, label)."""
     from contextrast_cli.config import eval_settings
     from contextrast_cli.data.loading import read_label
-    from contextrast_cli.engine.inference import predict_probs
-    from contextrast_cli.engine.metrics import confusion_matrix, summarize
-    from contextrast_cli.engine.onnx_eval import OnnxSegmentor
+    from contextrast_cli.evaluation.inference import predict_probs
+    from contextrast_cli.evaluation.metrics import confusion_matrix, confusion_scores
+    from contextrast_cli.evaluation.onnx import OnnxSegmentor
 
     graphs = {"float": OnnxSegmentor(float_path, meta), "int8": OnnxSegmentor(int8_file, meta)}
     single = eval_settings({"scales": (1.0,), "flip": False, "mode": "whole", "boundary": False})
@@ -166,10 +166,10 @@ def compare(float_path: Path, int8_file: Path, meta: dict, pairs: list, dataset,
                                                     mode="nearest")[:, 0].long()
         preds = {key: predict_probs(g, image, single).argmax(1) for key, g in graphs.items()}
         for key, pred in preds.items():
-            conf[key] += confusion_matrix(pred, label, k, dataset.ignore_index)
+            conf[key] += confusion_matrix(pred, label, k)
         agree += int((preds["float"] == preds["int8"]).sum())
         total += preds["float"].numel()
-    scores = {key: summarize(c, dataset.classes) for key, c in conf.items()}
+    scores = {key: confusion_scores(c, dataset.classes) for key, c in conf.items()}
     latency = {key: latency_ms(g, load_image(pairs[0][0], meta), options.latency_runs) for key, g in graphs.items()}
     return {"images": len(pairs), "split": options.verify_split,
             "float": {"mIoU": scores["float"]["mIoU"], "latency_ms": latency["float"]},

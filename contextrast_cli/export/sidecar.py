@@ -1,15 +1,12 @@
 """The ``FILE.onnx.json`` sidecar: everything a consumer needs besides the graph."""
 
-import json
-from pathlib import Path
 
 import torch
 
 from contextrast_cli import __version__
-from contextrast_cli.errors import ExportError
+from contextrast_cli.evaluation.onnx import SIDECAR_FORMAT
 from contextrast_cli.export.graph import ExportOptions, ExportResult, traced_size
 
-SIDECAR_FORMAT = "contextrast-onnx"
 SIDECAR_VERSION = 2  # 1: float inputs were normalised outside the graph
 
 
@@ -47,25 +44,3 @@ def build_sidecar(payload: dict, cfg, result: ExportResult, options: ExportOptio
         "versions": {"contextrast": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxruntime": onnxruntime.__version__},
     }
-
-
-def read_sidecar(path: Path) -> dict:
-    """The ``FILE.onnx.json`` written beside an exported graph.
-
-    Raises:
-        ExportError: the graph or its sidecar is missing or not contextrast's.
-    """
-    path = Path(path)
-    sidecar = Path(f"{path}.json")
-    if not path.is_file():
-        raise ExportError(f"ONNX file {path} does not exist")
-    if not sidecar.is_file():
-        raise ExportError(f"{path} has no sidecar {sidecar.name} (classes, normalisation, I/O spec); "
-                          f"export it with `contextrast export --onnx`")
-    try:
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ExportError(f"{sidecar} is not valid JSON ({exc}); re-export") from None
-    if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
-        raise ExportError(f"{sidecar} is not a contextrast ONNX sidecar (no '{SIDECAR_FORMAT}' marker)")
-    return meta

@@ -5,33 +5,12 @@ from pathlib import Path
 
 import torch
 
-from contextrast_cli.errors import ExportError, VerificationError, first_line
+from contextrast_cli.errors import VerificationError
+from contextrast_cli.evaluation.onnx import open_session
 from contextrast_cli.export.graph import ExportOptions, InferenceGraph, to_float
 
 MAX_ABS_DIFF = 1e-3
 MIN_AGREEMENT = 0.999
-
-
-def open_session(path: Path, threads: int | None = None, profile_prefix: str | None = None):
-    """A CPUExecutionProvider session using ``threads`` (default: torch's thread count);
-    with ``profile_prefix``, onnxruntime's profiler on (``session.end_profiling()`` names the file).
-
-    Raises:
-        ExportError: onnxruntime cannot load the graph (e.g. an opset it does not know yet).
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    if profile_prefix is not None:
-        options.enable_profiling = True
-        options.profile_file_prefix = profile_prefix
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise ExportError(f"onnxruntime {ort.__version__} cannot load {path}: {first_line(exc)}") from None
 
 
 def verification_sizes(size: tuple[int, int], dynamic: bool) -> list[tuple[int, int, int]]:

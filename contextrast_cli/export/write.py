@@ -105,7 +105,7 @@ def export_checkpoint(checkpoint: Path, output: Path | None = None,
         CheckpointError: missing or foreign checkpoint. ExportError: bad opset, unwritable
         output, exporter failure. VerificationError: onnxruntime disagrees with PyTorch.
     """
-    from contextrast_cli.engine.checkpoint import config_from_checkpoint, load_checkpoint
+    from contextrast_cli.models.checkpoint import config_from_checkpoint, load_checkpoint
 
     check_opset(options.opset)
     checkpoint = Path(checkpoint)

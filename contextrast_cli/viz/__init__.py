@@ -1,4 +1,14 @@
-"""Drawing for ``contextrast visualize-boundaries``; nothing here imports torch or the training code."""
+"""What ``contextrast visualize-boundaries`` shows, computed and drawn, and the charts of runs and
+ablations.
+
+Owns: ``bane_view`` (BANE's maps and picks for one image, computed with the loss's own
+``select_negatives``), ``boundaries`` (the command's library call: checkpoints -> figures),
+and the drawing, which takes plain arrays and imports no torch: ``panels``, ``layout``,
+``figures`` (the BANE figures), ``charts`` (training curves, ablation bars).
+
+May import: evaluation, contrast, models, data, runtime, config, errors, atomic (never train,
+experiments, export or cli).
+"""
 
 from contextrast_cli.viz.figures import NO_LABEL_NOTE, Meta, draw_grid, draw_overlay, draw_rows
 from contextrast_cli.viz.layout import compose, legend

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contextrast_cli.config.datasets import IGNORE_INDEX
 from contextrast_cli.viz.layout import compose
 from contextrast_cli.viz.panels import (LAYER_MARKERS, WHITE, LayerPicks, _dim, errors_panel, heat_panel,
                                         max_distance, negatives_panel, overlay_panel, prediction_panel)
@@ -27,7 +28,6 @@ class Meta:
     title: str
     classes: tuple[str, ...]
     table: np.ndarray
-    ignore_index: int
     ratio: float
     max_negatives: int
     method: str
@@ -41,13 +41,13 @@ class Meta:
     def settings(self) -> list[str]:
         """Two legend lines: the checkpoint, then the BANE settings used."""
         return [f"{self.label}: trained with contrast.method {self.method}",
-                f"BANE ratio K = {self.ratio:g} of each error region, per image here (training: per batch); "
+                f"BANE ratio {self.ratio:g} of each error region, per image here (training: per batch); "
                 f"at most {self.max_negatives} negatives per anchor"]
 
 
-def error_mask(pred: np.ndarray, label: np.ndarray, ignore_index: int) -> np.ndarray:
+def error_mask(pred: np.ndarray, label: np.ndarray) -> np.ndarray:
     """(H, W) bool: labelled pixels predicted as another class."""
-    return (pred != label) & (label != ignore_index)
+    return (pred != label) & (label != IGNORE_INDEX)
 
 
 def _class_entries(meta: Meta, present, layers: list[LayerPicks] = ()) -> list[tuple]:
@@ -65,8 +65,8 @@ def _present(meta: Meta, *maps, layers: list[LayerPicks] = ()) -> set[int]:
     return {i for i in ids if 0 <= i < len(meta.classes)}
 
 
-def _error_title(error: np.ndarray, label: np.ndarray, ignore_index: int) -> str:
-    share = error.sum() / max(int((label != ignore_index).sum()), 1)
+def _error_title(error: np.ndarray, label: np.ndarray) -> str:
+    share = error.sum() / max(int((label != IGNORE_INDEX).sum()), 1)
     return f"errors {share:.1%}: coloured by predicted class"
 
 
@@ -81,7 +81,7 @@ def draw_grid(image, pred, label, layers: list[LayerPicks], meta: Meta, name: st
         rows = [[(f"image: {name}", image), (pred_title, prediction_panel(image, pred, meta.table)),
                  ("prediction boundaries", prediction_panel(image, pred, meta.table, boundaries=True))]]
         return compose(rows, footer=([meta.label, NO_LABEL], _class_entries(meta, _present(meta, pred))))
-    error = error_mask(pred, label, meta.ignore_index)
+    error = error_mask(pred, label)
     panels = []
     for view in layers:
         h, w = view.error.shape
@@ -93,7 +93,7 @@ def draw_grid(image, pred, label, layers: list[LayerPicks], meta: Meta, name: st
                     negatives_panel(_dim(image, 0.3), view, meta.table))]
     rows = [[(f"image: {name}", image), (pred_title, prediction_panel(image, pred, meta.table)),
              ("ground truth (black = ignore)", meta.table[label]),
-             (_error_title(error, label, meta.ignore_index), errors_panel(image, pred, error, meta.table))]]
+             (_error_title(error, label), errors_panel(image, pred, error, meta.table))]]
     rows += [panels[i:i + 4] for i in range(0, len(panels), 4)]
     lines = [*meta.settings(), MARKER_KEY, "per class: BANE picks / random top-up at each layer"]
     return compose(rows, footer=(lines, _class_entries(meta, _present(meta, pred, label, layers=layers), layers)))
@@ -107,7 +107,7 @@ def _layer_entries(layers: list[LayerPicks], counts: bool = True) -> list[tuple]
 
 def draw_overlay(image, pred, label, layers: list[LayerPicks], meta: Meta, name: str) -> np.ndarray:
     """One compact panel: image, error boundaries and the BANE picks of every layer (one marker shape each)."""
-    error = None if label is None else error_mask(pred, label, meta.ignore_index)
+    error = None if label is None else error_mask(pred, label)
     title = f"{name}, {meta.title}: " + ("prediction boundaries" if label is None
                                          else "error boundaries + BANE picks")
     lines = [meta.title, NO_LABEL] if label is None else meta.settings()
@@ -126,10 +126,10 @@ def draw_rows(image, label, results: list[tuple[Meta, np.ndarray, list[LayerPick
         if label is None:
             row.append(("prediction boundaries", prediction_panel(image, pred, meta.table, boundaries=True)))
         else:
-            error = error_mask(pred, label, meta.ignore_index)
-            header += (f": {_error_title(error, label, meta.ignore_index).split(':')[0]}, "
+            error = error_mask(pred, label)
+            header += (f": {_error_title(error, label).split(':')[0]}, "
                        f"{sum(int(v.bane_counts.sum()) for v in layers)} BANE picks")
-            row.append((_error_title(error, label, meta.ignore_index),
+            row.append((_error_title(error, label),
                         errors_panel(image, pred, error, meta.table)))
             row += ([("error boundaries + BANE picks", overlay_panel(image, pred, error, layers, meta.table))]
                     if style == "overlay" else

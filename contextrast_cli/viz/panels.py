@@ -1,7 +1,7 @@
 """Panels of ``contextrast visualize-boundaries`` from plain arrays (``viz.layout`` arranges them,
 ``viz.figures`` builds whole figures).
 
-Nothing here imports torch or the training code: ``contextrast_cli.visualize`` computes what
+Nothing here imports torch: ``viz.bane_view`` computes what
 BANE selects and hands it over as ``LayerPicks`` (numpy arrays). Marker semantics:
 
 * ``select_negatives`` picks an error pixel p by BANE for one anchor only, the class it
@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from contextrast_cli.config.datasets import IGNORE_INDEX
 
 MIN_PANEL_WIDTH = 320
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -51,11 +53,11 @@ class LayerPicks:
     topup_counts: np.ndarray
 
 
-def colour_table(palette, ignore_index: int = 255) -> np.ndarray:
-    """(256, 3) uint8 RGB lookup: class id -> palette colour, anything else black."""
+def colour_table(palette) -> np.ndarray:
+    """(256, 3) uint8 RGB lookup: class id -> palette colour, anything else (ignore too) black."""
     table = np.zeros((256, 3), np.uint8)
     table[: len(palette)] = np.asarray(palette, np.uint8)
-    table[ignore_index] = 0
+    table[IGNORE_INDEX] = 0
     return table
 
 

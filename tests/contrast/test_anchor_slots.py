@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from contextrast_cli.config import ContrastConfig
-from contextrast_cli.contrast.build import build_criterion
+from contextrast_cli.contrast.criterion import build_criterion
 from contextrast_cli.contrast.sampling import AnchorSlots
 
 

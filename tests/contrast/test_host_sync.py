@@ -14,8 +14,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from contextrast_cli.config import resolve_config
-from contextrast_cli.contrast.build import build_criterion
-from contextrast_cli.engine.step import training_step
+from contextrast_cli.contrast.criterion import build_criterion
+from contextrast_cli.train.step import training_step
 from contextrast_cli.models.registry import build_model
 from tests.models.small import SMALL_MODELS
 

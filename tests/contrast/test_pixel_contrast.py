@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from contextrast_cli.config import resolve_config
 from contextrast_cli.contrast.pixel_contrast import pixel_contrast_loss, sample_views, supcon_loss
-from contextrast_cli.engine.trainer import Trainer
+from contextrast_cli.train.trainer import Trainer
 from tests.conftest import tiny_overrides
 
 

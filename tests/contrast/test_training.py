@@ -10,13 +10,13 @@ import torch.nn.functional as F
 
 from contextrast_cli.config import resolve_config
 from contextrast_cli.contrast import heads as heads_module
-from contextrast_cli.contrast.build import build_criterion
+from contextrast_cli.contrast.criterion import build_criterion
 from contextrast_cli.contrast.ccl import class_means
 from contextrast_cli.contrast.fused import AnchorSimilarity, GradLink
 from contextrast_cli.contrast.heads import ProjectionHead, deferred_sink, l2_normalize
-from contextrast_cli.engine.checkpoint import load_checkpoint
-from contextrast_cli.engine.losses import segmentation_losses
-from contextrast_cli.engine.trainer import Trainer
+from contextrast_cli.models.checkpoint import load_checkpoint
+from contextrast_cli.train.objective import segmentation_losses
+from contextrast_cli.train.trainer import Trainer
 from contextrast_cli.errors import CheckpointError
 from contextrast_cli.models.registry import build_model
 from tests.conftest import tiny_overrides
@@ -104,17 +104,19 @@ def check_deferred_heads(name: str, device: str, monkeypatch) -> None:
 
     monkeypatch.setattr(heads_module._Deferred, "replay", spy)
     torch.manual_seed(0)
-    cfg = resolve_config("toy", overrides=["contrast.method=contextrast"]).contrast
     model = build_model(SMALL_MODELS[name], 4).double().to(device).train()
-    criterion = build_criterion(cfg, model.feature_channels, model.num_classes).double().to(device).train()
+    criteria = {}
+    for deferred in (True, False):  # the contrast.deferred_heads switch, the same initial weights
+        cfg = resolve_config("toy", overrides=["contrast.method=contextrast",
+                                               f"contrast.deferred_heads={str(deferred).lower()}"]).contrast
+        torch.manual_seed(0)
+        criteria[deferred] = build_criterion(cfg, model.feature_channels, model.num_classes).double().to(device)
+        assert all(head.deferred is deferred for head in criteria[deferred].heads)
     images = torch.rand(2, 3, 64, 96, dtype=torch.float64).to(device)
     target = torch.randint(0, 4, (2, 64, 96)).to(device)
     grads = {}
     for mode in ("deferred", "plain", "ce"):
-        net, loss = copy.deepcopy(model), copy.deepcopy(criterion)
-        if mode == "plain":
-            for head in loss.heads:
-                head.forward = head._project  # the head's graph kept, backward run by autograd
+        net, loss = copy.deepcopy(model), copy.deepcopy(criteria[mode != "plain"]).train()
         torch.manual_seed(1)
         outputs = net(images)
         terms = segmentation_losses(outputs, target)
@@ -122,7 +124,7 @@ def check_deferred_heads(name: str, device: str, monkeypatch) -> None:
             terms.update(loss(outputs["features"], outputs["out"], target))
         sum(v for k, v in terms.items() if k.startswith("loss_")).backward()
         grads[mode] = [p.grad for p in [*net.parameters(), *(loss.parameters() if mode != "ce" else [])]]
-    assert seen == [(True, True, 8)] * len(criterion.heads)  # one float64 element per head until its replay
+    assert seen == [(True, True, 8)] * len(criteria[True].heads)  # one float64 element per head until its replay
     assert len(grads["deferred"]) == len(grads["plain"])
     for deferred, plain in zip(grads["deferred"], grads["plain"]):
         assert (deferred is None) == (plain is None)
@@ -145,7 +147,7 @@ def test_factored_head_gradient_equals_the_dense_one(other_use, dtype, one_hot_m
 
     monkeypatch.setattr(fused, "ONE_HOT_MAX_CLASSES", one_hot_max)
     torch.manual_seed(0)
-    head = ProjectionHead(6, 6, 5).to(dtype).train()
+    head = ProjectionHead(6, 6, 5, deferred=True).to(dtype).train()
     x0 = torch.randn(2, 6, 4, 5, dtype=dtype, requires_grad=True)
     labels = torch.randint(0, 3, (2, 20))
     loss_dtype = torch.promote_types(dtype, torch.float32)
@@ -172,7 +174,9 @@ def test_factored_head_gradient_equals_the_dense_one(other_use, dtype, one_hot_m
         assert torch.allclose(dense, factored, rtol=1e-10, atol=1e-12)  # the same operations
 
 
-def test_contrastive_backward_without_the_network_loss_says_so():
+def test_deferred_contrastive_backward_without_the_network_loss_says_so():
+    """The trainer's deferred heads need the network's loss in the same backward; without it the
+    backward says so (the library default, plain autograd, needs nothing: the next tests)."""
     torch.manual_seed(0)
     cfg = resolve_config("toy", overrides=["contrast.method=contextrast"]).contrast
     model = build_model(SMALL_MODELS["deeplabv3"], 4).train()
@@ -187,7 +191,7 @@ def test_contrastive_backward_without_the_network_loss_says_so():
 
 def test_heads_finish_their_backward_when_the_feature_needs_no_gradient():
     """A frozen network (features without gradient): no hook fires, and the end of the backward
-    still gives every head its parameter gradients, equal to plain autograd's (float64)."""
+    still gives every deferred head its parameter gradients, equal to plain autograd's (float64)."""
     torch.manual_seed(0)
     cfg = resolve_config("toy", overrides=["contrast.method=contextrast"]).contrast
     model = build_model(SMALL_MODELS["deeplabv3"], 4).double().train()
@@ -198,9 +202,8 @@ def test_heads_finish_their_backward_when_the_feature_needs_no_gradient():
     grads = []
     for plain in (False, True):
         loss = copy.deepcopy(criterion)
-        if plain:
-            for head in loss.heads:
-                head.forward = head._project
+        for head in loss.heads:
+            head.deferred = not plain
         torch.manual_seed(1)
         terms = loss(outputs["features"], outputs["out"], target)
         sum(v for k, v in terms.items() if k.startswith("loss_")).backward()
@@ -227,3 +230,57 @@ def test_l2_normalize_equals_f_normalize():
     assert torch.autograd.gradcheck(l2_normalize, (torch.randn(2, 4, 3, 3, dtype=torch.float64, requires_grad=True),))
     half = l2_normalize(z.to(torch.bfloat16).requires_grad_())
     assert half.dtype == torch.float32  # computed in float32 at least
+
+
+@pytest.mark.parametrize("frozen", [False, True], ids=["trainable", "frozen"])
+def test_public_loss_trains_on_its_terms_alone(frozen):
+    """The library default (plain autograd): the contrastive terms backpropagated alone, without
+    any network loss, from trainable or frozen (no-grad) features, reach every head and, when the
+    features are trainable, the network; the gradients equal the deferred heads' where those work."""
+    from contextrast_cli.api import ContextrastLoss, sum_losses
+
+    torch.manual_seed(0)
+    model = build_model(SMALL_MODELS["deeplabv3"], 4).double().train()
+    criterion = ContextrastLoss(4, model.feature_channels, hidden_cap=16, embed_dim=8).double().train()
+    assert criterion.deferred_heads is False and not any(head.deferred for head in criterion.heads)
+    images, target = torch.rand(2, 3, 64, 64, dtype=torch.float64), torch.randint(0, 4, (2, 64, 64))
+    with torch.set_grad_enabled(not frozen):
+        outputs = model(images)
+    terms = criterion(outputs["features"], outputs["out"], target)
+    sum_losses(terms).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in criterion.parameters() if p.dim() > 1)
+    touched = [p.grad is not None and float(p.grad.abs().sum()) > 0 for p in model.backbone.parameters()]
+    assert any(touched) is (not frozen)
+
+
+def test_deferred_heads_fall_back_to_plain_autograd_without_the_private_callback(monkeypatch):
+    """A torch without ``Variable._execution_engine.queue_callback``: asking for deferred heads gives
+    plain ones, one warning, and the same gradients."""
+    from contextrast_cli.contrast import heads as heads_module
+
+    monkeypatch.setattr(heads_module, "_FALLBACK_WARNED", False)
+    torch.manual_seed(0)
+    reference = ProjectionHead(6, 6, 5).double()
+    engine = torch.autograd.Variable._execution_engine
+
+    class WithoutCallback:  # the engine as a torch release without queue_callback would have it
+        def __getattr__(self, name):
+            if name == "queue_callback":
+                raise AttributeError(name)
+            return getattr(engine, name)
+
+    monkeypatch.setattr(torch.autograd.Variable, "_execution_engine", WithoutCallback())
+    assert not heads_module.deferred_backward_available()
+    with pytest.warns(RuntimeWarning, match="plain autograd") as caught:
+        head = ProjectionHead(6, 6, 5, deferred=True).double()
+        ProjectionHead(6, 6, 5, deferred=True)  # warned once per process
+    assert len(caught) == 1 and head.deferred is False
+    head.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 6, 3, 4, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for net in (reference, head):
+        x.grad = None
+        net.train()(x).pow(2).sum().backward()  # the head's output alone: plain autograd handles it
+        grads.append([x.grad, *(p.grad for p in net.parameters())])
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)

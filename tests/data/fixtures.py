@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 from scipy.io import savemat
 
-from contextrast_cli.data.classes import CITYSCAPES_LABEL_IDS, COCO_STUFF_UNUSED, PASCAL_CONTEXT_459_IDS
+from contextrast_cli.config.classes import CITYSCAPES_LABEL_IDS, COCO_STUFF_UNUSED, PASCAL_CONTEXT_459_IDS
 
 SIZE = (24, 32)
 

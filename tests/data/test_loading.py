@@ -7,7 +7,7 @@ import torch
 from torchvision import tv_tensors
 
 from contextrast_cli.config import resolve_config
-from contextrast_cli.data.build import locate_dataset, prepare_synthetic
+from contextrast_cli.data.locate import locate_dataset, prepare_synthetic
 from contextrast_cli.data.loading import InfiniteSampler, SegmentationFolder, sample_seed
 from contextrast_cli.data.transforms import RandomScale, eval_transform, train_transform
 from contextrast_cli.errors import DataError

@@ -17,16 +17,16 @@ import pytest
 import torch
 
 from contextrast_cli.config import resolve_config
-from contextrast_cli.contrast.build import build_criterion
+from contextrast_cli.contrast.criterion import build_criterion
 from contextrast_cli.contrast.sampling import bane_maps
-from contextrast_cli.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from contextrast_cli.engine.device import setup_runtime
-from contextrast_cli.engine.step import training_step
-from contextrast_cli.engine.trainer import Trainer
+from contextrast_cli.models.checkpoint import load_checkpoint, model_from_checkpoint
+from contextrast_cli.runtime.device import setup_runtime
+from contextrast_cli.train.step import training_step
+from contextrast_cli.train.trainer import Trainer
 from contextrast_cli.models.registry import build_model
 from tests.conftest import tiny_overrides
 from tests.contrast.test_training import check_deferred_heads
-from tests.engine.test_trainer import check_resume_matches_uninterrupted_run
+from tests.train.test_trainer import check_resume_matches_uninterrupted_run
 from tests.models.small import SMALL_MODELS
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -150,8 +150,8 @@ def torchrun_train(tmp_path, processes: int) -> Path:
 
 def test_boundary_metrics_and_slide_inference_match_the_cpu():
     from contextrast_cli.config import EvalConfig
-    from contextrast_cli.engine.boundary import BoundaryMeter
-    from contextrast_cli.engine.inference import predict_probs
+    from contextrast_cli.evaluation.boundary import BoundaryMeter
+    from contextrast_cli.evaluation.inference import predict_probs
 
     torch.manual_seed(0)
     target = torch.randint(0, 5, (2, 6, 8)).repeat_interleave(12, 1).repeat_interleave(12, 2)  # blocky maps

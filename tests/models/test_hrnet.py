@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from huggingface_hub.errors import LocalEntryNotFoundError
 
 from contextrast_cli.config import ModelConfig, resolve_config
-from contextrast_cli.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from contextrast_cli.engine.losses import segmentation_losses
-from contextrast_cli.engine.trainer import Trainer
+from contextrast_cli.models.checkpoint import load_checkpoint, model_from_checkpoint
+from contextrast_cli.train.objective import segmentation_losses
+from contextrast_cli.train.trainer import Trainer
 from contextrast_cli.errors import ConfigError
 from contextrast_cli.models.registry import MODELS, build_model
 from tests.conftest import tiny_overrides

@@ -1,0 +1,197 @@
+"""What each of 2 gloo processes does in tests/train/test_distributed.py, and the
+single-process references they are compared with. Workers are spawned fresh (a new
+interpreter each), join the group through ``setup_runtime(distributed=True)`` as torchrun's
+variables tell them, run every task, and save what they computed."""
+
+import contextlib
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NUM_CLASSES = 5
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def worker(rank: int, world: int, port: int, out: str, data_root: str) -> None:
+    """One process of the group: every task, results to ``out/rank<r>.pt``."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from contextrast_cli.runtime.device import setup_runtime, shutdown_runtime
+
+    runtime = setup_runtime("cpu", "fp32", seed=0, distributed=True)
+    results = {"ce": ce_steps(runtime), "contrast": contrast_gradients(runtime),
+               "anchors": anchors_and_gradients(runtime),
+               "validation": validation(runtime, Path(data_root))}
+    torch.save(results, Path(out) / f"rank{rank}.pt")
+    shutdown_runtime(runtime)
+
+
+# (a) cross-entropy steps with frozen BatchNorm statistics ------------------------------------
+
+def scenes(batch: int = 4, height: int = 32, width: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthetic scenes without ignore pixels (per-process and global loss means then agree)."""
+    from contextrast_cli.data.synthetic import render_scene
+
+    images, labels = zip(*(render_scene(7, i, height, width) for i in range(batch)))
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
+    return x, torch.from_numpy(np.stack(labels)).long()
+
+
+def small_network() -> nn.Module:
+    from contextrast_cli.config import ModelConfig
+    from contextrast_cli.models.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="deeplabv3plus", backbone="resnet18", output_stride=16), 8)
+    model.train()
+    for module in model.modules():  # frozen statistics: every image is normalised alike on any process;
+        if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.Dropout)):  # no dropout (its masks
+            module.eval()  # come from each process's own RNG)
+    return model
+
+
+def ce_steps(runtime, steps: int = 3) -> dict[str, torch.Tensor]:
+    """3 SGD steps of cross-entropy on this process's share of the global batch of 4 (every
+    world_size-th sample, as InfiniteSampler deals them); the weights after."""
+    from contextrast_cli.runtime import collectives as ddp
+    from contextrast_cli.train.objective import Objective
+    from contextrast_cli.train.step import training_step
+
+    model = small_network()
+    objective = ddp.data_parallel(Objective(model), runtime, unused_parameters=False)
+    optimizer = torch.optim.SGD(objective.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    images, labels = scenes()
+    share = slice(runtime.rank, None, runtime.world_size)
+    for _ in range(steps):
+        training_step(model, optimizer, images[share], labels[share], contextlib.nullcontext, objective=objective)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def contrast_gradients(runtime) -> dict:
+    """One Contextrast step's gradients on this process's share, computed twice from the same RNG
+    state: without DDP (this process's own gradients, anchors synchronised) and through DDP
+    (averaged over processes; the projection heads' come from their deferred replay)."""
+    from contextrast_cli.config import ContrastConfig
+    from contextrast_cli.contrast.criterion import build_criterion
+    from contextrast_cli.runtime import collectives as ddp
+    from contextrast_cli.train.objective import Objective
+
+    model = small_network()
+    criterion = build_criterion(ContrastConfig(method="contextrast"), model.feature_channels, model.num_classes)
+    objective = Objective(model, criterion)
+    wrapped = ddp.data_parallel(objective, runtime, unused_parameters=False)
+    images, labels = scenes()
+    share = slice(runtime.rank, None, runtime.world_size)
+    state, grads = torch.get_rng_state(), {}
+    for name, module in (("local", objective), ("ddp", wrapped)):
+        torch.set_rng_state(state)
+        objective.zero_grad(set_to_none=True)
+        terms = module(images[share], labels[share])
+        sum(v for k, v in terms.items() if k.startswith("loss_")).backward()
+        grads[name] = {k: p.grad.clone() for k, p in objective.named_parameters()}
+    return grads
+
+
+# (b) anchors over the global batch, and the gradients each process gets -----------------------
+
+def embeddings() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Two layers of float64 unit embeddings (B=4, D=6) and labels with ignored pixels."""
+    generator = torch.Generator().manual_seed(11)
+    embs, labels = [], []
+    for pixels in (48, 12):
+        embs.append(F.normalize(torch.randn(4, 6, pixels, generator=generator, dtype=torch.float64), dim=1))
+        label = torch.randint(0, NUM_CLASSES, (4, pixels), generator=generator)
+        label[torch.rand(4, pixels, generator=generator) < 0.1] = 255
+        labels.append(label)
+    return embs, labels
+
+
+def every_pair(labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Positives (all pixels of each class) and negatives (all labelled pixels of the others),
+    indices into the flattened batch: no sampling, so the terms do not depend on random draws."""
+    flat = labels.reshape(-1)
+    pos = [torch.nonzero(flat == k).flatten() for k in range(NUM_CLASSES)]
+    neg = [torch.nonzero((flat != k) & (flat != 255)).flatten() for k in range(NUM_CLASSES)]
+
+    def padded(lists):
+        width = max(1, max(len(items) for items in lists))
+        index = torch.zeros(len(lists), width, dtype=torch.long)
+        valid = torch.zeros(len(lists), width, dtype=torch.bool)
+        for row, items in enumerate(lists):
+            index[row, :len(items)], valid[row, :len(items)] = items, True
+        return index, valid
+
+    return (*padded(pos), *padded(neg))
+
+
+def ccl_terms(embs, labels, group, fused: bool):
+    """Anchors (cross-layer update included) and the summed pixel-anchor loss of two layers."""
+    from contextrast_cli.contrast.ccl import class_means, contextual_anchors, pixel_anchor_loss
+    from contextrast_cli.contrast.fused import GradLink
+
+    links = [GradLink() if fused else None for _ in embs]
+    stats = [class_means(e, l, NUM_CLASSES, link, group) for e, l, link in zip(embs, labels, links)]
+    anchors = contextual_anchors([m for m, _ in stats], [c for _, c in stats], 0.7, 0.3)
+    loss = sum(pixel_anchor_loss(a, e, *every_pair(l), tau=0.1, link=link)["loss"]
+               for a, e, l, link in zip(anchors, embs, labels, links))
+    return anchors, loss
+
+
+def anchors_and_gradients(runtime) -> dict:
+    """This process's anchors and dL/demb (its share of the batch: images rank, rank + W, ...)."""
+    import torch.distributed as dist
+
+    from contextrast_cli.contrast.sampling import AnchorSlots
+
+    embs, labels = embeddings()
+    share = slice(runtime.rank, None, runtime.world_size)
+    result = {}
+    for fused in (False, True):
+        local = [e[share].clone().requires_grad_(True) for e in embs]
+        anchors, loss = ccl_terms(local, [l[share] for l in labels], dist.group.WORLD, fused)
+        loss.backward()
+        result[fused] = {"anchors": [a.detach() for a in anchors], "grads": [e.grad for e in local]}
+    slots = AnchorSlots.of(labels[0][share], NUM_CLASSES, 3, group=dist.group.WORLD)
+    result["slot_of"] = slots.slot_of
+    return result
+
+
+def reference_anchors_and_gradients(world: int) -> dict:
+    """One process: anchors of the whole batch; the loss each process computes on its share,
+    summed (DDP then averages parameter gradients over processes); dL/demb of the whole batch."""
+    from contextrast_cli.contrast.ccl import class_means, contextual_anchors, pixel_anchor_loss
+
+    embs, labels = embeddings()
+    embs = [e.clone().requires_grad_(True) for e in embs]
+    stats = [class_means(e, l, NUM_CLASSES) for e, l in zip(embs, labels)]
+    anchors = contextual_anchors([m for m, _ in stats], [c for _, c in stats], 0.7, 0.3)
+    loss = 0
+    for rank in range(world):
+        share = slice(rank, None, world)
+        loss = loss + sum(pixel_anchor_loss(a, e[share], *every_pair(l[share]), tau=0.1)["loss"]
+                          for a, e, l in zip(anchors, embs, labels))
+    loss.backward()
+    return {"anchors": [a.detach() for a in anchors], "grads": [e.grad for e in embs], "labels": labels}
+
+
+# (c) distributed validation ---------------------------------------------------------------------
+
+def validation(runtime, data_root: Path) -> dict:
+    from contextrast_cli.config import EvalConfig
+    from contextrast_cli.data.prepared import read_prepared
+    from contextrast_cli.evaluation.evaluator import evaluate_split
+
+    torch.manual_seed(0)
+    model = small_network().eval()
+    return evaluate_split(model, read_prepared(data_root), "val", EvalConfig(batch_size=2), runtime)

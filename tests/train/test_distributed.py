@@ -1,0 +1,99 @@
+"""Several processes (gloo on the CPU, 2 of them) compute what one process computes:
+DDP steps, anchors over the global batch with their gradients, validation.
+
+One spawn runs every task (``tests/train/dist_workers.py``); each test compares one of them
+with its single-process reference. The torchrun runs of the command line are in
+``test_torchrun.py``.
+"""
+
+import contextlib
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from contextrast_cli.config import EvalConfig, resolve_config
+from contextrast_cli.contrast.sampling import AnchorSlots
+from contextrast_cli.data.locate import locate_dataset
+from contextrast_cli.runtime.device import Runtime
+from contextrast_cli.evaluation.evaluator import evaluate_split
+from contextrast_cli.train.objective import Objective
+from contextrast_cli.train.step import training_step
+from tests.train import dist_workers as w
+
+WORLD = 2
+
+
+@pytest.fixture(scope="module")
+def spawned(tmp_path_factory):
+    """Every task on 2 processes; their results by rank, and the prepared dataset used."""
+    out = tmp_path_factory.mktemp("dist")
+    cfg = resolve_config("toy", overrides=[f"data.root={out / 'data'}",
+                                           "data.synthetic={num_train: 2, num_val: 5, size: [32, 48], seed: 5}"])
+    dataset = locate_dataset(cfg.data)  # 5 validation images: the shares are uneven (3 and 2)
+    mp.start_processes(w.worker, args=(WORLD, w.free_port(), str(out), str(dataset.root)), nprocs=WORLD,
+                       start_method="spawn")
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)], dataset
+
+
+def test_ddp_steps_equal_one_process_with_the_global_batch(spawned):
+    results, _ = spawned
+    model = w.small_network()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    images, labels = w.scenes()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    for _ in range(3):
+        training_step(model, optimizer, images, labels, contextlib.nullcontext, objective=Objective(model))
+    moved = 0.0
+    for key, value in model.state_dict().items():
+        for rank in range(WORLD):
+            assert torch.allclose(results[rank]["ce"][key], value, rtol=0, atol=1e-5), (key, rank)
+        moved = max(moved, (value.float() - start[key].float()).abs().max().item())
+    assert moved > 1e-3  # the steps did change the weights
+
+
+def test_ddp_averages_every_gradient_of_a_contextrast_step(spawned):
+    """The projection heads' gradients are written by their deferred replay, inside the network's
+    backward: DDP must see them once, and average them with the network's."""
+    results, _ = spawned
+    local = [results[rank]["contrast"]["local"] for rank in range(WORLD)]
+    heads = [key for key in local[0] if key.startswith("criterion.heads.")]
+    assert len(heads) == 4 * 5  # 4 heads x (conv, BN weight and bias, conv weight and bias)
+    for key in local[0]:
+        mean = sum(grads[key] for grads in local) / WORLD
+        for rank in range(WORLD):
+            assert torch.allclose(results[rank]["contrast"]["ddp"][key], mean, rtol=1e-5, atol=1e-7), (key, rank)
+    assert any(not torch.allclose(local[0][k], local[1][k]) for k in heads)  # the processes did differ
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["autograd", "fused"])
+def test_synchronised_anchors_and_their_gradients(spawned, fused):
+    results, _ = spawned
+    ref = w.reference_anchors_and_gradients(WORLD)
+    for rank in range(WORLD):
+        got = results[rank]["anchors"][fused]
+        for layer in range(2):
+            assert torch.allclose(got["anchors"][layer], ref["anchors"][layer], rtol=0, atol=1e-6)
+            share = ref["grads"][layer][rank::WORLD]
+            assert share.abs().max() > 1e-3
+            assert torch.allclose(got["grads"][layer], share, rtol=0, atol=1e-10), (rank, layer)
+
+
+def test_anchor_slots_follow_the_global_batch(spawned):
+    results, _ = spawned
+    labels = w.embeddings()[1][0]
+    expected = AnchorSlots.of(labels, w.NUM_CLASSES, 3).slot_of
+    local = [AnchorSlots.of(labels[r::WORLD], w.NUM_CLASSES, 3).slot_of for r in range(WORLD)]
+    assert not all(torch.equal(slots, expected) for slots in local)  # the shares alone would disagree
+    for rank in range(WORLD):
+        assert torch.equal(results[rank]["anchors"]["slot_of"], expected)
+
+
+def test_distributed_validation_equals_one_process(spawned):
+    results, dataset = spawned
+    torch.manual_seed(0)
+    model = w.small_network().eval()
+    single = evaluate_split(model, dataset, "val", EvalConfig(batch_size=2), Runtime(torch.device("cpu")))
+    assert single["num_images"] == 5
+    for rank in range(WORLD):
+        assert results[rank]["validation"] == single

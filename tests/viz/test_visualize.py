@@ -1,0 +1,220 @@
+"""visualize-boundaries: the drawn markers are BANE's own picks; PNGs, options and bad inputs."""
+
+import copy
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from contextrast_cli.viz import bane_view as bane
+from contextrast_cli.viz import boundaries as visualize
+from contextrast_cli import viz
+from contextrast_cli.config import resolve_config
+from contextrast_cli.contrast.loss import resize_labels
+from contextrast_cli.contrast.sampling import select_negatives
+from contextrast_cli.models.checkpoint import config_from_checkpoint, load_checkpoint, model_from_checkpoint
+from contextrast_cli.train.trainer import Trainer
+from contextrast_cli.models.registry import build_model
+from tests.conftest import invoke, tiny_overrides
+from tests.models.small import SMALL_MODELS
+
+PALETTE = ((255, 0, 0), (0, 255, 0), (0, 0, 255))  # none is white or the top-up grey
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 2-step Contextrast run on tiny synthetic scenes: (run folder, a val image, its label)."""
+    root = tmp_path_factory.mktemp("vis")
+    cfg = resolve_config("toy", overrides=tiny_overrides(root, 2) + ["contrast.method=contextrast"])
+    run_dir = Trainer(cfg).run().run_dir
+    images = root / "synthetic" / "val" / "images"
+    image = sorted(images.iterdir())[0]
+    return run_dir, image, images.parent / "labels" / f"{image.stem}.png"
+
+
+def blown_up(case, cell: int = 8):
+    """The BANE fixture's 10x12 layer blown up to an image of ``cell``-pixel cells, so the
+    layer grid is known exactly."""
+    return tuple(t.repeat_interleave(cell, 0).repeat_interleave(cell, 1) for t in case)
+
+
+def test_constructed_case_marks_exactly_the_pixels_bane_must_pick(bane_case):
+    pred, label = blown_up(bane_case)
+    (view,) = bane.bane_view(pred, label, {1: (10, 12)}, num_classes=3, max_negatives=20, ratio=0.62)
+    ring = {(y, x) for y in range(2, 7) for x in range(2, 7) if y in (2, 6) or x in (2, 6)}
+    strip = {(8 * 6 + 4, 8 * 8 + 4, 2), (8 * 7 + 4, 8 * 8 + 4, 2)}  # the first two of the 1x3 strip
+    expected = {(8 * x + 4, 8 * y + 4, 1) for y, x in ring} | strip
+    got = {(x, y, c) for (x, y), c in zip(view.bane_points.tolist(), view.bane_classes.tolist())}
+    assert got == expected
+    assert view.bane_counts.tolist() == [0, 16, 2] and view.topup_counts.tolist() == [3, 4, 18]
+    # read the dots back from the drawing: one blob per pick, centred on its cell, in its anchor's colour
+    panel = viz.negatives_panel(np.zeros((80, 96, 3), np.uint8), view, viz.colour_table(PALETTE))
+    drawn = set()
+    for anchor, colour in enumerate(PALETTE):
+        mask = np.all(panel == colour, axis=2).astype(np.uint8)
+        count, _, _, centroids = cv2.connectedComponentsWithStats(mask)
+        drawn |= {(int(round(x)), int(round(y)), anchor) for x, y in centroids[1:]}
+        assert np.allclose(centroids[1:], np.round(centroids[1:]))
+    assert drawn == expected
+
+
+def independent_selection(model, image, label, payload):
+    """BANE picks per layer as the training step makes them: train-mode features, then the
+    loss's resizing and ``select_negatives`` with the visualizer's seed."""
+    contrast = config_from_checkpoint(payload).contrast
+    x = (torch.from_numpy(image).permute(2, 0, 1).float() / 255)[None]
+    with torch.no_grad():  # the taps the loss sees (B = 1 ASPP cannot train)
+        features = copy.deepcopy(model.backbone).train()(model.normalize(x))
+        pred = model(x)["out"].argmax(1)  # (1, H, W): the eval-mode prediction the figure shows
+    target, num_classes = torch.from_numpy(label.astype(np.int64))[None], len(payload["dataset"]["classes"])
+    picks, topups = {}, {}
+    for layer in contrast.layers:
+        labels = resize_labels(target, features[layer - 1].shape[-2:])
+        sel = select_negatives(resize_labels(pred, labels.shape[-2:]), labels, num_classes, contrast.max_negatives,
+                               contrast.bane.ratio, 255, torch.Generator().manual_seed(bane.SEED))
+        (h, w), (H, W) = labels.shape[-2:], image.shape[:2]
+        centre = lambda i: (int((int(i) % w + 0.5) * W / w), int((int(i) // w + 0.5) * H / h))  # noqa: E731
+        picks[layer] = {(*centre(i), anchor) for anchor in range(num_classes)
+                        for i in sel.index[anchor][sel.valid[anchor] & sel.is_bane[anchor]]}
+        topups[layer] = {centre(i) for i in sel.index[sel.valid & ~sel.is_bane]}
+    return picks, topups
+
+
+def test_real_model_markers_are_the_selection_of_the_loss(trained, monkeypatch, tmp_path):
+    run_dir, image_path, label_path = trained
+    captured = {}
+    real_draw = visualize.draw_grid
+    monkeypatch.setattr(visualize, "draw_grid", lambda *a: captured.setdefault("args", a) and real_draw(*a))
+    visualize.visualize_images([image_path], [run_dir / "best.pt"], out_dir=tmp_path, device="cpu")
+    image, pred, label, views, meta, _ = captured["args"]
+    payload = load_checkpoint(run_dir / "best.pt")
+    expected, topups = independent_selection(model_from_checkpoint(payload), image, label, payload)
+    assert [v.layer for v in views] == [1, 2, 3, 4]
+    assert sum(len(p) for p in expected.values()) > 0  # an untrained model gets plenty wrong
+    for view in views:
+        got = {(x, y, c) for (x, y), c in zip(view.bane_points.tolist(), view.bane_classes.tolist())}
+        assert got == expected[view.layer]
+        assert set(map(tuple, view.topup_points.tolist())) == topups[view.layer]
+        # a BANE negative is pushed away from the class it is wrongly predicted as
+        h, w = view.selection.maps.pred.shape[-2:]
+        flat = view.selection.maps.pred.reshape(-1)
+        for (x, y), anchor in zip(view.bane_points.tolist(), view.bane_classes.tolist()):
+            assert int(flat[int(y / view.cell[0]) * w + int(x / view.cell[1])]) == anchor
+
+
+def test_grid_overlay_alias_and_files(trained, tmp_path):
+    run_dir, image_path, _ = trained
+    grid = invoke("visualize-boundaries", image_path, "--checkpoint", run_dir / "best.pt", "--out", tmp_path / "a",
+                  "--device", "cpu")
+    assert grid.exit_code == 0, grid.output
+    assert "BANE needs ground truth" not in grid.output  # a prepared dataset's image finds its label
+    png = cv2.imread(str(tmp_path / "a" / f"{image_path.stem}.png"))
+    zoom = viz.MIN_PANEL_WIDTH // 48
+    assert png.shape[1] == 4 * 48 * zoom + 3 * 4 and png.shape[0] > 3 * 32 * zoom  # 4 columns, 3 panel rows
+    alias = invoke("visualize", image_path, "--checkpoint", run_dir / "best.pt", "--out", tmp_path / "b",
+                   "--device", "cpu")
+    assert alias.exit_code == 0
+    name = f"{image_path.stem}.png"
+    assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "a" / name).read_bytes()
+    overlay = invoke("visualize", image_path, "--checkpoint", run_dir / "best.pt", "--out", tmp_path / "a",
+                     "--style", "overlay", "--layers", "2,4", "--ratio", "0.3")
+    assert overlay.exit_code == 0, overlay.output
+    small = cv2.imread(str(tmp_path / "a" / f"{image_path.stem}_overlay.png"))
+    assert small.shape[1] == 48 * zoom and small.shape[0] > 32 * zoom
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [f"{image_path.stem}.png",
+                                                                   f"{image_path.stem}_overlay.png"]
+
+
+def test_split_default_checkpoint_and_no_label(trained, tmp_path):
+    run_dir, image_path, _ = trained
+    split = invoke("visualize-boundaries", "--split", "val", "--num", "2", "--runs-dir", run_dir.parent.parent,
+                   "--out", tmp_path / "s", "--device", "cpu")
+    assert split.exit_code == 0, split.output
+    assert f"using {run_dir / 'best.pt'}" in split.output and len(list((tmp_path / "s").iterdir())) == 2
+    lone = tmp_path / "lone.png"
+    shutil.copyfile(image_path, lone)
+    bare = invoke("visualize-boundaries", lone, "--checkpoint", run_dir / "best.pt", "--out", tmp_path / "n")
+    assert bare.exit_code == 0
+    notes = [line for line in bare.output.splitlines() if "BANE needs ground truth" in line]
+    assert len(notes) == 1 and str(lone) in notes[0]
+    assert cv2.imread(str(tmp_path / "n" / "lone.png")) is not None
+
+
+def test_checkpoints_one_row_each(trained, tmp_path):
+    run_dir, image_path, _ = trained
+    best, last = run_dir / "best.pt", run_dir / "last.pt"
+    two = invoke("visualize-boundaries", image_path, "--checkpoints", best, last, "--out", tmp_path / "2")
+    three = invoke("visualize-boundaries", image_path, "--checkpoints", best, "--checkpoints", last,
+                   "--checkpoints", best, "--out", tmp_path / "3")
+    assert two.exit_code == 0 and three.exit_code == 0, two.output + three.output
+    name = f"{image_path.stem}_checkpoints.png"
+    height2 = cv2.imread(str(tmp_path / "2" / name)).shape[0]
+    height3 = cv2.imread(str(tmp_path / "3" / name)).shape[0]
+    zoom = viz.MIN_PANEL_WIDTH // 48
+    assert height2 > 2 * 32 * zoom and height3 > height2
+
+
+def test_rows_of_two_runs_at_one_iteration_say_which_run_and_method(trained, tmp_path, monkeypatch):
+    from contextrast_cli.viz import figures
+
+    run_dir, image_path, _ = trained
+    cfg = resolve_config("toy", overrides=tiny_overrides(tmp_path, 2) + ["contrast.method=none"])
+    ce_dir = Trainer(cfg).run().run_dir
+    headers = []
+    original = figures.compose
+    monkeypatch.setattr(figures, "compose", lambda rows, heads=None, **kw: headers.extend(heads or []) or
+                        original(rows, heads, **kw))
+    result = invoke("visualize-boundaries", image_path, "--checkpoints", ce_dir / "last.pt", run_dir / "last.pt",
+                    "--out", tmp_path / "rows")
+    assert result.exit_code == 0, result.output
+    assert headers[0].startswith(f"toy/{ce_dir.name} (none), iteration 2")
+    assert headers[1].startswith(f"toy/{run_dir.name} (contextrast), iteration 2")
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing image", "cannot read image (no such file)"),
+    ("garbage image", "cannot read image (not an image OpenCV can decode)"),
+    ("label size", "label is 10x12 but image"),
+    ("label values", "label values [9, 20] are not classes of the checkpoint (0..7, 255 = ignore)"),
+    ("missing checkpoint", "does not exist"),
+    ("two images one label", "--label applies to a single IMAGE"),
+    ("bad layer", "--layers: [7] not tapped; the network taps layers 1..4"),
+])
+def test_bad_inputs_are_one_line(trained, tmp_path, case, message):
+    run_dir, image_path, label_path = trained
+    args = [image_path, "--checkpoint", run_dir / "best.pt", "--out", tmp_path / "o"]
+    if case == "missing image":
+        args[0] = tmp_path / "nowhere.png"
+    elif case == "garbage image":
+        args[0] = tmp_path / "garbage.png"
+        args[0].write_text("not a png")
+    elif case in ("label size", "label values"):
+        label = np.zeros((10, 12) if case == "label size" else (32, 48), np.uint8)
+        label[0, :2] = (9, 20) if case == "label values" else 0
+        label[1, 0] = 255
+        cv2.imwrite(str(tmp_path / "label.png"), label)
+        args += ["--label", tmp_path / "label.png"]
+    elif case == "missing checkpoint":
+        args[2] = tmp_path / "nowhere.pt"
+    elif case == "two images one label":
+        args = [image_path, *args, "--label", label_path]
+    else:
+        args += ["--layers", "1,7"]
+    result = invoke("visualize-boundaries", *args)
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_MODELS))
+def test_layer_sizes_are_the_sizes_the_loss_sees(name):
+    """Padded networks (HRNet) included: the drawn layers have the training features' sizes."""
+    model = build_model(SMALL_MODELS[name], 3).eval()
+    image = np.random.default_rng(0).integers(0, 255, (45, 77, 3), dtype=np.uint8)
+    _, sizes = bane.predict_with_sizes(model, image, torch.device("cpu"))
+    with torch.no_grad():
+        features = model.train()(torch.zeros(2, 3, 45, 77))["features"]  # batch 2: BN in training mode
+    assert sizes == [tuple(f.shape[-2:]) for f in features]
