@@ -92,3 +92,44 @@ def test_ablate_bad_input_is_one_line(tmp_path, monkeypatch):
                        "MASTER_PORT": "29500"}.items():
         monkeypatch.setenv(key, value)
     one_line_error(invoke(*ablate_args(tmp_path)), 2, "run it without torchrun")
+
+
+def test_a_run_stopped_during_its_final_validation_is_validated_again(tmp_path):
+    """last.pt at train.iterations but saved while the final validation was pending (a SIGTERM
+    during it): the ablation resumes the run, which redoes that validation, instead of scoring
+    a stale best.pt."""
+    from contextrast_cli.config import resolve_config
+    from contextrast_cli.experiments.ablation import _train
+    from contextrast_cli.models.checkpoint import load_checkpoint, save_checkpoint
+    from contextrast_cli.train.reporting import Reporter
+
+    cfg = resolve_config("toy", overrides=tiny_overrides(tmp_path))
+    run_dir = Trainer(cfg).run().run_dir
+    payload = load_checkpoint(run_dir / "last.pt")
+    save_checkpoint(run_dir / "last.pt", {**payload, "pending_validation": True})
+    log = run_dir / "metrics.jsonl"
+    log.write_text("".join(line + "\n" for line in log.read_text().splitlines()
+                           if not ('"mIoU"' in line and json.loads(line)["iteration"] == 4)))
+    said = []
+    _train(cfg, run_dir, Reporter(), said.append, "none-seed0")
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["iteration"] for r in records if "mIoU" in r] == [2, 4]
+    assert load_checkpoint(run_dir / "last.pt")["pending_validation"] is False
+    assert said == ["none-seed0: its final validation was interrupted; validating again"]
+
+
+def test_the_summary_takes_runs_without_a_or_u():
+    """A class with a single sampled pixel has no spread: A (or U) is None in evaluation.json;
+    the summary averages what is defined and the table shows '-' instead of failing."""
+    from contextrast_cli.experiments import paired
+
+    def run(miou, a):
+        return {"mIoU": miou, "split": "val", "num_images": 2, "IoU": {"road": miou}, "boundary": None,
+                "features": {"layers": {"4": {"A": a, "U": 0.5}}, "embeddings": None}}
+
+    results = {"none-seed0": run(0.5, None), "none-seed1": run(0.6, 0.25),
+               "contextrast-seed0": run(0.55, None), "contextrast-seed1": run(0.7, None)}
+    summary = paired.summarize_ablation(results, ("none", "contextrast"), (0, 1), lambda m, s: f"{m}-seed{s}")
+    assert summary["features"]["none"]["layers"]["4"] == {"A": 0.25, "U": 0.5}
+    assert summary["features"]["contextrast"]["layers"]["4"] == {"A": None, "U": 0.5}
+    assert "| contextrast | encoder features | 4 | - | 0.5000 | - |" in paired.markdown(summary)

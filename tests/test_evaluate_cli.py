@@ -77,3 +77,17 @@ def test_bad_protocol_options_are_one_line(run):
     one_line_error(invoke("evaluate", "--onnx", run / "x.onnx", "--features"), 2, "--features")
     one_line_error(invoke("evaluate", "--checkpoint", run, "--crop", "0x5"), 2, "--crop: expected HxW")
     one_line_error(invoke("evaluate", "--checkpoint", run, "--scales", "1,big"), 2, "--scales: expected a comma")
+
+
+def test_a_split_without_labelled_pixels_is_one_line(tmp_path):
+    """Every val label is ignore (255): mIoU would be undefined. Training stops at its first
+    validation with one line naming the split, not an internal error."""
+    from contextrast_cli.config import resolve_config
+    from contextrast_cli.data.locate import locate_dataset
+
+    overrides = tiny_overrides(tmp_path)
+    dataset = locate_dataset(resolve_config(preset="toy", overrides=overrides).data)  # generate the scenes
+    for label in (dataset.root / "val" / "labels").glob("*.png"):
+        cv2.imwrite(str(label), np.full_like(cv2.imread(str(label), cv2.IMREAD_UNCHANGED), 255))
+    result = invoke("train", "--preset", "toy", *[a for o in overrides for a in ("--set", o)])
+    one_line_error(result, 2, "split 'val' has no labelled pixels", after_progress=True)

@@ -42,6 +42,13 @@ def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int, link:
     return sums / counts.clamp_min(1)[:, None].to(sums.dtype), counts
 
 
+def process_group():
+    """The default process group when ``torch.distributed`` runs several processes, else None."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist.group.WORLD
+    return None
+
+
 def global_sum(tensor: torch.Tensor, group) -> torch.Tensor:
     """``tensor`` summed over the processes of ``group``, differentiably: the backward sums the
     gradients of every process's loss (each process's loss reads the same global sum)."""

@@ -11,12 +11,11 @@ import inspect
 from collections.abc import Sequence
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from contextrast_cli.contrast.arguments import check, check_common, check_contextrast, check_inputs
-from contextrast_cli.contrast.ccl import class_means, contextual_anchors, pixel_anchor_loss
+from contextrast_cli.contrast.ccl import class_means, contextual_anchors, pixel_anchor_loss, process_group
 from contextrast_cli.contrast.fused import GradLink
 from contextrast_cli.contrast.heads import build_heads, deferred_sink
 from contextrast_cli.contrast.pixel_contrast import pixel_contrast_loss
@@ -140,9 +139,7 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
 
     def _group(self):
         """The default process group when anchors are synchronised over several processes, else None."""
-        if self.sync_anchors and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            return dist.group.WORLD
-        return None
+        return process_group() if self.sync_anchors else None
 
     def _layer_terms(self, layer: int, weight: float, flat: torch.Tensor, labels: torch.Tensor,
                      pred: torch.Tensor, anchor: torch.Tensor, counts: torch.Tensor,

@@ -2,7 +2,8 @@
 Semantic Segmentation" (ICCV 2021), the method Contextrast is compared against.
 
 Per (image, class) pair with more than ``max_views`` labelled pixels (a qualifying pair),
-``n_view = min(max_samples // pairs, max_views)`` pixels are sampled, half "hard"
+``n_view = min(max_samples // pairs, max_views)`` pixels are sampled (with more qualifying pairs
+than ``max_samples``, one view each of ``max_samples`` pairs drawn at random), half "hard"
 (labelled the class, predicted otherwise) and half "easy" (predicted correctly), the
 shortfall of one kind filled from the other. The sampled embeddings enter a supervised
 contrastive (SupCon) loss where every sample is an anchor, positives share its class and
@@ -42,6 +43,8 @@ def sample_views(labels: torch.Tensor, pred: torch.Tensor, num_classes: int, max
     num_pairs = int(qualifying.sum())  # the one host sync: it fixes the output shape
     if num_pairs == 0:
         return flat.new_zeros(0, 0), flat.new_zeros(0)
+    if num_pairs > max_samples:  # fewer samples than pairs: one view each of max_samples random pairs
+        qualifying, num_pairs = _random_pairs(qualifying, max_samples, generator), max_samples
     views = min(max_samples // num_pairs, max_views)
     hard = (flat_pred != flat) & valid
     group = pair * 2 + (~hard).long()  # per pair: the hard group, then the easy one; last pair = ignored
@@ -62,6 +65,15 @@ def sample_views(labels: torch.Tensor, pred: torch.Tensor, num_classes: int, max
     pair_class = flat.new_zeros(num_pairs + 1).scatter_(
         0, row[:-1], torch.arange(batch * num_classes, device=flat.device) % num_classes)
     return index[:num_pairs], pair_class[:num_pairs]
+
+
+def _random_pairs(qualifying: torch.Tensor, keep: int, generator: torch.Generator | None) -> torch.Tensor:
+    """``keep`` of the qualifying pairs (bool mask), drawn uniformly at random."""
+    score = torch.rand(qualifying.shape, device=qualifying.device, generator=generator)
+    order = torch.argsort(torch.where(qualifying, score, 2.0))  # qualifying pairs first, in random order
+    chosen = torch.zeros_like(qualifying)
+    chosen[order[:keep]] = True
+    return chosen
 
 
 def supcon_loss(samples: torch.Tensor, classes: torch.Tensor, tau: float, base_tau: float) -> torch.Tensor:

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Subset
 
 from contextrast_cli.config import EvalConfig
+from contextrast_cli.config.datasets import IGNORE_INDEX
 from contextrast_cli.data.loading import SegmentationFolder, eval_loader
 from contextrast_cli.data.prepared import PreparedDataset
 from contextrast_cli.data.transforms import eval_transform
@@ -21,6 +22,7 @@ from contextrast_cli.evaluation.feature_space import FeatureProbe
 from contextrast_cli.evaluation.inference import Segmenter, predict_probs
 from contextrast_cli.evaluation.metrics import confusion_matrix, confusion_scores
 from contextrast_cli.evaluation.writers import PredictionWriter
+from contextrast_cli.errors import DataError
 
 
 class SplitMeters:
@@ -54,9 +56,17 @@ class SplitMeters:
         if self.edges is not None:
             self.edges.all_reduce()
 
-    def compute(self) -> dict:
-        """``confusion_scores`` plus ``boundary`` and ``features`` where measured."""
-        metrics = confusion_scores(self.conf.cpu(), self.classes)
+    def compute(self, split: str) -> dict:
+        """``confusion_scores`` plus ``boundary`` and ``features`` where measured.
+
+        Raises:
+            DataError: no labelled pixel in the whole split (every score would be undefined).
+        """
+        conf = self.conf.cpu()
+        if int(conf.sum()) == 0:
+            raise DataError(f"split {split!r} has no labelled pixels (every label is {IGNORE_INDEX}, ignore): "
+                            f"nothing to score; check its labels, or evaluate another split (eval.split, --split)")
+        metrics = confusion_scores(conf, self.classes)
         if self.edges is not None:
             metrics["boundary"] = self.edges.compute(self.classes)
         if self.probe is not None:
@@ -115,7 +125,7 @@ def evaluate_split(model: Segmenter, dataset: PreparedDataset, split: str, cfg: 
                 on_batch(index + 1, len(loader))
     if runtime.distributed:  # each process evaluated every world_size-th image: sum the counts
         meters.all_reduce()
-    return {"split": split, "num_images": len(folder), **meters.compute()}
+    return {"split": split, "num_images": len(folder), **meters.compute(split)}
 
 
 def evaluate_checkpoint(checkpoint: Path, *, split: str | None = None, data_root: Path | None = None,
@@ -176,7 +186,6 @@ def feature_probe(payload: dict, model: torch.nn.Module, dataset: PreparedDatase
 
 def check_classes(dataset: PreparedDataset, classes: list[str], source: Path) -> None:
     """DataError unless the prepared dataset has exactly the model's classes."""
-    from contextrast_cli.errors import DataError
 
     if list(dataset.classes) != list(classes):
         raise DataError(f"{dataset.root} has classes {list(dataset.classes)[:4]}... "

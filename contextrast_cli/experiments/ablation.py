@@ -139,8 +139,11 @@ def _train(cfg: Config, run_dir: Path, reporter: Reporter, say: Callable[[str], 
         payload, _ = load_resumable(run_dir)
         check_same_run(payload, cfg)
         if payload["iteration"] >= cfg.train.iterations:
-            return
-        say(f"{name}: resuming at iteration {payload['iteration']} of {cfg.train.iterations}")
+            if not payload.get("pending_validation"):
+                return
+            say(f"{name}: its final validation was interrupted; validating again")
+        else:
+            say(f"{name}: resuming at iteration {payload['iteration']} of {cfg.train.iterations}")
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         say(f"{name}: training {cfg.train.iterations} iterations")

@@ -51,11 +51,17 @@ def _class_deltas(runs: dict, base: dict, key: str, sub: str | None = None) -> d
 
 
 def _feature_means(runs: list[dict], space: str) -> dict | None:
-    """Per layer, A and U averaged over the seeds (None when the runs did not measure ``space``)."""
+    """Per layer, A and U averaged over the seeds where they are defined (None where no seed has
+    one; the whole space None when the runs did not measure it)."""
     tables = [(run.get("features") or {}).get(space) for run in runs]
     if not tables or any(t is None for t in tables):
         return None
-    return {layer: {m: sum(t[layer][m] for t in tables) / len(tables) for m in ("A", "U")} for layer in tables[0]}
+    return {layer: {m: _mean_defined([t[layer][m] for t in tables]) for m in ("A", "U")} for layer in tables[0]}
+
+
+def _mean_defined(values: list[float | None]) -> float | None:
+    defined = [v for v in values if v is not None]
+    return sum(defined) / len(defined) if defined else None
 
 
 def summarize_ablation(results: dict[str, dict], methods: Sequence[str], seeds: Sequence[int],
@@ -86,6 +92,10 @@ def summarize_ablation(results: dict[str, dict], methods: Sequence[str], seeds: 
 
 def _points(value: float | None, signed: bool = False) -> str:
     return "-" if value is None else (f"{value * 100:+.2f}" if signed else f"{value * 100:.2f}")
+
+
+def _plain(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def markdown(summary: dict) -> str:
@@ -124,7 +134,8 @@ def _feature_lines(summary: dict) -> list[str]:
     for m, spaces in summary["features"].items():
         for space, label in (("layers", "encoder features"), ("embeddings", "projection-head embeddings")):
             for layer, v in (spaces.get(space) or {}).items():
-                rows.append(f"| {m} | {label} | {layer} | {v['A']:.4f} | {v['U']:.4f} | {v['U'] / v['A']:.3f} |")
+                ratio = f"{v['U'] / v['A']:.3f}" if v["A"] and v["U"] is not None else "-"
+                rows.append(f"| {m} | {label} | {layer} | {_plain(v['A'])} | {_plain(v['U'])} | {ratio} |")
     if not rows:
         return []
     return ["", "Feature space (L2-normalised; A: intra-class spread, U: inter-class separation, mean over seeds):",

@@ -123,6 +123,10 @@ def setup_runtime(device: str = "auto", precision: str = "auto", seed: int | Non
     if launch is not None and not distributed:
         raise ContextrastError(f"this command runs in one process; it was started as rank {launch.rank} of "
                                f"{launch.world_size} ({launch.launcher}): run it without torchrun / srun")
+    if launch is not None and device.startswith("cuda:"):
+        raise ConfigError(f"train.device: {device} under {launch.launcher}, but each process takes the GPU of its "
+                          f"local rank (this one {launch.local_rank}); use --device cuda (or auto) and choose the GPUs "
+                          f"with CUDA_VISIBLE_DEVICES")
     torch_device = resolve_device(device)
     if launch is not None and torch_device.type == "cuda":
         torch_device = torch.device("cuda", launch.local_rank % torch.cuda.device_count())

@@ -2,37 +2,48 @@
 their sum, and ``Objective``, the network and its contrastive loss as the one module DDP wraps."""
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from contextrast_cli.config.datasets import IGNORE_INDEX
+from contextrast_cli.contrast.ccl import process_group
 
 
-def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, group=None) -> torch.Tensor:
     """Mean pixel cross-entropy over non-ignored pixels, in float32.
 
     Args:
         logits: (B, K, H, W).
         target: (B, H, W) int64 train ids, ``IGNORE_INDEX`` ignored.
+        group: a process group (data-parallel training): the mean is over the labelled pixels of
+            every process's batch, each process's sum divided by the global count (one all-reduce
+            of the count, no host sync) times the number of processes, so that DDP's average of
+            the gradients is the gradient of one process holding the whole batch, however unevenly
+            the ignored pixels fall.
 
     Returns:
         A scalar; 0 (with a gradient path) when every pixel is ignored.
     """
     total = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="sum")
-    count = (target != IGNORE_INDEX).sum().clamp_min(1)
-    return total / count
+    count = (target != IGNORE_INDEX).sum()
+    if group is not None:
+        count = count.clone()
+        dist.all_reduce(count, group=group)
+        return total / count.clamp_min(1) * dist.get_world_size(group)
+    return total / count.clamp_min(1)
 
 
-def segmentation_losses(outputs: dict, target: torch.Tensor) -> dict[str, torch.Tensor]:
+def segmentation_losses(outputs: dict, target: torch.Tensor, group=None) -> dict[str, torch.Tensor]:
     """The supervised terms of a segmentor's outputs: ``{"loss_ce": ...}``.
 
     A segmentor with an auxiliary head (OCRNet, training mode) also returns
     ``"aux"`` logits and their weight ``"aux_weight"`` (paper: 0.4); this adds
-    ``loss_aux = aux_weight * CE(aux)``.
+    ``loss_aux = aux_weight * CE(aux)``. ``group``: see ``cross_entropy``.
     """
-    terms = {"loss_ce": cross_entropy(outputs["out"], target)}
+    terms = {"loss_ce": cross_entropy(outputs["out"], target, group)}
     if "aux" in outputs:
-        terms["loss_aux"] = outputs["aux_weight"] * cross_entropy(outputs["aux"], target)
+        terms["loss_aux"] = outputs["aux_weight"] * cross_entropy(outputs["aux"], target, group)
     return terms
 
 
@@ -60,7 +71,7 @@ class Objective(nn.Module):
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor, contrast: bool = True) -> dict[str, torch.Tensor]:
         outputs = self.model(images)
-        terms = segmentation_losses(outputs, labels)
+        terms = segmentation_losses(outputs, labels, process_group())
         if contrast and self.criterion is not None:
             terms.update(self.criterion(outputs["features"], outputs["out"], labels))
         return terms

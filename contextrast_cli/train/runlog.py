@@ -5,11 +5,12 @@
 import json
 from pathlib import Path
 
+from contextrast_cli.atomic import atomic_write_text
 from contextrast_cli.errors import ConfigError
 
 
 class MetricsLog:
-    """Append-only JSON lines; each record is flushed as it is written."""
+    """JSON lines, appended; each record is flushed as it is written."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -17,6 +18,20 @@ class MetricsLog:
     def write(self, record: dict) -> None:
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+
+    def truncate(self, iteration: int, validation_redone: bool = False) -> int:
+        """Drop the records after ``iteration`` (and its validation record with
+        ``validation_redone``), rewriting the file atomically: a run resumed there logs them again.
+
+        Returns:
+            How many records were dropped.
+        """
+        records = self.read()
+        kept = [r for r in records if r["iteration"] < iteration or (r["iteration"] == iteration and not (
+            validation_redone and "split" in r))]
+        if len(kept) < len(records):
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        return len(records) - len(kept)
 
     def read(self) -> list[dict]:
         """All records (empty when the file does not exist)."""
@@ -39,13 +54,20 @@ def scalars(record: dict, prefix: str = "") -> dict[str, float]:
 class RunLog:
     """``metrics.jsonl`` + ``curves.png`` + optional TensorBoard events of one run folder.
 
+    Args:
+        resumed_at: the iteration a resumed run continues from: the records after it are dropped
+            (``validation_redone``: its validation record too), so none is logged twice.
+
     Raises:
         ConfigError: ``tensorboard`` asked for without the tensorboard package installed.
     """
 
-    def __init__(self, run_dir: Path, tensorboard: bool = False, title: str = "") -> None:
+    def __init__(self, run_dir: Path, tensorboard: bool = False, title: str = "", resumed_at: int | None = None,
+                 validation_redone: bool = False) -> None:
         self.run_dir, self.title = Path(run_dir), title
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+        if resumed_at is not None:  # records after the resumed iteration are logged again
+            self.metrics.truncate(resumed_at, validation_redone)
         self.writer = None
         if tensorboard:
             try:
@@ -53,7 +75,9 @@ class RunLog:
             except ImportError:
                 raise ConfigError("train.tensorboard: true needs the tensorboard package: "
                                   "pip install 'contextrast[tensorboard]' (or set train.tensorboard=false)") from None
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+            # purge_step hides the events a resumed run writes again (TensorBoard's own mechanism)
+            purge = None if resumed_at is None else resumed_at + (0 if validation_redone else 1)
+            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=purge)
 
     def write(self, record: dict) -> None:
         """Append ``record`` (it has an ``iteration``); validation records (with ``split``) go to

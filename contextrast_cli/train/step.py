@@ -54,11 +54,13 @@ def poly_factor(iterations: int, power: float, warmup: int):
 
 
 class LossWindow:
-    """Loss terms accumulated on the device between log steps (one host sync per log), and for
-    every loss term the first iteration at which it was not finite."""
+    """Loss terms accumulated on the device between log steps (one host sync per log), each with
+    the number of steps it took part in (a term switching on mid-window is averaged over its own
+    steps), and for every loss term the first iteration at which it was not finite."""
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
+        self.steps: dict[str, int] = {}  # per term: the steps of this window it was in
         self.count = 0
         self.started = time.perf_counter()
         self.keys: list[str] = []  # the loss terms, in the order of ``first_bad``
@@ -75,6 +77,7 @@ class LossWindow:
         self.first_bad = torch.where(bad & (self.first_bad < 0), iteration, self.first_bad)
         for key, value in terms.items():
             self.sums[key] = self.sums.get(key, 0) + value
+            self.steps[key] = self.steps.get(key, 0) + 1
         self.count += 1
 
     def non_finite(self, reduce=None) -> tuple[int, list[str]] | None:
@@ -98,18 +101,18 @@ class LossWindow:
         return min(bad), [k for k, it in first_bad.items() if it == min(bad)]
 
     def flush(self, reduce=None) -> dict:
-        """The mean of every term and the speed since the last flush; starts a new window
-        (the first non-finite iterations are kept).
+        """The mean of every term over the steps it took part in, and the speed since the last
+        flush; starts a new window (the first non-finite iterations are kept).
 
         Args:
             reduce: maps this process's means (one tensor) to the means over every process.
         """
         elapsed = time.perf_counter() - self.started
         keys = list(self.sums)
-        means = torch.stack([torch.as_tensor(self.sums[k]).float() / self.count for k in keys])
+        means = torch.stack([torch.as_tensor(self.sums[k]).float() / self.steps[k] for k in keys])
         if reduce is not None:
             means = reduce(means)
         stats = dict(zip(keys, means.tolist()))  # one host synchronisation for all terms
         stats["it_per_s"] = self.count / max(elapsed, 1e-9)
-        self.sums, self.count, self.started = {}, 0, time.perf_counter()
+        self.sums, self.steps, self.count, self.started = {}, {}, 0, time.perf_counter()
         return stats

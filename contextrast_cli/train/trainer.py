@@ -25,12 +25,13 @@ from contextrast_cli.runtime import collectives as ddp
 from contextrast_cli.train import runs
 from contextrast_cli.models.checkpoint import describe, save_checkpoint
 from contextrast_cli.train.resume import best_miou_on_disk, check_same_run, init_from
-from contextrast_cli.runtime.device import rng_state, seed_everything, set_rng_state, setup_runtime
+from contextrast_cli.runtime.device import rng_state, seed_everything, set_rng_state, setup_runtime, shutdown_runtime
 from contextrast_cli.evaluation.evaluator import evaluate_split
 from contextrast_cli.train.reporting import Reporter
 from contextrast_cli.train.runlog import RunLog
 from contextrast_cli.train.signals import EXIT_CODES, StopSignals, signal_name
-from contextrast_cli.train.step import LossWindow, Objective, poly_factor, training_step
+from contextrast_cli.train.objective import Objective
+from contextrast_cli.train.step import LossWindow, poly_factor, training_step
 from contextrast_cli.errors import CheckpointError, ConfigError, ContextrastError, Diverged, Interrupted
 from contextrast_cli.models.registry import build_model
 
@@ -67,6 +68,15 @@ class Trainer:
             check_same_run(resume, cfg)
         self.runtime = rt = setup_runtime(cfg.train.device, cfg.train.precision, cfg.train.seed,
                                           fixed_shapes=True, distributed=True)
+        try:
+            self._build(resume, run_dir, init, reporter)
+        except BaseException:  # the process group was joined: leave it, or the other processes hang
+            shutdown_runtime(rt)
+            raise
+
+    def _build(self, resume: dict | None, run_dir: Path | None, init: tuple[dict, Path] | None,
+               reporter: Reporter | None) -> None:
+        cfg, rt = self.cfg, self.runtime
         self.reporter = (reporter or Reporter()) if rt.is_main else Reporter()
         if cfg.train.batch_size % rt.world_size:
             raise ConfigError(f"train.batch_size {cfg.train.batch_size} is the global batch and must divide "
@@ -94,20 +104,29 @@ class Trainer:
         warmup = self.criterion is not None and cfg.contrast.warmup_iters > 0
         self.objective = ddp.data_parallel(objective, rt, unused_parameters=warmup)  # after the restore:
         # DDP starts every process from rank 0's weights
-        self.run_dir = Path(ddp.broadcast(str(self._run_folder(run_dir)) if rt.is_main else None, rt))
-        self.log = RunLog(self.run_dir, cfg.train.tensorboard and rt.is_main, f"{cfg.name}: {cfg.contrast.method}")
+        folder, self.best_miou = ddp.broadcast(self._run_folder(run_dir) if rt.is_main else None, rt)
+        self.run_dir = Path(folder)
+        self.log = RunLog(self.run_dir, cfg.train.tensorboard and rt.is_main, f"{cfg.name}: {cfg.contrast.method}",
+                          **(self._resumed_at(resume) if rt.is_main else {}))
         self.meta = describe(cfg, self.dataset)
         if note:
             self.reporter.message(note)
 
-    def _run_folder(self, run_dir: Path | None) -> Path:
-        """Rank 0: the new run folder, or the resumed one made ready."""
+    def _run_folder(self, run_dir: Path | None) -> tuple[str, float | None]:
+        """Rank 0: the new run folder, or the resumed one made ready, and the best mIoU so far (a
+        resume from an older checkpoint must not replace a better best.pt written after it)."""
         if not run_dir:
-            return runs.new_run_dir(self.cfg)
+            return str(runs.new_run_dir(self.cfg)), self.best_miou
         runs.write_config(run_dir, self.cfg)
         runs.remove_stale_temporaries(run_dir)
-        self.best_miou = best_miou_on_disk(run_dir, self.best_miou)
-        return Path(run_dir)
+        return str(run_dir), best_miou_on_disk(run_dir, self.best_miou)
+
+    def _resumed_at(self, resume: dict | None) -> dict:
+        """``RunLog``'s keywords for a resumed run: the iteration it continues from, and whether
+        that iteration's validation is redone."""
+        if resume is None:
+            return {}
+        return {"resumed_at": self.iteration, "validation_redone": self.pending_validation}
 
     def _restore(self, payload: dict) -> None:
         if payload["dataset"]["classes"] != list(self.dataset.classes):
@@ -171,16 +190,18 @@ class Trainer:
         except KeyboardInterrupt:  # a second Ctrl-C: stop now, keep the last checkpoint as it is
             raise Interrupted(f"stopped at once by a second Ctrl-C; the newest checkpoint is from iteration "
                               f"{self.saved_at}: contextrast train --resume {self.run_dir}") from None
-        finally:
+        finally:  # also when the loop raised (Diverged, a checkpoint error): no collective left in flight
+            vote.close()
             self.reporter.stop()
             self.log.close()
-        vote.close()
         return TrainResult(self.run_dir, self.iteration, self.best_miou, self.last_metrics)
 
     def _loop(self, total: int, stop: StopSignals, vote: ddp.StopVote) -> None:
         cfg = self.cfg.train
         if self.pending_validation:  # stopped during a validation: redo it first
             self._validate_or_stop(stop)
+            if not self.pending_validation and self.iteration >= total:  # the run's last act: record it
+                self.save_last()
         window = LossWindow()
         if signum := vote.now(stop.signum):
             self._stop(window, signum)

@@ -96,3 +96,25 @@ def test_pixel_contrast_contributes_in_training(tmp_path):
     result = trainer.run()
     logged = json.loads((result.run_dir / "metrics.jsonl").read_text().splitlines()[0])
     assert {"loss_pc", "pc_pairs", "pc_views"} <= set(logged)
+
+
+def test_more_qualifying_pairs_than_samples_keeps_one_view_of_a_random_subset():
+    """12 qualifying (image, class) pairs and max_samples 5 (a large per-process batch on a
+    many-class dataset): 5 pairs drawn at random, one view each, every pair drawn about equally
+    often over draws; the loss is finite."""
+    labels = torch.arange(6).repeat_interleave(4).view(1, 4, 6).expand(2, 4, 6).contiguous()  # (2, 4, 6): 6 classes
+    pred = labels.clone()
+    counts = torch.zeros(12)
+    for seed in range(600):
+        index, classes = sample_views(labels, pred, 6, max_samples=5, max_views=3,
+                                      generator=torch.Generator().manual_seed(seed))
+        assert index.shape == (5, 1)
+        image, klass = index[:, 0] // 24, labels.reshape(-1)[index[:, 0]]
+        assert torch.equal(klass, classes)
+        pairs = image * 6 + klass
+        assert pairs.unique().numel() == 5  # distinct pairs
+        counts[pairs] += 1
+    assert counts.sum() == 3000 and counts.min() > 200 and counts.max() < 300  # 250 expected each
+    emb = F.normalize(torch.randn(2, 8, 4, 6), dim=1)
+    out = pixel_contrast_loss(emb, labels, pred, 6, max_samples=5, max_views=3)
+    assert torch.isfinite(out["loss"]) and out["pairs"] == 5 and out["views"] == 1

@@ -136,3 +136,15 @@ def test_one_process_commands_refuse_a_multi_process_launch(monkeypatch):
     with pytest.raises(ContextrastError, match="this command runs in one process; it was started as rank 1 of 2 "
                                                r"\(torchrun\): run it without torchrun / srun"):
         setup_runtime("cpu")
+
+
+def test_an_explicit_gpu_under_torchrun_is_refused(monkeypatch):
+    """Under torchrun each process takes the GPU of its local rank; an explicit cuda:1 was silently
+    replaced by it. Now one line says so (before any CUDA call: this machine may have none)."""
+    from contextrast_cli.runtime.device import setup_runtime
+
+    for key, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match=r"train.device: cuda:1 under torchrun, but each process takes the GPU "
+                                          r"of its local rank \(this one 1\)"):
+        setup_runtime("cuda:1", distributed=True)

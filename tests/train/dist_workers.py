@@ -22,7 +22,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def worker(rank: int, world: int, port: int, out: str, data_root: str) -> None:
+def worker(rank: int, world: int, port: int, out: str, data_root: str, run_dir: str) -> None:
     """One process of the group: every task, results to ``out/rank<r>.pt``."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
@@ -30,22 +30,29 @@ def worker(rank: int, world: int, port: int, out: str, data_root: str) -> None:
     from contextrast_cli.runtime.device import setup_runtime, shutdown_runtime
 
     runtime = setup_runtime("cpu", "fp32", seed=0, distributed=True)
-    results = {"ce": ce_steps(runtime), "contrast": contrast_gradients(runtime),
+    results = {"ce": ce_steps(runtime), "ce_uneven": ce_steps(runtime, uneven=True),
+               "contrast": contrast_gradients(runtime),
                "anchors": anchors_and_gradients(runtime),
                "validation": validation(runtime, Path(data_root))}
+    results["trainer"] = trainer_agreement(Path(out), Path(run_dir))  # last: it leaves the process group
     torch.save(results, Path(out) / f"rank{rank}.pt")
     shutdown_runtime(runtime)
 
 
 # (a) cross-entropy steps with frozen BatchNorm statistics ------------------------------------
 
-def scenes(batch: int = 4, height: int = 32, width: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
-    """Synthetic scenes without ignore pixels (per-process and global loss means then agree)."""
+def scenes(batch: int = 4, height: int = 32, width: int = 48,
+           uneven: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthetic scenes without ignore pixels; ``uneven``: images 0 and 2 (process 0's share on 2
+    processes) have 80% and 50% of their pixels ignored, images 1 and 3 none."""
     from contextrast_cli.data.synthetic import render_scene
 
     images, labels = zip(*(render_scene(7, i, height, width) for i in range(batch)))
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
-    return x, torch.from_numpy(np.stack(labels)).long()
+    x, y = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255, torch.from_numpy(np.stack(labels)).long()
+    if uneven:
+        y[0, : int(0.8 * height)] = 255
+        y[2, : height // 2] = 255
+    return x, y
 
 
 def small_network() -> nn.Module:
@@ -61,9 +68,10 @@ def small_network() -> nn.Module:
     return model
 
 
-def ce_steps(runtime, steps: int = 3) -> dict[str, torch.Tensor]:
+def ce_steps(runtime, steps: int = 3, uneven: bool = False) -> dict[str, torch.Tensor]:
     """3 SGD steps of cross-entropy on this process's share of the global batch of 4 (every
-    world_size-th sample, as InfiniteSampler deals them); the weights after."""
+    world_size-th sample, as InfiniteSampler deals them); the weights after. ``uneven``: the
+    processes' shares have very different numbers of ignored pixels."""
     from contextrast_cli.runtime import collectives as ddp
     from contextrast_cli.train.objective import Objective
     from contextrast_cli.train.step import training_step
@@ -71,7 +79,7 @@ def ce_steps(runtime, steps: int = 3) -> dict[str, torch.Tensor]:
     model = small_network()
     objective = ddp.data_parallel(Objective(model), runtime, unused_parameters=False)
     optimizer = torch.optim.SGD(objective.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    images, labels = scenes()
+    images, labels = scenes(uneven=uneven)
     share = slice(runtime.rank, None, runtime.world_size)
     for _ in range(steps):
         training_step(model, optimizer, images[share], labels[share], contextlib.nullcontext, objective=objective)
@@ -195,3 +203,58 @@ def validation(runtime, data_root: Path) -> dict:
     torch.manual_seed(0)
     model = small_network().eval()
     return evaluate_split(model, read_prepared(data_root), "val", EvalConfig(batch_size=2), runtime)
+
+
+# (d) the trainer under several processes: what they agree on, what they leave behind -----------
+
+def trainer_config(out: Path, **sets):
+    """The tiny toy run of the tests under ``out`` (its scenes in out/synthetic, runs in out/runs)."""
+    from contextrast_cli.config import resolve_config
+    from tests.conftest import tiny_overrides
+
+    return resolve_config("toy", overrides=[*tiny_overrides(out), *(f"{k}={v}" for k, v in sets.items())])
+
+
+def trainer_agreement(out: Path, run_dir: Path) -> dict:
+    """A resumed run's best mIoU (rank 0 reads best.pt, which is better than last.pt says); whether
+    the stop vote is left in flight when the loop raises; whether a constructor that fails after
+    joining the process group leaves it (the group is gone afterwards: this task comes last)."""
+    import torch.distributed as dist
+
+    from contextrast_cli.runtime import collectives
+    from contextrast_cli.train.resume import load_resumable
+    from contextrast_cli.train.trainer import Trainer
+
+    payload, _ = load_resumable(run_dir)
+    cfg = trainer_config(out, **{"train.iterations": 6, "train.batch_size": 4})  # 2 images a process (BatchNorm)
+    result = {"best": Trainer(cfg, resume=payload, run_dir=run_dir).best_miou}
+    votes, real = [], collectives.StopVote
+
+    class Recorded(real):
+        def __init__(self, runtime):
+            super().__init__(runtime)
+            votes.append(self)
+
+    collectives.StopVote = Recorded
+    trainer = Trainer(cfg, resume=payload, run_dir=run_dir)
+    step = trainer._step
+
+    def failing(batch):
+        if trainer.iteration == 3:
+            raise RuntimeError("a step failed")
+        return step(batch)
+
+    trainer._step = failing
+    try:
+        trainer.run()
+    except RuntimeError:
+        result["vote_in_flight"] = votes[-1].work is not None
+    finally:
+        collectives.StopVote = real
+    try:
+        Trainer(trainer_config(out, **{"train.batch_size": 3}))
+    except Exception as exc:  # noqa: BLE001
+        result["failed_with"] = type(exc).__name__
+    result["group_left"] = not dist.is_initialized()
+    return result
+

@@ -17,6 +17,8 @@ from contextrast_cli.contrast.sampling import AnchorSlots
 from contextrast_cli.data.locate import locate_dataset
 from contextrast_cli.runtime.device import Runtime
 from contextrast_cli.evaluation.evaluator import evaluate_split
+from contextrast_cli.models.checkpoint import load_checkpoint, save_checkpoint
+from contextrast_cli.train.trainer import Trainer
 from contextrast_cli.train.objective import Objective
 from contextrast_cli.train.step import training_step
 from tests.train import dist_workers as w
@@ -31,23 +33,31 @@ def spawned(tmp_path_factory):
     cfg = resolve_config("toy", overrides=[f"data.root={out / 'data'}",
                                            "data.synthetic={num_train: 2, num_val: 5, size: [32, 48], seed: 5}"])
     dataset = locate_dataset(cfg.data)  # 5 validation images: the shares are uneven (3 and 2)
-    mp.start_processes(w.worker, args=(WORLD, w.free_port(), str(out), str(dataset.root)), nprocs=WORLD,
-                       start_method="spawn")
+    run_dir = Trainer(w.trainer_config(out, **{"train.iterations": 2})).run().run_dir
+    best, last = (load_checkpoint(run_dir / name) for name in ("best.pt", "last.pt"))
+    save_checkpoint(run_dir / "best.pt", {**best, "best_miou": 0.99})  # a later, better best.pt than last.pt knows
+    save_checkpoint(run_dir / "last.pt", {**last, "best_miou": 0.01})
+    mp.start_processes(w.worker, args=(WORLD, w.free_port(), str(out), str(dataset.root), str(run_dir)),
+                       nprocs=WORLD, start_method="spawn")
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)], dataset
 
 
-def test_ddp_steps_equal_one_process_with_the_global_batch(spawned):
+@pytest.mark.parametrize("uneven", [False, True], ids=["no-ignore", "uneven-ignore"])
+def test_ddp_steps_equal_one_process_with_the_global_batch(spawned, uneven):
+    """Also when the processes' shares hold very different numbers of ignored pixels: the
+    cross-entropy is normalised by the global count of labelled pixels, not each process's."""
     results, _ = spawned
     model = w.small_network()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    images, labels = w.scenes()
+    images, labels = w.scenes(uneven=uneven)
     start = {k: v.clone() for k, v in model.state_dict().items()}
     for _ in range(3):
         training_step(model, optimizer, images, labels, contextlib.nullcontext, objective=Objective(model))
     moved = 0.0
     for key, value in model.state_dict().items():
         for rank in range(WORLD):
-            assert torch.allclose(results[rank]["ce"][key], value, rtol=0, atol=1e-5), (key, rank)
+            got = results[rank]["ce_uneven" if uneven else "ce"][key]
+            assert torch.allclose(got, value, rtol=0, atol=1e-5), (key, rank)
         moved = max(moved, (value.float() - start[key].float()).abs().max().item())
     assert moved > 1e-3  # the steps did change the weights
 
@@ -97,3 +107,15 @@ def test_distributed_validation_equals_one_process(spawned):
     assert single["num_images"] == 5
     for rank in range(WORLD):
         assert results[rank]["validation"] == single
+
+
+def test_the_trainer_agrees_on_its_best_and_leaves_nothing_behind(spawned):
+    """Every process resumes with the best mIoU of the run's best.pt (rank 0 reads it); the stop
+    vote is not left in flight when the loop raises; a constructor that fails after joining the
+    process group (a global batch of 3 on 2 processes) leaves the group."""
+    results, _ = spawned
+    for rank in range(WORLD):
+        got = results[rank]["trainer"]
+        assert got["best"] == 0.99, rank
+        assert got["vote_in_flight"] is False, rank
+        assert got["failed_with"] == "ConfigError" and got["group_left"] is True, rank

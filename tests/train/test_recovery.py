@@ -201,9 +201,9 @@ def test_diverged_names_iteration_terms_and_last_good_checkpoint(tmp_path, monke
 
     real, calls = objective.segmentation_losses, []
 
-    def poisoned(outputs, target):
+    def poisoned(outputs, target, group=None):
         calls.append(1)
-        terms = real(outputs, target)
+        terms = real(outputs, target, group)
         return {k: v * float("nan") for k, v in terms.items()} if len(calls) == 3 else terms
 
     monkeypatch.setattr(objective, "segmentation_losses", poisoned)

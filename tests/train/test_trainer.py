@@ -153,3 +153,24 @@ def test_foreign_and_missing_checkpoints(tmp_path):
         load_checkpoint(tmp_path / "text.pt")
     with pytest.raises(CheckpointError, match="no best.pt found under"):
         newest_checkpoint(tmp_path)
+
+
+def test_resume_from_an_older_checkpoint_drops_the_records_after_it(tmp_path):
+    """Resuming from iter_000002.pt of a finished 4-iteration run (or after a SIGKILL) repeats
+    iterations 3 and 4: metrics.jsonl, curves.png and TensorBoard then hold each iteration once."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from contextrast_cli.train.resume import load_resumable
+
+    cfg = resolve_config("toy", overrides=[*tiny_overrides(tmp_path), "train.tensorboard=true"])
+    result = Trainer(cfg).run()
+    payload, run_dir = load_resumable(result.run_dir / "iter_000002.pt")
+    assert payload["iteration"] == 2
+    Trainer(cfg, resume=payload, run_dir=run_dir).run()
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records if "loss" in r] == [1, 2, 3, 4]
+    assert [r["iteration"] for r in records if "mIoU" in r] == [2, 4]
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
+    assert [e.step for e in events.Scalars("val/mIoU")] == [2, 4]
