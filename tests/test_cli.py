@@ -56,7 +56,7 @@ def test_debug_is_accepted_after_and_before_every_command(args, tmp_path, monkey
     assert plain.exit_code == 2 and "Traceback" not in plain.output, plain.output
     for debug_args in ([*args, "--debug"], ["--debug", *args]):
         result = invoke(*debug_args)
-        if args[-1] == "0x9":  # a parse error (Click's usage message), with or without --debug
+        if args[-1] == "0x9":  # a bad option value: the one line, with or without --debug
             assert result.exit_code == 2 and "expected HxW" in result.output
             continue
         # with --debug the library's exception is not turned into a message: the traceback shows
@@ -121,6 +121,12 @@ def test_prepare_synthetic_then_refuse_overwrite(tmp_path):
     assert meta["splits"] == {"train": 3, "val": 2} and meta["name"] == "synthetic"
     one_line_error(invoke(*args), 2, "--force")
     assert invoke("prepare-data", "synthetic", "--out", tmp_path / "t", "--size", "24by32").exit_code == 2
+
+
+def test_prepare_data_synthetic_bad_size_is_one_line(tmp_path):
+    """--size is parsed inside the command's error handling: the project's one line, not Click's usage box."""
+    one_line_error(invoke("prepare-data", "synthetic", "--out", tmp_path / "s", "--size", "12y4"), 2, "--size")
+    assert not (tmp_path / "s").exists()
 
 
 def test_train_evaluate_and_resume(tmp_path, monkeypatch):

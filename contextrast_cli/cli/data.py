@@ -104,7 +104,8 @@ def prepare_folder(
     val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Without split files or sub-folders: "
                                                 "this share of the images, drawn with --seed, becomes val.")] = 0.1,
     seed: int = 0,
-    ignore_index: Annotated[int, typer.Option(min=0, max=255, help="Index masks: the unlabelled value.")] = 255,
+    ignore_index: Annotated[int, typer.Option(min=0, max=255, help="Index masks: the unlabelled value "
+                                              "(not a class id).")] = 255,
     reduce_zero_label: Annotated[bool, typer.Option(
         "--reduce-zero-label", help="Index masks: 0 means unlabelled, class k is stored as k+1.")] = False,
     ignore_color: Annotated[Optional[str], typer.Option(help="Colour masks: R,G,B of unlabelled pixels.")] = None,
@@ -148,8 +149,8 @@ def prepare_synthetic_cmd(
     from contextrast_cli.config import SyntheticData
     from contextrast_cli.data.locate import prepare_synthetic
 
-    params = SyntheticData(num_train=num_train, num_val=num_val, size=parse_size(size), seed=seed)
     with guarded(ctx, debug), progress() as bar:
+        params = SyntheticData(num_train=num_train, num_val=num_val, size=parse_size(size), seed=seed)
         task = bar.add_task("drawing scenes", total=num_train + num_val)
         prepared = prepare_synthetic(out_dir, params, force=force, on_sample=lambda _: bar.advance(task))
     _print_dataset(prepared)

@@ -5,7 +5,8 @@ from functools import partial
 from pathlib import Path
 
 from contextrast_cli.config.classes import ADE20K_CLASSES
-from contextrast_cli.data.convert import LabelTable, Plan, images_in, pair_up, read_index_png, require_dir, shifted
+from contextrast_cli.data.convert import LabelTable, Plan, images_in, pair_up, require_dir, shifted
+from contextrast_cli.data.labels import read_index_label
 from contextrast_cli.config.datasets import default_palette
 
 FOLDER = "ADEChallengeData2016"
@@ -27,7 +28,7 @@ def plan_ade20k(source: Path) -> Plan:
         labels = require_dir(root / "annotations" / name, "ADE20K", f"the {name} annotations of {FOLDER}.zip")
         splits[split] = pair_up(images_in(images), partial(_label_of, labels), where=f" in {images}")
     return Plan("ade20k", ADE20K_CLASSES, default_palette(len(ADE20K_CLASSES)), splits,
-                lambda path: TABLE(read_index_png(path), path),
+                lambda path: TABLE(read_index_label(path), path),
                 {"converter": "ade20k", "path": str(root.resolve()), "label_map": "0 -> 255, k -> k-1"})
 
 

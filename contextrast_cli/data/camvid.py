@@ -3,7 +3,8 @@
 
 from pathlib import Path
 
-from contextrast_cli.data.convert import LabelTable, Plan, images_in, pair_up, read_index_png, require_dir
+from contextrast_cli.data.convert import LabelTable, Plan, images_in, pair_up, require_dir
+from contextrast_cli.data.labels import read_index_label
 from contextrast_cli.config.datasets import CAMVID_CLASSES, CAMVID_PALETTE, IGNORE_INDEX
 
 CAMVID_VOID = 11
@@ -26,5 +27,5 @@ def plan_camvid(source: Path) -> Plan:
             labels = require_dir(source / annot, "CamVid", f"the {split} labels")
             splits[split] = pair_up(images_in(source / split), lambda p, a=labels: a / f"{p.stem}.png",
                                     where=f" in {source / split}")
-    return Plan("camvid", CAMVID_CLASSES, CAMVID_PALETTE, splits, lambda path: TABLE(read_index_png(path), path),
+    return Plan("camvid", CAMVID_CLASSES, CAMVID_PALETTE, splits, lambda path: TABLE(read_index_label(path), path),
                 {"converter": "camvid", "path": str(source.resolve()), "label_map": {str(CAMVID_VOID): IGNORE_INDEX}})

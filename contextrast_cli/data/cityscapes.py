@@ -6,7 +6,8 @@ from functools import partial
 from pathlib import Path
 
 from contextrast_cli.config.classes import CITYSCAPES_LABEL_IDS, CITYSCAPES_MAX_LABEL_ID
-from contextrast_cli.data.convert import Item, LabelTable, Plan, images_in, pair_up, read_index_png, require_dir
+from contextrast_cli.data.convert import Item, LabelTable, Plan, images_in, pair_up, require_dir
+from contextrast_cli.data.labels import read_index_label
 from contextrast_cli.config.datasets import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, IGNORE_INDEX
 from contextrast_cli.errors import DataError
 
@@ -42,7 +43,7 @@ def plan_cityscapes(source: Path) -> Plan:
         else:
             splits[split] = pair_up(images, partial(_label_of, labels_root / split), _stem, where=f" in {folder}")
     return Plan("cityscapes", CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, splits,
-                lambda path: TABLE(read_index_png(path), path),
+                lambda path: TABLE(read_index_label(path), path),
                 {"converter": "cityscapes", "path": str(source.resolve()), "labels": "gtFine labelIds",
                  "label_map": {str(k): v for k, v in zip(CITYSCAPES_LABEL_IDS, range(19))}})
 

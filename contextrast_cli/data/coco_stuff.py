@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from contextrast_cli.config.classes import COCO_STUFF_CLASSES, COCO_STUFF_IDS, COCO_STUFF_UNUSED
-from contextrast_cli.data.convert import LabelTable, Plan, images_in, listed, pair_up, read_index_png, read_list, require_dir
+from contextrast_cli.data.convert import LabelTable, Plan, images_in, listed, pair_up, read_list, require_dir
+from contextrast_cli.data.labels import read_index_label
 from contextrast_cli.config.datasets import IGNORE_INDEX, default_palette
 from contextrast_cli.errors import DataError
 
@@ -37,7 +38,7 @@ def plan_coco_stuff(source: Path) -> Plan:
     palette = default_palette(len(COCO_STUFF_CLASSES))
     if (source / MAPS).is_dir() or (source / "images" / "train2017").is_dir():
         return Plan("coco-stuff", COCO_STUFF_CLASSES, palette, _splits_164k(source),
-                    lambda path: TABLE_164K(read_index_png(path), path),
+                    lambda path: TABLE_164K(read_index_label(path), path),
                     {"converter": "coco-stuff", "variant": "164k", "path": str(source.resolve())})
     if (source / "imageLists").is_dir():
         return Plan("coco-stuff", COCO_STUFF_CLASSES, palette, _splits_10k(source), _read_mat,

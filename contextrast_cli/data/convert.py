@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 
@@ -108,14 +107,6 @@ class LabelTable:
 def shifted(num_classes: int, zero: int = IGNORE_INDEX, keep: tuple[int, ...] = ()) -> dict[int, int]:
     """0 -> ``zero`` (ignore), k -> k - 1 for k = 1..num_classes, and each of ``keep`` to itself."""
     return {0: zero, **{k: k - 1 for k in range(1, num_classes + 1)}, **{k: k for k in keep}}
-
-
-def read_index_png(path: Path) -> np.ndarray:
-    """(H, W) integer label map of a single-channel 8- or 16-bit PNG; DataError otherwise."""
-    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if Path(path).is_file() else None
-    if label is None or label.ndim != 2 or label.dtype not in (np.uint8, np.uint16):
-        raise DataError(f"{path}: expected a single-channel 8- or 16-bit PNG label map")
-    return label
 
 
 def require_dir(path: Path, dataset: str, what: str) -> Path:

@@ -2,24 +2,27 @@
 
 Classes file: one class per line in train-id order, optionally followed by its colour ``R,G,B``
 (``traffic light 250,170,30``; names may contain spaces); blank lines and ``#`` comments skipped.
-Labels ``<labels>/<image stem><suffix>.png`` are either index maps (values = class ids, with
-``ignore_index`` and optionally ``reduce_zero_label``) or RGB colour-coded masks as annotation
-tools export them (mapped through the classes' colours; ``ignore_color`` marks unlabelled pixels).
-Splits come from split files, from ``<split>/`` sub-folders, or from a seeded validation fraction.
+Labels ``<labels>/<image stem><suffix>.png`` are either index maps (palette PNGs as PASCAL VOC,
+labelme and CVAT write them, 8- or 16-bit grey; values = class ids, with ``ignore_index`` and
+optionally ``reduce_zero_label``) or RGB colour-coded masks as annotation tools export them
+(mapped through the classes' colours; ``ignore_color`` marks unlabelled pixels).
+Splits come from split files, from ``<split>/`` sub-folders (hidden ones and ``__pycache__``
+skipped), or from a seeded validation fraction.
 """
 
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from contextrast_cli.data.convert import Item, Plan, images_in, listed, pair_up, read_list, require_dir
+from contextrast_cli.data.labels import read_label_image
 from contextrast_cli.config.datasets import IGNORE_INDEX, default_palette
-from contextrast_cli.errors import DataError
+from contextrast_cli.errors import ConfigError, DataError
 
 COLOUR = re.compile(r"^(.*\S)\s+(\d{1,3}),(\d{1,3}),(\d{1,3})$")
+NOT_SPLITS = ("__pycache__",)  # nor any hidden folder
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ def plan_folder(options: FolderOptions) -> Plan:
         DataError: a bad classes file, a missing folder, image or label, named.
     """
     classes, colours = read_classes(options.classes)
+    _check_ignore_index(classes, options)
     require_dir(options.images, "folder", "--images: the images")
     require_dir(options.labels, "folder", "--labels: the label PNGs")
     palette = tuple(c or d for c, d in zip(colours, default_palette(len(classes))))
@@ -85,21 +89,49 @@ def plan_folder(options: FolderOptions) -> Plan:
                  "reduce_zero_label": options.reduce_zero_label, "ignore_index": options.ignore_index})
 
 
+def _check_ignore_index(classes: tuple[str, ...], options: FolderOptions) -> None:
+    """ConfigError when --ignore-index is a stored class id: every pixel of that class would be ignored."""
+    value, shift = options.ignore_index, int(options.reduce_zero_label)
+    if not shift <= value < len(classes) + shift:
+        return
+    stored = (f"is how --reduce-zero-label stores class {classes[value - 1]!r} (class k as k+1)" if shift
+              else f"is the id of class {classes[value]!r}")
+    raise ConfigError(f"--ignore-index {value} {stored} of {options.classes}: it would erase that class; give the "
+                      f"value your masks use for unlabelled pixels, outside {shift}-{len(classes) - 1 + shift} "
+                      f"(default 255)")
+
+
 def _splits(options: FolderOptions) -> dict[str, list[Item]]:
     images, labels, suffix = Path(options.images), Path(options.labels), options.label_suffix
     if options.split_files:
         return {split: listed(read_list(path, "folder"), lambda i: _image_of(images, i),
                               lambda i: labels / f"{Path(i).stem}{suffix}.png", path)
                 for split, path in options.split_files.items()}
-    subfolders = sorted(p.name for p in images.iterdir() if p.is_dir())
+    subfolders, top = _split_folders(images), images_in(images)
+    if subfolders and top:
+        raise DataError(f"{images} holds both images ({len(top)}) and split sub-folders ({', '.join(subfolders)}); "
+                        f"either move every image into a <split>/ sub-folder (labels alike) or keep them all at the "
+                        f"top (splits from --split-file or --val-fraction) and remove the sub-folders")
     if subfolders:
         return {split: pair_up(images_in(images / split), lambda p, s=split: labels / s / f"{p.stem}{suffix}.png",
                                where=f" in {images / split}") for split in subfolders}
-    items = pair_up(images_in(images), lambda p: labels / f"{p.stem}{suffix}.png", where=f" in {images}")
+    items = pair_up(top, lambda p: labels / f"{p.stem}{suffix}.png", where=f" in {images}")
     if not items:
         raise DataError(f"no images (.png, .jpg, .jpeg) in {images}")
-    order = np.random.default_rng(options.seed).permutation(len(items))
-    n_val = min(max(round(options.val_fraction * len(items)), 1 if options.val_fraction > 0 else 0), len(items) - 1)
+    return _draw_val(items, options.val_fraction, options.seed)
+
+
+def _split_folders(images: Path) -> list[str]:
+    """The sub-folders of ``images`` that are splits: not hidden (``.ipynb_checkpoints``, ``.git``), not
+    ``__pycache__``."""
+    return sorted(p.name for p in images.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and p.name not in NOT_SPLITS)
+
+
+def _draw_val(items: list[Item], fraction: float, seed: int) -> dict[str, list[Item]]:
+    """train / val: ``fraction`` of ``items`` (at least one, never all), drawn with ``seed``."""
+    order = np.random.default_rng(seed).permutation(len(items))
+    n_val = min(max(round(fraction * len(items)), 1 if fraction > 0 else 0), len(items) - 1)
     val = set(order[:n_val].tolist())
     return {"train": [item for i, item in enumerate(items) if i not in val],
             "val": [item for i, item in enumerate(items) if i in val]}
@@ -115,7 +147,8 @@ def _image_of(images: Path, name: str) -> Path:
 
 
 class LabelDecoder:
-    """Index or RGB colour-coded label PNG -> train ids (decided per file by its channel count)."""
+    """Index (palette, 8- or 16-bit grey) or RGB colour-coded label PNG -> train ids (decided per
+    file by its mode: a palette PNG is an index map, its colours are not read)."""
 
     def __init__(self, classes: tuple[str, ...], colours: list, options: FolderOptions) -> None:
         self.num_classes, self.options, self.classes_file = len(classes), options, options.classes
@@ -127,12 +160,10 @@ class LabelDecoder:
             self.colours[_pack(options.ignore_color)] = IGNORE_INDEX
 
     def __call__(self, path: Path) -> np.ndarray:
-        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if raw is None:
-            raise DataError(f"{path}: unreadable label image")
+        raw = read_label_image(path)
         if raw.ndim == 2:
             return self._index(raw.astype(np.int64), path)
-        return self._colour(cv2.cvtColor(raw[..., :3], cv2.COLOR_BGR2RGB), path)
+        return self._colour(raw, path)
 
     def _index(self, raw: np.ndarray, path: Path) -> np.ndarray:
         ignore = raw == self.options.ignore_index

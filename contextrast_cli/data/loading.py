@@ -10,6 +10,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import tv_tensors
 
+from contextrast_cli.config.datasets import IGNORE_INDEX
+from contextrast_cli.data.labels import read_index_label
 from contextrast_cli.data.prepared import list_pairs
 from contextrast_cli.errors import DataError
 
@@ -25,10 +27,18 @@ def read_rgb(path: Path) -> np.ndarray:
 
 
 def read_label(path: Path) -> np.ndarray:
-    """(H, W) uint8 train ids; DataError when unreadable or not a single-channel 8-bit map."""
-    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if Path(path).is_file() else None
-    if label is None or label.ndim != 2 or label.dtype != np.uint8:
-        raise DataError(f"{path}: cannot read label (expected a single-channel 8-bit PNG of train ids)")
+    """(H, W) uint8 train ids (255 = ignore) of a palette, 8- or 16-bit grey label image.
+
+    Raises:
+        DataError: unreadable, a colour image, or a value that is no train id (file named).
+    """
+    label = read_index_label(path)
+    if label.dtype != np.uint8:
+        low, high = (int(label.min()), int(label.max())) if label.size else (0, 0)
+        if low < 0 or high > IGNORE_INDEX:
+            raise DataError(f"{path}: label values {f'up to {high}' if high > IGNORE_INDEX else f'down to {low}'} "
+                            f"are not train ids (0-{IGNORE_INDEX - 1}, {IGNORE_INDEX} = ignore)")
+        label = label.astype(np.uint8)
     return label
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from contextrast_cli.config.classes import PASCAL_CONTEXT_459_IDS, PASCAL_CONTEXT_CLASSES
-from contextrast_cli.data.convert import LabelTable, Plan, listed, read_index_png, read_list, require_dir, shifted
+from contextrast_cli.data.convert import LabelTable, Plan, listed, read_list, require_dir, shifted
+from contextrast_cli.data.labels import read_index_label
 from contextrast_cli.config.datasets import IGNORE_INDEX, default_palette
 from contextrast_cli.errors import DataError
 
@@ -68,7 +69,7 @@ def _mat_folder(source: Path, root: Path) -> Path | None:
 
 
 def _read_png(path: Path) -> np.ndarray:
-    return PNG_TABLE(read_index_png(path), path)
+    return PNG_TABLE(read_index_label(path), path)
 
 
 def _read_mat(path: Path) -> np.ndarray:
