@@ -151,3 +151,26 @@ def test_fused_gradient_equals_plain_autograd(one_hot_max, monkeypatch):
     for fused_grad, plain_grad in zip(grads(True), grads(False)):
         assert fused_grad.abs().sum() > 0
         assert torch.allclose(fused_grad, plain_grad, atol=1e-12)
+
+
+def test_each_layer_term_is_alpha_times_its_lambda_times_its_layer_loss():
+    """loss_ccl_l{i} = alpha * lambda_i * L_i: the same loss with alpha 1 and lambdas 1 gives the
+    L_i; hand-set lambdas and alpha then scale each layer's term by exactly their product."""
+    from contextrast_cli.contrast.loss import ContextrastLoss
+
+    torch.manual_seed(0)
+    features = [torch.randn(2, 6, 8, 8, dtype=torch.float64), torch.randn(2, 10, 4, 4, dtype=torch.float64)]
+    logits = torch.randn(2, 4, 16, 16, dtype=torch.float64)
+    target = torch.randint(0, 4, (2, 16, 16))
+    settings = dict(layers=(1, 2), embed_dim=8, hidden_cap=8, max_positives=20, max_negatives=30)
+    unit = ContextrastLoss(4, (6, 10), lambdas=(1.0, 1.0), alpha=1.0, **settings).double().train()
+    weighted = ContextrastLoss(4, (6, 10), lambdas=(0.25, 0.75), alpha=0.2, **settings).double().train()
+    weighted.load_state_dict(unit.state_dict())
+    torch.manual_seed(1)
+    layer_loss = unit(features, logits, target)
+    torch.manual_seed(1)  # the same samples
+    terms = weighted(features, logits, target)
+    losses = [float(layer_loss[f"loss_ccl_l{i}"]) for i in (1, 2)]
+    assert losses[0] > 0 and losses[1] > 0 and losses[0] != losses[1]
+    for layer, lam in ((1, 0.25), (2, 0.75)):
+        assert float(terms[f"loss_ccl_l{layer}"]) == pytest.approx(0.2 * lam * losses[layer - 1], rel=1e-12)
