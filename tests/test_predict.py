@@ -86,3 +86,163 @@ def test_predict_bad_inputs_are_one_line(toy, tmp_path):
     one_line_error(invoke("predict", toy.images, "--onnx", lonely), 2, "export it with `contextrast export --onnx`")
     sidecar = json.loads((toy.onnx.parent / f"{toy.onnx.name}.json").read_text())
     assert sidecar["dataset"]["palette"]  # what predict colours with
+
+
+def reference_labels(checkpoint, rgb: np.ndarray) -> np.ndarray:
+    """The network's own argmax on one RGB image: a plain forward pass, no predict code."""
+    import torch
+
+    from contextrast_cli.models.checkpoint import load_checkpoint, model_from_checkpoint
+
+    model = model_from_checkpoint(load_checkpoint(checkpoint)).eval()
+    with torch.no_grad():
+        logits = model(torch.from_numpy(rgb).permute(2, 0, 1).float().div(255)[None])["out"]
+    return logits.argmax(1)[0].numpy().astype(np.uint8)
+
+
+def read_rgb_plain(path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+def test_folders_are_searched_recursively_and_outputs_never_overwrite_each_other(toy, tmp_path):
+    sources = sorted(toy.images.iterdir())
+    root = tmp_path / "root"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    shutil.copyfile(sources[0], root / "a" / "x.png")
+    cv2.imwrite(str(root / "a" / "x.jpg"), cv2.imread(str(sources[1])))
+    shutil.copyfile(sources[2], root / "b" / "x.png")
+    out = root / "predictions"  # inside the folder searched: what is there is not taken as input
+    (out / "labels").mkdir(parents=True)
+    shutil.copyfile(sources[3], out / "labels" / "stale.png")
+    result = invoke("predict", root, "--checkpoint", toy.checkpoint, "--device", "cpu", "--out", out, "--overlay")
+    assert result.exit_code == 0, result.output
+    assert "wrote 9 files for 3 images" in " ".join(result.output.split())
+    expected = {"a/x.png.png": root / "a" / "x.png", "a/x.jpg.png": root / "a" / "x.jpg",
+                "b/x.png": root / "b" / "x.png"}
+    for sub in ("labels", "colour", "overlay"):
+        found = {p.relative_to(out / sub).as_posix() for p in (out / sub).rglob("*") if p.is_file()}
+        assert found == set(expected) | ({"stale.png"} if sub == "labels" else set())
+    labels = {}
+    for name, source in expected.items():
+        labels[name] = cv2.imread(str(out / "labels" / name), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(labels[name], reference_labels(toy.checkpoint, read_rgb_plain(source)))
+    assert not np.array_equal(labels["a/x.png.png"], labels["b/x.png"])  # three images, three predictions
+
+
+def test_outputs_that_would_collide_are_refused_before_anything_is_written(toy, tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        shutil.copyfile(sorted(toy.images.iterdir())[0], tmp_path / sub / "x.png")
+    for inputs in ([tmp_path / "a", tmp_path / "b"], [tmp_path / "a" / "x.png", tmp_path / "b" / "x.png"]):
+        result = invoke("predict", *inputs, "--checkpoint", toy.checkpoint, "--out", tmp_path / "o")
+        one_line_error(result, 2, "would both be written as labels/x.png")
+        assert not (tmp_path / "o").exists()
+    # two files given directly in one folder, one stem: the extension stays in the name
+    cv2.imwrite(str(tmp_path / "a" / "x.jpg"), cv2.imread(str(tmp_path / "a" / "x.png")))
+    result = invoke("predict", tmp_path / "a" / "x.png", tmp_path / "a" / "x.jpg", "--checkpoint", toy.checkpoint,
+                    "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "o" / "labels").iterdir()) == ["x.jpg.png", "x.png.png"]
+
+
+@pytest.mark.parametrize("value, fps, noted", [
+    (29.97, 29.97, False), (25, 25.0, False), (0, 25.0, True), (0.0, 25.0, True), (-1, 25.0, True),
+    (float("nan"), 25.0, True), (float("inf"), 25.0, True), (None, 25.0, True),
+])
+def test_frame_rate_is_the_containers_when_finite_and_positive(value, fps, noted):
+    from contextrast_cli.evaluation.predict import frame_rate
+
+    got, note = frame_rate(value)
+    assert got == fps and isinstance(got, float)
+    assert (note is not None) == noted
+    if noted:
+        assert "25 fps" in note and "\n" not in note
+
+
+def write_clip(path, frames, fps):
+    video = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (48, 32))
+    assert video.isOpened()
+    for frame in frames:
+        video.write(frame)
+    video.release()
+
+
+@pytest.mark.parametrize("reported", [float("nan"), -1.0, 0.0, 12.0])
+def test_video_with_an_unusable_frame_rate_is_written_at_25_fps_with_a_note(toy, tmp_path, monkeypatch, reported):
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, [cv2.imread(str(p)) for p in sorted(toy.images.iterdir())], 12)
+    real = cv2.VideoCapture
+
+    class Reporting:  # a real capture whose container reports ``reported`` frames per second
+        def __init__(self, *args):
+            self.capture = real(*args)
+
+        def get(self, prop):
+            return reported if prop == cv2.CAP_PROP_FPS else self.capture.get(prop)
+
+        def __getattr__(self, name):
+            return getattr(self.capture, name)
+
+    monkeypatch.setattr(cv2, "VideoCapture", Reporting)
+    result = invoke("predict", clip, "--checkpoint", toy.checkpoint, "--device", "cpu", "--out", tmp_path / "v")
+    monkeypatch.undo()
+    assert result.exit_code == 0, result.output
+    written = real(str(tmp_path / "v" / "clip_overlay.mp4"))
+    assert written.get(cv2.CAP_PROP_FRAME_COUNT) == 4
+    notes = [line for line in result.output.splitlines() if line.startswith("note:")]
+    if reported == 12.0:
+        assert written.get(cv2.CAP_PROP_FPS) == 12.0 and not notes
+    else:
+        assert written.get(cv2.CAP_PROP_FPS) == 25.0
+        assert len(notes) == 1 and str(clip) in notes[0] and "25 fps" in notes[0], result.output
+
+
+def test_video_frames_in_batches_give_the_labels_of_one_at_a_time(toy, tmp_path, monkeypatch):
+    from contextrast_cli.evaluation import inference, writers
+
+    frames = [cv2.imread(str(p)) for p in sorted(toy.images.iterdir())]
+    clip = tmp_path / "five.mp4"
+    write_clip(clip, frames + frames[:1], 5)
+    batches, drawn = [], []
+    real_probs, real_colourize = inference.predict_probs, writers.colourize
+    monkeypatch.setattr(inference, "predict_probs", lambda model, x, cfg=None: batches.append(len(x)) or
+                        real_probs(model, x, cfg))
+    monkeypatch.setattr(writers, "colourize", lambda pred, palette: drawn.append(pred.copy()) or
+                        real_colourize(pred, palette))
+    labels = {}
+    for size in (1, 4):
+        batches.clear()
+        drawn.clear()
+        result = invoke("predict", clip, "--checkpoint", toy.checkpoint, "--device", "cpu", "--batch-size", size,
+                        "--out", tmp_path / str(size))
+        assert result.exit_code == 0, result.output
+        assert "5 video frames" in " ".join(result.output.split())
+        assert batches == ([1] * 5 if size == 1 else [4, 1])
+        labels[size] = np.stack(drawn)
+    assert labels[1].shape == (5, 32, 48) and len(np.unique(labels[1])) >= 2
+    np.testing.assert_array_equal(labels[1], labels[4])
+
+
+def test_the_checkpoint_taken_by_default_is_named_with_where_it_comes_from(toy, tmp_path):
+    import os
+
+    from contextrast_cli.models.checkpoint import load_checkpoint, save_checkpoint
+
+    runs = tmp_path / "runs"
+    plain = runs / "toy" / "20260101-1200" / "best.pt"
+    ablation = runs / "ablate" / "toy" / "none-seed1" / "best.pt"
+    payload = load_checkpoint(toy.checkpoint)
+    for path, iteration in ((plain, 3), (ablation, 7)):
+        save_checkpoint(path, {**payload, "iteration": iteration})
+    (runs / "ablate" / "toy" / "plan.json").write_text("{}")
+    image = sorted(toy.images.iterdir())[0]
+    for newest, older, iteration, kind in ((ablation, plain, 7, "an ablation run"),
+                                           (plain, ablation, 3, "run toy/20260101-1200")):
+        os.utime(older, (1_000_000, 1_000_000))
+        os.utime(newest, (2_000_000, 2_000_000))
+        result = invoke("predict", image, "--runs-dir", runs, "--device", "cpu", "--out", tmp_path / "o")
+        assert result.exit_code == 0, result.output
+        (line,) = [line for line in result.output.splitlines() if "no --checkpoint given" in line]
+        assert line == (f"note: no --checkpoint given: using {newest}, the newest best.pt under {runs}/ "
+                        f"({kind}, iteration {iteration}); pass --checkpoint to choose")

@@ -117,12 +117,14 @@ def parse_list(text: str, kind, option: str) -> tuple:
 
 def pick_checkpoint(checkpoint: Path | None, runs_dir: Path) -> Path:
     """The checkpoint a command uses: ``--checkpoint`` (a run folder means its best.pt, else its
-    last.pt with a note), or the newest best.pt under ``runs_dir``."""
-    from contextrast_cli.train.runs import checkpoint_path, newest_checkpoint
+    last.pt with a note), or the newest best.pt under ``runs_dir`` (ablation runs included), with
+    a note naming it and its run."""
+    from contextrast_cli.train.runs import checkpoint_path, describe_checkpoint, newest_checkpoint
 
     if checkpoint is None:
         path = newest_checkpoint(runs_dir)
-        err.print(f"using {escape(str(path))}")
+        err.print(f"[yellow]note:[/] no --checkpoint given: using {escape(str(path))}, the newest best.pt under "
+                  f"{escape(str(runs_dir))}/ ({escape(describe_checkpoint(path))}); pass --checkpoint to choose")
         return path
     path, note = checkpoint_path(checkpoint)
     if note:

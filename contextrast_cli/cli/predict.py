@@ -22,6 +22,8 @@ def predict(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("predictions"),
     overlay: Annotated[bool, typer.Option("--overlay", help="Also write the colours blended over each image "
                                           "(DIR/overlay/).")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Video frames (and images of one size) "
+                                            "per inference call; the labels do not depend on it.")] = 8,
     scales: ScalesOpt = None,
     flip: FlipOpt = None,
     mode: ModeOpt = None,
@@ -32,10 +34,14 @@ def predict(
     debug: DebugOpt = False,
 ) -> None:
     """Segment your own images and videos: DIR/labels/<image>.png (train ids), DIR/colour/<image>.png
-    (the palette), DIR/overlay/ with --overlay, and <video>_overlay.mp4 per video.
+    (the palette), DIR/overlay/ with --overlay, and DIR/<video>_overlay.mp4 per video.
 
-    The same inference as `evaluate` (the checkpoint's eval.* settings unless overridden). An
-    unreadable input is reported and skipped; the exit code is 1 if any failed.
+    Folders are searched recursively and outputs mirror the paths inside them (photos/a/x.png ->
+    DIR/labels/a/x.png); inputs sharing a stem in one folder keep their extension (x.png.png,
+    x.jpg.png); inputs whose outputs would still collide are refused before anything is written.
+    The same inference as `evaluate` (the checkpoint's eval.* settings unless overridden). A video
+    whose frame rate is missing or unusable is written at 25 fps, with a note. An unreadable input
+    is reported and skipped; the exit code is 1 if any failed.
     """
     from contextrast_cli.evaluation.predict import collect_inputs, load_predictor, predict_files
     from contextrast_cli.errors import ConfigError
@@ -45,12 +51,15 @@ def predict(
             raise ConfigError("pass either --checkpoint or --onnx, not both")
         overrides = {k: v for k, v in eval_overrides(scales, flip, mode, crop, stride, False).items()
                      if k != "boundary"}
-        files = collect_inputs(inputs)
+        files = collect_inputs(inputs, out_dir)
         source = None if onnx is not None else pick_checkpoint(checkpoint, runs_dir)
         predictor = load_predictor(source, onnx, device, overrides)
         with progress() as bar:
             task = bar.add_task("predicting", total=len(files))
-            report = predict_files(predictor, files, out_dir, overlay, on_item=lambda _: bar.advance(task))
+            report = predict_files(predictor, files, out_dir, overlay, batch_size,
+                                   on_item=lambda _: bar.advance(task))
+    for note in report.notes:
+        err.print(f"[yellow]note:[/] {escape(note)}")
     for path, why in report.failed:
         err.print(f"[yellow]skipped[/] {escape(why)}")
     frames = f", {report.frames} video frames" if report.frames else ""

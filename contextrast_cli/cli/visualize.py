@@ -1,5 +1,6 @@
 """``contextrast visualize-boundaries`` (alias ``visualize``)."""
 
+import zipfile
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -8,6 +9,17 @@ from rich.markup import escape
 
 from contextrast_cli.cli.app import (CheckpointOpt, DataRootOpt, DebugOpt, DeviceOpt, RunsDirOpt, app, guarded, out,
                                      pick_checkpoint)
+
+
+def is_checkpoint(path: Path) -> bool:
+    """Whether a positional argument after ``--checkpoints A`` is a checkpoint, by what the file is:
+    a run folder, or a torch checkpoint (``torch.save`` writes a zip archive), whatever its suffix.
+    A path that does not exist counts as a checkpoint only when named ``.pt``/``.pth``, so its
+    error says the checkpoint is missing; anything else is an image."""
+    path = Path(path)
+    if not path.exists():
+        return path.suffix.lower() in (".pt", ".pth")
+    return path.is_dir() or zipfile.is_zipfile(path)
 
 
 @app.command("visualize", hidden=True)
@@ -46,9 +58,9 @@ def visualize_boundaries(
 
     with guarded(ctx, debug):
         images, checkpoints = list(images or []), list(checkpoints or [])
-        if checkpoints:  # `--checkpoints A.pt B.pt`: Click hands B.pt to IMAGE
-            checkpoints += [path for path in images if path.suffix == ".pt" or path.is_dir()]
-            images = [path for path in images if path.suffix != ".pt" and not path.is_dir()]
+        if checkpoints:  # `--checkpoints A.pt B.pth`: Click hands B.pth to IMAGE
+            checkpoints += [path for path in images if is_checkpoint(path)]
+            images = [path for path in images if not is_checkpoint(path)]
             if checkpoint is not None:
                 raise ConfigError("give either --checkpoint or --checkpoints, not both")
         checkpoints = [pick_checkpoint(path, runs_dir) for path in checkpoints] or [pick_checkpoint(checkpoint, runs_dir)]

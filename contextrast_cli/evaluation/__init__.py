@@ -2,7 +2,8 @@
 (confusion matrix), ``boundary`` (boundary IoU and F), ``feature_space`` (A and U),
 ``evaluator`` (a split, a checkpoint), ``onnx`` (an exported graph run and evaluated; the
 sidecar's reader), ``writers`` (prediction PNGs) and ``predict`` (the ``predict`` command's
-engine: checkpoints or graphs on people's own images and videos).
+engine: checkpoints or graphs on people's own images and videos) with ``predict_inputs`` (the
+files it reads and the names of their outputs).
 
 May import: contrast, models, data, runtime, config, errors, atomic (never train, viz, export,
 experiments or cli).

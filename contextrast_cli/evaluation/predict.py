@@ -1,13 +1,16 @@
 """``contextrast predict``: a trained network (checkpoint or exported ONNX graph) on a person's own
 images and videos, through the evaluation's inference path (``evaluation.inference.predict_probs``).
 
-Per image ``<out>/labels/<stem>.png`` (train ids), ``<out>/colour/<stem>.png`` (the palette) and,
-with ``overlay``, ``<out>/overlay/<stem>.png`` (the colours blended over the image); per video
-``<out>/<stem>_overlay.mp4``. Every file is written through a temporary name. An unreadable
-input is reported and skipped; the others are still predicted.
+Per image ``<out>/labels/<name>.png`` (train ids), ``<out>/colour/<name>.png`` (the palette) and,
+with ``overlay``, ``<out>/overlay/<name>.png`` (the colours blended over the image); per video
+``<out>/<name>_overlay.mp4``; ``<name>`` mirrors the input's path inside the folder given
+(``evaluation.predict_inputs``). Images of one size and a video's frames are predicted
+``batch_size`` at a time. Every file is written through a temporary name. An unreadable input is
+reported and skipped; the others are still predicted.
 """
 
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,9 +19,10 @@ import torch
 
 from contextrast_cli.config import EvalConfig
 from contextrast_cli.errors import ContextrastError, DataError
+from contextrast_cli.evaluation.predict_inputs import Input, collect_inputs  # noqa: F401  (what predict reads)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
+DEFAULT_FPS = 25.0
+"""The frame rate of an overlay video whose input gives none that is usable."""
 
 
 @dataclass
@@ -35,36 +39,14 @@ class Predictor:
 
 @dataclass
 class PredictReport:
-    """What a ``predict`` call produced: the files written and the inputs that failed (path, why)."""
+    """What a ``predict`` call produced: the files written, the inputs that failed (path, why) and
+    notes (one line each, such as a video written at 25 fps because its own rate was unusable)."""
 
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     images: int = 0
     frames: int = 0
-
-
-def collect_inputs(paths: Iterable[Path]) -> list[Path]:
-    """Image and video files of ``paths`` (a folder: its images and videos, sorted, not recursive).
-
-    Raises:
-        DataError: a path that does not exist, or nothing to predict at all.
-    """
-    found = []
-    wanted = IMAGE_SUFFIXES + VIDEO_SUFFIXES
-    for path in map(Path, paths):
-        if path.is_dir():
-            inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in wanted)
-            if not inside:
-                raise DataError(f"{path}: no images or videos in this folder (looked for "
-                                f"{', '.join(wanted)}); pass image files or a folder holding them")
-            found += inside
-        elif path.is_file():
-            found.append(path)
-        else:
-            raise DataError(f"{path}: no such file or folder")
-    if not found:
-        raise DataError("nothing to predict: pass image or video files, or folders holding them")
-    return found
 
 
 def load_predictor(checkpoint: Path | None, onnx: Path | None, device: str = "auto",
@@ -100,12 +82,31 @@ def load_predictor(checkpoint: Path | None, onnx: Path | None, device: str = "au
 
 
 @torch.no_grad()
-def predict_image(predictor: Predictor, rgb: np.ndarray) -> np.ndarray:
-    """(H, W) uint8 train ids of one (H, W, 3) uint8 RGB image."""
+def predict_batch(predictor: Predictor, images: list[np.ndarray]) -> np.ndarray:
+    """(B, H, W) uint8 train ids of B (H, W, 3) uint8 RGB images of one size, in one inference call."""
     from contextrast_cli.evaluation.inference import predict_probs
 
-    x = torch.from_numpy(rgb).permute(2, 0, 1).float().div(255)[None].to(predictor.device)
-    return predict_probs(predictor.model, x, predictor.eval).argmax(1)[0].to(torch.uint8).cpu().numpy()
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255).to(predictor.device)
+    return predict_probs(predictor.model, x, predictor.eval).argmax(1).to(torch.uint8).cpu().numpy()
+
+
+def predict_image(predictor: Predictor, rgb: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 train ids of one (H, W, 3) uint8 RGB image."""
+    return predict_batch(predictor, [rgb])[0]
+
+
+def frame_rate(value) -> tuple[float, str | None]:
+    """The frame rate to write a video at: the container's ``value`` when it is a finite positive
+    number, else ``DEFAULT_FPS`` and a note (one line) saying so."""
+    try:
+        fps = float(value)
+    except (TypeError, ValueError):
+        fps = math.nan
+    if math.isfinite(fps) and fps > 0:
+        return fps, None
+    given = "no frame rate" if value is None else f"frame rate {value!r}"
+    return DEFAULT_FPS, (f"the video gives {given}, not a finite positive number; its overlay video is "
+                         f"written at {DEFAULT_FPS:g} fps")
 
 
 def blend(rgb: np.ndarray, colour: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -113,35 +114,91 @@ def blend(rgb: np.ndarray, colour: np.ndarray, alpha: float = 0.5) -> np.ndarray
     return (rgb.astype(np.float32) * (1 - alpha) + colour.astype(np.float32) * alpha).round().astype(np.uint8)
 
 
-def predict_files(predictor: Predictor, inputs: list[Path], out_dir: Path, overlay: bool = False,
-                  on_item: Callable[[Path], None] | None = None) -> PredictReport:
-    """Predict every input; failures are collected, not raised."""
-    from contextrast_cli.data.loading import read_rgb
-    from contextrast_cli.evaluation.writers import PredictionWriter, colourize, write_png
+def predict_files(predictor: Predictor, inputs: list[Input], out_dir: Path, overlay: bool = False,
+                  batch_size: int = 8, on_item: Callable[[Path], None] | None = None) -> PredictReport:
+    """Predict every input (``collect_inputs``' list); failures are collected, not raised.
 
-    writer, report = PredictionWriter(out_dir, predictor.palette), PredictReport()
-    for path in inputs:
+    Consecutive readable images of one size go through inference ``batch_size`` at a time, as do a
+    video's frames; the labels are those of one image at a time.
+    """
+    from contextrast_cli.data.loading import read_rgb
+
+    report, pending = PredictReport(), []
+    done = on_item or (lambda _: None)
+    for item in inputs:
+        if item.is_video:
+            write_images(predictor, pending, out_dir, overlay, report, done)
+            try:
+                report.written.append(predict_video(predictor, item, out_dir, report, batch_size))
+            except ContextrastError as exc:
+                report.failed.append((item.path, str(exc)))
+            done(item.path)
+            continue
         try:
-            if path.suffix.lower() in VIDEO_SUFFIXES:
-                report.written.append(predict_video(predictor, path, out_dir, report))
-            else:
-                rgb = read_rgb(path)
-                pred = predict_image(predictor, rgb)
-                writer.write(path.stem, pred)
-                report.written += [out_dir / "labels" / f"{path.stem}.png", out_dir / "colour" / f"{path.stem}.png"]
-                if overlay:
-                    report.written.append(write_png(out_dir / "overlay" / f"{path.stem}.png",
-                                                    blend(rgb, colourize(pred, predictor.palette))))
-                report.images += 1
+            rgb = read_rgb(item.path)
         except ContextrastError as exc:
-            report.failed.append((path, str(exc)))
-        if on_item:
-            on_item(path)
+            report.failed.append((item.path, str(exc)))
+            done(item.path)
+            continue
+        if pending and (len(pending) == batch_size or pending[0][1].shape != rgb.shape):
+            write_images(predictor, pending, out_dir, overlay, report, done)
+        pending.append((item, rgb))
+    write_images(predictor, pending, out_dir, overlay, report, done)
     return report
 
 
-def predict_video(predictor: Predictor, path: Path, out_dir: Path, report: PredictReport) -> Path:
-    """``<out>/<stem>_overlay.mp4``: every frame with its prediction blended over it.
+def write_images(predictor: Predictor, pending: list[tuple[Input, np.ndarray]], out_dir: Path, overlay: bool,
+                 report: PredictReport, done: Callable[[Path], None]) -> None:
+    """Predict ``pending`` (images of one size) as one batch, write their files, and empty it."""
+    try:
+        preds = predict_batch(predictor, [rgb for _, rgb in pending]) if pending else []
+    except ContextrastError as exc:  # bad evaluation settings: every image of the batch fails alike
+        preds, report.failed = [], report.failed + [(item.path, str(exc)) for item, _ in pending]
+        for item, _ in pending:
+            done(item.path)
+    for (item, rgb), pred in zip(pending, preds):
+        try:
+            report.written += write_image(predictor, item, rgb, pred, Path(out_dir), overlay)
+            report.images += 1
+        except ContextrastError as exc:
+            report.failed.append((item.path, str(exc)))
+        done(item.path)
+    pending.clear()
+
+
+def write_image(predictor: Predictor, item: Input, rgb: np.ndarray, pred: np.ndarray, out_dir: Path,
+                overlay: bool) -> list[Path]:
+    """Write one image's label, colour and (with ``overlay``) overlay PNGs; returns their paths."""
+    from contextrast_cli.evaluation.writers import colourize, write_png
+
+    png = item.name.with_name(f"{item.name.name}.png")
+    colour = colourize(pred, predictor.palette)
+    written = [write_png(out_dir / "labels" / png, pred), write_png(out_dir / "colour" / png, colour)]
+    if overlay:
+        written.append(write_png(out_dir / "overlay" / png, blend(rgb, colour)))
+    return written
+
+
+def read_frames(capture, batch_size: int):
+    """Batches of up to ``batch_size`` RGB frames from an OpenCV capture, until it ends."""
+    import cv2
+
+    batch = []
+    while True:
+        ok, frame = capture.read()
+        if ok:
+            batch.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        if batch and (not ok or len(batch) == batch_size):
+            yield batch
+            batch = []
+        if not ok:
+            return
+
+
+def predict_video(predictor: Predictor, item: Input, out_dir: Path, report: PredictReport,
+                  batch_size: int = 8) -> Path:
+    """``<out>/<name>_overlay.mp4``: every frame with its prediction blended over it, at the
+    container's frame rate (``frame_rate``; a note in ``report`` when it is unusable).
 
     Raises:
         DataError: OpenCV cannot open the video or write the result.
@@ -151,28 +208,26 @@ def predict_video(predictor: Predictor, path: Path, out_dir: Path, report: Predi
     from contextrast_cli.atomic import atomic_write
     from contextrast_cli.evaluation.writers import colourize
 
+    path, target = item.path, Path(out_dir) / item.output
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise DataError(f"{path}: cannot read video (not a video OpenCV can decode)")
-    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-    target = Path(out_dir) / f"{path.stem}_overlay.mp4"
+    fps, note = frame_rate(capture.get(cv2.CAP_PROP_FPS))
+    if note:
+        report.notes.append(f"{path}: {note}")
 
     def write(tmp: Path) -> None:
         video, frames = None, 0
         try:
-            while True:
-                ok, frame = capture.read()
-                if not ok:
-                    break
-                rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                shown = blend(rgb, colourize(predict_image(predictor, rgb), predictor.palette))
-                if video is None:
-                    video = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                                            (rgb.shape[1], rgb.shape[0]))
-                    if not video.isOpened():
-                        raise DataError(f"{target}: OpenCV cannot write an mp4 video here")
-                video.write(cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
-                frames += 1
+            for batch in read_frames(capture, batch_size):
+                for rgb, pred in zip(batch, predict_batch(predictor, batch)):
+                    if video is None:
+                        video = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                                (rgb.shape[1], rgb.shape[0]))
+                        if not video.isOpened():
+                            raise DataError(f"{target}: OpenCV cannot write an mp4 video here")
+                    video.write(cv2.cvtColor(blend(rgb, colourize(pred, predictor.palette)), cv2.COLOR_RGB2BGR))
+                    frames += 1
         finally:
             capture.release()
             if video is not None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from contextrast_cli.atomic import atomic_write_text
 from contextrast_cli.config import Config, resolve_config
 from contextrast_cli.train.reporting import Reporter
+from contextrast_cli.train.runs import ABLATION_PLAN
 from contextrast_cli.errors import ConfigError, Interrupted
 
 METHODS = ("none", "pixel-contrast", "contextrast")
@@ -116,7 +117,7 @@ def run_ablation(spec: AblationSpec, reporter_factory: Callable[[], Reporter] = 
 def _write_plan(spec: AblationSpec) -> None:
     plan = {"preset": spec.preset, "config": str(spec.config_file) if spec.config_file else None,
             "overrides": list(spec.overrides), "methods": list(spec.methods), "seeds": list(spec.seeds)}
-    atomic_write_text(spec.folder / "plan.json", json.dumps(plan, indent=2))
+    atomic_write_text(spec.folder / ABLATION_PLAN, json.dumps(plan, indent=2))
 
 
 def _recorded_protocol(path: Path) -> dict | None:

@@ -17,6 +17,8 @@ from contextrast_cli.config import Config
 from contextrast_cli.errors import CheckpointError
 
 INTERVAL = re.compile(r"iter_(\d+)\.pt")
+ABLATION_PLAN = "plan.json"
+"""Written by ``experiments.ablation`` into an ablation's folder, beside its run folders."""
 
 
 def new_run_dir(cfg: Config) -> Path:
@@ -64,6 +66,22 @@ def newest_checkpoint(runs_dir: Path, filename: str = "best.pt") -> Path:
         raise CheckpointError(f"no {filename} found under {runs_dir}/; train first "
                               f"(contextrast train --preset toy) or pass --checkpoint PATH")
     return found[-1]
+
+
+def describe_checkpoint(path: Path) -> str:
+    """Where a checkpoint in a run folder comes from, for a note: ``run toy/20260101-1200,
+    iteration 7``, or ``an ablation run, iteration 7`` (its run folder sits in an ablation's
+    folder, beside ``ABLATION_PLAN``). The iteration is ``?`` when the file cannot be read."""
+    import torch
+
+    path = Path(path)
+    try:  # mmap: the tensors are not read
+        iteration = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("iteration", "?")
+    except Exception:  # the command's own load says what is wrong with it
+        iteration = "?"
+    ablation = (path.parent.parent / ABLATION_PLAN).is_file()
+    run = "an ablation run" if ablation else f"run {path.parent.parent.name}/{path.parent.name}"
+    return f"{run}, iteration {iteration}"
 
 
 def interval_name(iteration: int) -> str:

@@ -218,3 +218,16 @@ def test_layer_sizes_are_the_sizes_the_loss_sees(name):
     with torch.no_grad():
         features = model.train()(torch.zeros(2, 3, 45, 77))["features"]  # batch 2: BN in training mode
     assert sizes == [tuple(f.shape[-2:]) for f in features]
+
+
+def test_checkpoints_are_told_from_images_by_what_the_file_is(trained, tmp_path):
+    """`--checkpoints A B`: Click hands B to IMAGE; a .pth checkpoint is still a checkpoint."""
+    run_dir, image_path, _ = trained
+    pth = tmp_path / "model.pth"
+    shutil.copyfile(run_dir / "best.pt", pth)
+    result = invoke("visualize-boundaries", image_path, "--checkpoints", run_dir / "last.pt", pth,
+                    "--out", tmp_path / "o", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [f"{image_path.stem}_checkpoints.png"]
+    zoom = viz.MIN_PANEL_WIDTH // 48
+    assert cv2.imread(str(tmp_path / "o" / f"{image_path.stem}_checkpoints.png")).shape[0] > 2 * 32 * zoom
