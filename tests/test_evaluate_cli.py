@@ -92,3 +92,26 @@ def test_a_split_without_labelled_pixels_is_one_line(tmp_path):
         cv2.imwrite(str(label), np.full_like(cv2.imread(str(label), cv2.IMREAD_UNCHANGED), 255))
     result = invoke("train", "--preset", "toy", *[a for o in overrides for a in ("--set", o)])
     one_line_error(result, 2, "split 'val' has no labelled pixels", after_progress=True)
+
+
+def test_a_checkpoint_without_boundary_metrics_keeps_them_off(run, tmp_path):
+    """eval.boundary: false in the checkpoint's config is kept unless --boundary is given (the flag
+    used to default to on and override it)."""
+    from contextrast_cli.models.checkpoint import load_checkpoint, save_checkpoint
+
+    payload = load_checkpoint(run / "best.pt")
+    payload["config"]["eval"]["boundary"] = False
+    save_checkpoint(tmp_path / "no-boundary.pt", payload)
+    plain, _ = evaluate(tmp_path / "no-boundary.pt", tmp_path, "plain")
+    asked, _ = evaluate(tmp_path / "no-boundary.pt", tmp_path, "asked", "--boundary")
+    assert "boundary" not in plain and plain["eval"]["boundary"] is False
+    assert asked["boundary"]["mBIoU"] is not None
+
+
+def test_checkpoint_only_options_with_onnx_say_they_do_not_apply(run, tmp_path):
+    onnx = tmp_path / "m.onnx"
+    assert invoke("export", "--checkpoint", run, "--out", onnx).exit_code == 0
+    data = run.parent.parent.parent / "synthetic"
+    result = invoke("evaluate", "--onnx", onnx, "--data-root", data, "--amp", "--device", "cpu", "--no-boundary")
+    assert result.exit_code == 0, result.output
+    assert "note: --amp and --device apply to checkpoints" in " ".join(result.output.split())

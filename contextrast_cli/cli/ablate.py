@@ -27,8 +27,8 @@ def ablate(
     device: DeviceOpt = None,
     features: Annotated[bool, typer.Option("--features/--no-features", help="Measure the feature-space "
                                            "spread A and separation U of every run.")] = True,
-    boundary: Annotated[bool, typer.Option("--boundary/--no-boundary", help="Boundary IoU and boundary "
-                                           "F-score in the evaluation.")] = True,
+    boundary: Annotated[Optional[bool], typer.Option("--boundary/--no-boundary", help="Boundary IoU and boundary "
+                                                     "F-score in the evaluation (default: eval.boundary).")] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Paired ablation: train the preset with each method for each seed (same data order and
@@ -51,7 +51,8 @@ def ablate(
         spec = AblationSpec(preset=preset, config_file=config, overrides=tuple(overrides or ()),
                             methods=parse_list(methods, str, "--methods"), seeds=parse_list(seeds, int, "--seeds"),
                             folder=folder or Path("runs") / "ablate" / name, split=split, data_root=data_root,
-                            device=device, features=features, eval_overrides={"boundary": boundary})
+                            device=device, features=features,
+                            eval_overrides={} if boundary is None else {"boundary": boundary})
         summary = run_ablation(spec, reporter_factory=lambda: RichReporter(err),
                                say=lambda text: err.print(f"[bold]ablate[/] {text}"))
     out.print(markdown(summary))

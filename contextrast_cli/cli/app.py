@@ -1,10 +1,12 @@
 """The Typer application, its shared options, and the one place errors become messages and exit codes."""
 
 import contextlib
+import inspect
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup, TyperOption
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -14,12 +16,54 @@ from contextrast_cli.errors import ConfigError, ContextrastError, first_line
 
 EXIT_CODES = ("Exit codes: 0 done, 1 failure, 2 bad input (config, data, checkpoint), 3 the loss diverged, "
               "130 stopped by Ctrl-C (SIGINT), 143 stopped by SIGTERM; a stopped training saved last.pt.")
-app = typer.Typer(name="contextrast", no_args_is_help=True, pretty_exceptions_enable=False,
-                  add_completion=False, rich_markup_mode="rich", epilog=EXIT_CODES,
-                  help="Train semantic segmentation networks with contextual contrastive learning.")
-presets_app = typer.Typer(no_args_is_help=False, invoke_without_command=True,
-                          help="List presets, or show one resolved.")
-prepare_app = typer.Typer(no_args_is_help=True, help="Convert a dataset into the prepared layout.")
+
+
+def reflow(text: str | None) -> str | None:
+    """A docstring's paragraphs each on one line (rich help keeps the source's line breaks, which
+    come out ragged at any width other than the source's)."""
+    if not text:
+        return text
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in paragraph.splitlines()) for paragraph in paragraphs)
+
+
+class _Tidy:
+    """Help as people read it: flags without a type placeholder (Typer shows ``<bool>`` as if they
+    took a value) and paragraphs reflowed to the terminal."""
+
+    def format_help(self, ctx, formatter) -> None:
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperOption) and param.is_flag:
+                param.metavar = ""  # Typer shows an option's metavar instead of its type
+                param.show_default = False  # "[default: no-force]": the help says what the flag does
+        return super().format_help(ctx, formatter)
+
+
+class Command(_Tidy, TyperCommand):
+    """A ``contextrast`` command."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = reflow(self.help)  # also what a group lists as the command's short help
+
+
+class Group(_Tidy, TyperGroup):
+    """A ``contextrast`` command group."""
+
+
+class App(typer.Typer):
+    """``typer.Typer`` whose commands are ``Command``s."""
+
+    def command(self, *args, cls=None, **kwargs):
+        return super().command(*args, cls=cls or Command, **kwargs)
+
+
+app = App(name="contextrast", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+          rich_markup_mode="rich", epilog=EXIT_CODES, cls=Group,
+          help="Train semantic segmentation networks with contextual contrastive learning.")
+presets_app = App(no_args_is_help=False, invoke_without_command=True, cls=Group,
+                  help="List presets, or show one resolved.")
+prepare_app = App(no_args_is_help=True, cls=Group, help="Convert a dataset into the prepared layout.")
 app.add_typer(presets_app, name="presets")
 app.add_typer(prepare_app, name="prepare-data")
 
@@ -33,7 +77,8 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML 
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override key.path=value (repeatable).")]
 DataRootOpt = Annotated[Optional[Path], typer.Option(
     "--data-root", help="Prepared dataset folder; it must exist (see `contextrast prepare-data`).")]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto (CUDA when available, the default), cpu, "
+                                                  "cuda or cuda:N.")]
 RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="Folder of run folders (<runs-dir>/<preset>/<time>/).")]
 CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help=CHECKPOINT_HELP)]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")]

@@ -9,7 +9,7 @@ from rich.table import Table
 from contextrast_cli.cli.app import DebugOpt, SetOpt, guarded, out, parse_size, prepare_app, presets_app, progress
 
 OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Prepared dataset folder to create.")]
-ForceOpt = Annotated[bool, typer.Option(help="Replace an existing --out folder.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing --out folder.")]
 
 
 @presets_app.callback()
@@ -103,7 +103,7 @@ def prepare_folder(
         "--split-file", help="SPLIT=FILE listing that split's image names, one per line (repeatable).")] = None,
     val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Without split files or sub-folders: "
                                                 "this share of the images, drawn with --seed, becomes val.")] = 0.1,
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the --val-fraction draw.")] = 0,
     ignore_index: Annotated[int, typer.Option(min=0, max=255, help="Index masks: the unlabelled value "
                                               "(not a class id).")] = 255,
     reduce_zero_label: Annotated[bool, typer.Option(
@@ -138,10 +138,10 @@ def prepare_folder(
 def prepare_synthetic_cmd(
     ctx: typer.Context,
     out_dir: OutDirOpt = Path("data/synthetic"),
-    num_train: Annotated[int, typer.Option(min=1)] = 200,
-    num_val: Annotated[int, typer.Option(min=1)] = 40,
+    num_train: Annotated[int, typer.Option(min=1, help="Training scenes.")] = 200,
+    num_val: Annotated[int, typer.Option(min=1, help="Validation scenes.")] = 40,
     size: Annotated[str, typer.Option(help="Scene size HxW.")] = "120x160",
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(help="Generator seed: the scenes are a pure function of (seed, index).")] = 0,
     force: ForceOpt = False,
     debug: DebugOpt = False,
 ) -> None:

@@ -7,30 +7,32 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from contextrast_cli.cli.app import (CheckpointOpt, DataRootOpt, DebugOpt, DeviceOpt, RunsDirOpt, app, guarded,
+from contextrast_cli.cli.app import (CheckpointOpt, DataRootOpt, DebugOpt, DeviceOpt, RunsDirOpt, app, err, guarded,
                                      out, parse_list, parse_size, pick_checkpoint, progress)
 
 ScalesOpt = Annotated[Optional[str], typer.Option(
     "--scales", help="Test scales, comma-separated, e.g. 0.75,1.0,1.25 (default: the config's eval.scales).")]
 FlipOpt = Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Also average the flipped "
                                                  "prediction (default: eval.flip).")]
-ModeOpt = Annotated[Optional[str], typer.Option("--mode", help="whole: each image at once; slide: windows of "
+ModeOpt = Annotated[Optional[str], typer.Option("--mode", metavar="whole|slide", help="whole: each image at once; slide: windows of "
                                                 "--crop every --stride pixels (default: eval.mode).")]
 CropOpt = Annotated[Optional[str], typer.Option("--crop", help="Sliding-window size HxW (default: the "
                                                 "training crop).")]
 StrideOpt = Annotated[Optional[str], typer.Option("--stride", help="Sliding-window step HxW (default: 2/3 "
                                                   "of the crop).")]
-BoundaryOpt = Annotated[bool, typer.Option("--boundary/--no-boundary", help="Boundary IoU and boundary "
-                                           "F-score per class (--no-boundary to skip).")]
+BoundaryOpt = Annotated[Optional[bool], typer.Option("--boundary/--no-boundary", help="Boundary IoU and boundary "
+                                                     "F-score per class (default: eval.boundary, on unless the "
+                                                     "config turned it off).")]
 
 
 def eval_overrides(scales: str | None, flip: bool | None, mode: str | None, crop: str | None,
-                   stride: str | None, boundary: bool) -> dict:
+                   stride: str | None, boundary: bool | None) -> dict:
     """The ``eval.*`` settings the command-line options ask for (only those given)."""
     given = {"scales": parse_list(scales, float, "--scales") if scales else None, "flip": flip, "mode": mode,
              "crop": parse_size(crop, "--crop") if crop else None,
              "stride": parse_size(stride, "--stride") if stride else None}
-    return {**{k: v for k, v in given.items() if v is not None}, "boundary": boundary}
+    given["boundary"] = boundary
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _pct(value: float | None) -> str:
@@ -85,8 +87,8 @@ OnnxFileOpt = Annotated[Optional[Path], typer.Option("--onnx", help="Evaluate an
 @app.command()
 def evaluate(ctx: typer.Context, checkpoint: CheckpointOpt = None, split: SplitOpt = None,
              data_root: DataRootOpt = None, json_out: JsonOpt = None, scales: ScalesOpt = None, flip: FlipOpt = None,
-             mode: ModeOpt = None, crop: CropOpt = None, stride: StrideOpt = None, boundary: BoundaryOpt = True,
-             features: FeaturesOpt = False, save_predictions: SavePredictionsOpt = None, device: DeviceOpt = "auto",
+             mode: ModeOpt = None, crop: CropOpt = None, stride: StrideOpt = None, boundary: BoundaryOpt = None,
+             features: FeaturesOpt = False, save_predictions: SavePredictionsOpt = None, device: DeviceOpt = None,
              amp: AmpOpt = False, runs_dir: RunsDirOpt = Path("runs"), onnx: OnnxFileOpt = None,
              debug: DebugOpt = False) -> None:
     """Evaluate a checkpoint (or an exported ONNX graph): per-class IoU, mIoU, pixel and mean accuracy,
@@ -105,12 +107,15 @@ def evaluate(ctx: typer.Context, checkpoint: CheckpointOpt = None, split: SplitO
             raise ConfigError("pass either --checkpoint or --onnx, not both" if checkpoint is not None else
                               "--features reads the network's inner layers, which an ONNX graph does not expose; "
                               "pass --checkpoint instead")
+        if onnx is not None and (amp or device is not None):
+            err.print("[yellow]note:[/] --amp and --device apply to checkpoints; an ONNX graph is evaluated in "
+                      "float32 by onnxruntime on the CPU")
         task = bar.add_task("evaluating", total=None)
         common = dict(split=split, data_root=data_root, save_dir=save_predictions,
                       eval_overrides=eval_overrides(scales, flip, mode, crop, stride, boundary),
                       on_batch=lambda i, n: bar.update(task, completed=i, total=n))
         metrics = (evaluate_onnx(onnx, **common) if onnx is not None else
-                   evaluate_checkpoint(pick_checkpoint(checkpoint, runs_dir), device=device, amp=amp,
+                   evaluate_checkpoint(pick_checkpoint(checkpoint, runs_dir), device=device or "auto", amp=amp,
                                        features=features, **common))
         if json_out:
             atomic_write_text(json_out, json.dumps(metrics, indent=2))

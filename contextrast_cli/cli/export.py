@@ -11,8 +11,7 @@ from contextrast_cli.cli.app import (CheckpointOpt, DataRootOpt, DebugOpt, RunsD
                                      parse_size, pick_checkpoint, renamed)
 
 
-OnnxFlagOpt = Annotated[bool, typer.Option("--onnx", help="Write an ONNX graph: the default, and so far the only "
-                                           "format (the flag may be given or left out).")]
+OnnxFlagOpt = Annotated[bool, typer.Option("--onnx", hidden=True, help="ONNX, the default and only format.")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="ONNX file (default: the checkpoint with .onnx); "
                                                 "FILE.json is written beside it.")]
 OpsetOpt = Annotated[int, typer.Option(help="ONNX opset (18 or newer).")]
@@ -29,7 +28,7 @@ HalfOpt = Annotated[bool, typer.Option("--half", help="Also write FILE.fp16.onnx
                                        "float32 input/output) for GPUs; verified on onnxruntime's CUDA provider, so "
                                        "on a CPU machine it needs --no-verify.")]
 QuantizeOpt = Annotated[Optional[str], typer.Option(
-    "--quantize", help="int8: also write FILE.int8.onnx (onnxruntime static QDQ quantization, per-channel weights, "
+    "--quantize", metavar="int8", help="int8: also write FILE.int8.onnx (onnxruntime static QDQ quantization, per-channel weights, "
     "calibrated on the dataset's images), only if it keeps its accuracy (--max-miou-drop).")]
 CalibrationSplitOpt = Annotated[str, typer.Option(help="Split whose images calibrate int8.")]
 CalibrationImagesOpt = Annotated[int, typer.Option(help="Calibration images (evenly spread over the split).")]

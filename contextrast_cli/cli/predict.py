@@ -29,7 +29,7 @@ def predict(
     mode: ModeOpt = None,
     crop: CropOpt = None,
     stride: StrideOpt = None,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = None,
     runs_dir: RunsDirOpt = Path("runs"),
     debug: DebugOpt = False,
 ) -> None:
@@ -53,7 +53,9 @@ def predict(
                      if k != "boundary"}
         files = collect_inputs(inputs, out_dir)
         source = None if onnx is not None else pick_checkpoint(checkpoint, runs_dir)
-        predictor = load_predictor(source, onnx, device, overrides)
+        if onnx is not None and device is not None:
+            err.print("[yellow]note:[/] --device applies to checkpoints; an ONNX graph runs with onnxruntime on the CPU")
+        predictor = load_predictor(source, onnx, device or "auto", overrides)
         with progress() as bar:
             task = bar.add_task("predicting", total=len(files))
             report = predict_files(predictor, files, out_dir, overlay, batch_size,

@@ -42,8 +42,9 @@ def visualize_boundaries(
                                                   "(default: the checkpoint's contrast.layers).")] = None,
     ratio: Annotated[Optional[float], typer.Option(min=0.0, max=1.0,
                                                    help="BANE ratio: the share of each error region taken (default: contrast.bane.ratio).")] = None,
-    style: Annotated[str, typer.Option(help="grid (figure 3 panels) or overlay (one compact image).")] = "grid",
-    device: DeviceOpt = "auto",
+    style: Annotated[str, typer.Option(metavar="grid|overlay", help="grid (figure 3 panels) or overlay (one compact "
+                                       "image).")] = "grid",
+    device: DeviceOpt = None,
     runs_dir: RunsDirOpt = Path("runs"),
     debug: DebugOpt = False,
 ) -> None:
@@ -66,7 +67,7 @@ def visualize_boundaries(
         checkpoints = [pick_checkpoint(path, runs_dir) for path in checkpoints] or [pick_checkpoint(checkpoint, runs_dir)]
         written = visualize_images(images, checkpoints, label=label, split=split, num=num,
                                    data_root=data_root, out_dir=out_dir, layers=layers, ratio=ratio,
-                                   style=style, device=device)
+                                   style=style, device=device or "auto")
     for path, note in written:
         if note:
             out.print(escape(note), soft_wrap=True)
