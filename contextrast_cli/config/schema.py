@@ -156,10 +156,11 @@ class ContrastConfig(_Section):
     """Positives sampled per class and layer (default, not in paper)."""
     max_negatives: PosInt = 2048
     """Negatives per anchor and layer, BANE picks first then random top-up (default, not in paper)."""
-    max_anchors: PosInt = 64
-    """Datasets with more classes (ADE20K 150, COCO-Stuff 171): anchors for the max_anchors classes
-    with the most pixels in the batch, so the loss's cost follows the classes present; rarer ones
-    beyond that are left out of the step (logged as ccl_dropped). Default, not in paper."""
+    max_anchors: PosInt | None = None
+    """null (the default): every class present in the batch gets an anchor, at any class count
+    (ADE20K 150, COCO-Stuff 171). A number caps them, as a memory bound: with more classes
+    present, that many are drawn at random each step, each present class equally often over
+    steps whatever its pixel count (logged as ccl_present and ccl_anchored). Default, not in paper."""
     warmup_iters: Annotated[int, Field(ge=0)] = 0
     """Iterations of plain cross-entropy before the contrastive loss switches on."""
     sync_anchors: bool = True

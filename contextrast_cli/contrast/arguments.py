@@ -36,7 +36,7 @@ def check_common(num_classes: int, in_channels: Sequence[int], layers: Sequence[
 
 
 def check_contextrast(layers: Sequence[int], lambdas: Sequence[float], anchor_weights: Sequence[float],
-                      max_positives: int, max_negatives: int, bane_ratio: float | None, max_anchors: int) -> None:
+                      max_positives: int, max_negatives: int, bane_ratio: float | None, max_anchors: int | None) -> None:
     """The settings of ``ContextrastLoss`` alone.
 
     Raises:
@@ -51,7 +51,7 @@ def check_contextrast(layers: Sequence[int], lambdas: Sequence[float], anchor_we
     check(max_positives >= 1 and max_negatives >= 1,
           f"max_positives and max_negatives must be >= 1, got {max_positives}, {max_negatives}")
     check(bane_ratio is None or 0 < bane_ratio <= 1, f"bane_ratio must be in (0, 1] or None, got {bane_ratio}")
-    check(max_anchors >= 1, f"max_anchors must be >= 1, got {max_anchors}")
+    check(max_anchors is None or max_anchors >= 1, f"max_anchors must be None or >= 1, got {max_anchors}")
 
 
 def check_inputs(features: Sequence[torch.Tensor], logits: torch.Tensor, target: torch.Tensor,

@@ -1,17 +1,24 @@
-"""Contextual contrastive learning: class-mean anchors, the cross-layer update and
-the pixel-anchor InfoNCE of METHOD.md section 2. Pure functions, float32."""
+"""Contextual contrastive learning: class-mean anchors, the cross-layer update and the
+pixel-anchor InfoNCE of METHOD.md section 2, computed only where it is read. Pure functions,
+float32 at least (float64 stays), plain autograd.
+
+Costs per layer with P pixels, K classes, D channels: the class sums and their gradient are
+O(P x D) (the method: every labelled pixel moves its class's anchor); everything else is over
+the sampled pixels: each positive and each BANE pick is a dot with its one anchor, and the
+shared top-up pool is one (K, L) product. No (K, P) or (B, K, N) tensor exists.
+"""
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from contextrast_cli.contrast.fused import AnchorSimilarity, ClassSums, GradLink, class_sums
-from contextrast_cli.contrast.sampling import count_ids
+from contextrast_cli.contrast.bane import count_ids
+from contextrast_cli.contrast.sampling import NegativeSelection, Positives
 
-NEG_FILL = -1e4  # logit of a padded negative: contributes exp(-1e4) ~ 0, keeps gradients finite
+NEG_FILL = -1e4  # log-sum of an anchor without negatives: exp(-1e4) ~ 0, gradients stay finite
 
 
-def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int, link: GradLink | None = None,
+def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int,
                 group=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean embedding per class over all labelled pixels of the batch.
 
@@ -19,8 +26,6 @@ def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int, link:
         emb: (B, D, N) embeddings, channels first (a feature map flattened: no copy); summed in
             float32 at least (a bfloat16 map is upcast, float64 stays).
         labels: (B, N) class ids; values outside [0, K) (ignore) take no part.
-        link: shared with the layer's ``pixel_anchor_loss`` to write dL/demb in one pass
-            (see ``contrast.fused``); None = plain autograd.
         group: a process group: sums and counts are summed over its processes (one
             differentiable all-reduce), so the means are those of the global batch and each
             process's embeddings get their share of every process's gradient. None: this
@@ -29,12 +34,12 @@ def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int, link:
     Returns:
         means (K, D) (zero rows for absent classes) and counts (K,) int64.
     """
+    batch, dim, pixels = emb.shape
     bins = torch.where((labels >= 0) & (labels < num_classes), labels, num_classes)  # (B, N), K = ignored
     dtype = torch.promote_types(emb.dtype, torch.float32)
-    if link is None:
-        sums = class_sums(emb, bins, num_classes, dtype)  # (K, D): a scatter-add, autograd's gather backward
-    else:
-        sums = ClassSums.apply(emb, bins, num_classes, dtype, link)
+    sums = emb.new_zeros(batch, dim, num_classes + 1, dtype=dtype)
+    sums = sums.scatter_add(2, bins[:, None, :].expand(batch, dim, pixels), emb.to(dtype))
+    sums = sums.sum(0)[:, :num_classes].T  # (K, D)
     counts = count_ids(bins, num_classes + 1)[:num_classes]
     if group is not None:  # counts ride along as one more column (exact in float32 below 2**24)
         both = global_sum(torch.cat([sums, counts[:, None].to(sums.dtype)], 1), group)
@@ -97,43 +102,57 @@ def contextual_anchors(means: list[torch.Tensor], counts: list[torch.Tensor], w_
     return anchors
 
 
-def pixel_anchor_loss(anchors: torch.Tensor, emb: torch.Tensor, pos_index: torch.Tensor, pos_valid: torch.Tensor,
-                      neg_index: torch.Tensor, neg_valid: torch.Tensor, tau: float,
-                      link: GradLink | None = None) -> dict[str, torch.Tensor]:
-    """L_i of METHOD.md: mean over present classes of the mean positive InfoNCE term.
+def gather_pixels(emb: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(M, D) embeddings of the flat pixel indices ``index`` (M,) of ``emb`` (B, D, N): only the
+    sampled pixels move (the backward scatters into one emb-sized gradient)."""
+    pixels = emb.shape[-1]
+    return emb[index // pixels, :, index % pixels]
 
-    -log( e^{a.v+/tau} / (e^{a.v+/tau} + sum_{v-} e^{a.v-/tau}) ) = softplus(LSE(neg) - pos).
+
+def pixel_anchor_loss(anchors: torch.Tensor, emb: torch.Tensor, positives: Positives,
+                      negatives: NegativeSelection, tau: float) -> dict[str, torch.Tensor]:
+    """L_i of METHOD.md: mean over the classes with positives of the mean positive InfoNCE term
+
+        -log( e^{a.v+/tau} / (e^{a.v+/tau} + sum_{v-} e^{a.v-/tau}) ) = softplus(LSE(neg) - a.v+/tau),
+
+    with each anchor's negatives its BANE picks plus its top-up from the pool.
 
     Args:
         anchors: (K, D) unit anchors.
         emb: (B, D, N) unit embeddings of the layer, channels first (bfloat16 is upcast).
-        pos_index, pos_valid: (K, Mp) positives per anchor, indices into the B*N pixels.
-        neg_index, neg_valid: (K, Mn) negatives per anchor.
-        link: the layer's link from ``class_means`` (one fused gradient pass), or None.
 
     Returns:
-        ``loss`` (scalar; 0 when no class has a positive), ``pos_sim`` and ``neg_sim``
-        (mean cosine similarity of the anchors of classes present, detached).
+        ``loss`` (scalar; 0 when no class has a positive), ``pos_sim`` and ``neg_sim`` (mean
+        cosine similarity of the positives and negatives used, detached).
     """
-    dtype = torch.promote_types(emb.dtype, torch.float32)  # float32 under autocast, float64 stays
-    anchors = anchors.to(dtype)
-    # one matmul (B, K, N), then cheap gathers: no (K, M, D) copies, no (B*N, D) transpose
-    if link is None:
-        sim = torch.bmm(anchors.expand(emb.shape[0], *anchors.shape), emb.to(dtype))  # (B, K, N)
-    else:
-        sim = AnchorSimilarity.apply(anchors, emb, link)
-    sim = sim.transpose(0, 1).reshape(anchors.shape[0], -1)  # (K, B*N), small
-    pos_cos, neg_cos = sim.gather(1, pos_index), sim.gather(1, neg_index)
-    neg_lse = torch.where(neg_valid, neg_cos / tau, torch.full_like(neg_cos, NEG_FILL)).logsumexp(1)
-    per_pos = F.softplus(neg_lse[:, None] - pos_cos / tau) * pos_valid
-    n_pos = pos_valid.sum(1)
+    dtype = torch.promote_types(emb.dtype, torch.float32)
+    anchors, bane = anchors.to(dtype), negatives.bane
+    sizes = (positives.index.numel(), bane.index.numel(), negatives.pool.numel())
+    # one gather for every sampled pixel: positives, BANE picks, the pool
+    rows = gather_pixels(emb, torch.cat([positives.index, bane.index, negatives.pool])).to(dtype)
+    pos_rows, bane_rows, pool_rows = rows.split(sizes)
+    pos_cos = (pos_rows * anchors[positives.anchor]).sum(1)  # (Mp,) a dot with its own anchor
+    bane_cos = (bane_rows * anchors[bane.anchor]).sum(1)  # (Mb,) a pick is a negative of one anchor
+    pool_cos = anchors @ pool_rows.T  # (K, L)
+    neg_lse = _negative_lse(bane_cos / tau, bane, pool_cos / tau, negatives.topup)  # (K,)
+    per_pos = F.softplus(neg_lse[positives.anchor] - pos_cos / tau) * positives.valid
+    n_pos = positives.counts.to(dtype)
+    per_class = torch.zeros_like(n_pos).index_add(0, positives.anchor, per_pos) / n_pos.clamp_min(1)
     present = n_pos > 0
-    per_class = per_pos.sum(1) / n_pos.clamp_min(1)
     loss = (per_class * present).sum() / present.sum().clamp_min(1)
-    return {"loss": loss,
-            "pos_sim": _masked_mean(pos_cos.detach(), pos_valid),
-            "neg_sim": _masked_mean(neg_cos.detach(), neg_valid & present[:, None])}
+    negs = bane.valid.sum() + negatives.topup.sum()
+    neg_sum = (bane_cos.detach() * bane.valid).sum() + (pool_cos.detach() * negatives.topup).sum()
+    return {"loss": loss, "pos_sim": (pos_cos.detach() * positives.valid).sum() / positives.valid.sum().clamp_min(1),
+            "neg_sim": neg_sum / negs.clamp_min(1)}
 
 
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (values * mask).sum() / mask.sum().clamp_min(1)
+def _negative_lse(bane_logits: torch.Tensor, bane, pool_logits: torch.Tensor, topup: torch.Tensor) -> torch.Tensor:
+    """Per anchor, log sum exp over its negatives: a segment sum over its BANE picks plus a masked
+    sum over the pool; NEG_FILL for an anchor with none."""
+    pool_logits = torch.where(topup, pool_logits, NEG_FILL)  # masked before any exp: no inf * 0
+    bane_logits = torch.where(bane.valid, bane_logits, NEG_FILL)
+    with torch.no_grad():  # a constant per anchor (any constant gives exact gradients): the largest logit
+        shift = pool_logits.amax(1).scatter_reduce(0, bane.anchor, bane_logits, "amax")
+    total = torch.exp(pool_logits - shift[:, None]).mul(topup).sum(1)
+    total = total.index_add(0, bane.anchor, torch.exp(bane_logits - shift[bane.anchor]) * bane.valid)
+    return torch.where(total > 0, shift + torch.log(total.clamp_min(1e-30)), torch.full_like(total, NEG_FILL))

@@ -1,7 +1,6 @@
 """Projection heads pi_i: training-only modules owned by the contrastive losses, never exported."""
 
 import warnings
-import weakref
 from collections.abc import Sequence
 
 import torch
@@ -48,9 +47,7 @@ class ProjectionHead(nn.Module):
     alive, until the backbone's backward consumes it; deferred, it exists only then. The
     gradients are the plain ones (tested against undeferred autograd on every registered
     network). The recomputation updates the BatchNorm running statistics a second time,
-    which is harmless: the heads are dropped before inference. The CCL loss goes one step
-    further (``deferred_sink``): it hands dL/demb over as thin factors (``GradientFactors``),
-    and the dense gradient is written only inside the replay.
+    which is harmless: the heads are dropped before inference.
 
     The replay needs the network's loss to reach the feature in the same backward, which
     the trainer's loss (cross-entropy plus the contrastive terms) always does; other training
@@ -78,7 +75,6 @@ class ProjectionHead(nn.Module):
         # their gradient hooks (DistributedDataParallel's among them) once more, with no gradient
         token = torch.ones((), device=x.device, requires_grad=True)
         out = _Boundary.apply(pending, token)
-        pending.output = weakref.ref(out)
         return out
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,8 +128,6 @@ class _Deferred:
         # loss; its base does, so the hook goes there and the replay writes through the view
         self.target = x if x._base is None else x._base
         self.grad_out: torch.Tensor | None = None
-        self.output = None  # weak reference to the head's output
-        self.factors = None  # dL/dout as (GradientFactors, placeholder), see defer_gradient
         self.hooked = self.target.requires_grad
         device = x.device.type
         self.autocast = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
@@ -155,24 +149,12 @@ class _Deferred:
         if lost:  # raised from a callback queued behind the other heads' ones, so they all finish first
             torch.autograd.Variable._execution_engine.queue_callback(_raise_lost)
 
-    def defer_gradient(self, factors, placeholder: torch.Tensor) -> None:
-        """Take dL/dout as ``contrast.fused.GradientFactors``, written only at the replay;
-        ``placeholder`` is the zero autograd carries instead (one element, expanded)."""
-        self.factors = (factors, placeholder)
-
     def replay(self, grad_target: torch.Tensor | None = None) -> torch.Tensor | None:
         """The head's backward for ``grad_out``; returns ``grad_target`` plus the head's part of it."""
         if self.grad_out is None:  # the contrastive loss took no part in this backward
             return grad_target
         grad_out, x, target = self.grad_out, self.x, self.target
         self.grad_out = self.x = self.target = None
-        if self.factors is not None:
-            factors, placeholder = self.factors
-            self.factors = None
-            dense = factors.dense().view(grad_out.shape).to(grad_out.dtype)
-            if grad_out.untyped_storage().data_ptr() != placeholder.untyped_storage().data_ptr():
-                dense += grad_out  # another loss's gradient of the output, summed into the placeholder
-            grad_out = dense
         device, dtype, enabled = self.autocast
         with torch.enable_grad():
             base = target.detach().requires_grad_(grad_target is not None)
@@ -209,15 +191,6 @@ class _Boundary(torch.autograd.Function):
         # runs when this backward ends, after every hook (the replay) had its chance
         torch.autograd.Variable._execution_engine.queue_callback(ctx.pending.finish)
         return (None,) * len(ctx.needs_input_grad)
-
-
-def deferred_sink(head: nn.Module, out: torch.Tensor) -> "_Deferred | None":
-    """The pending replay that ``out``, a head's output, belongs to (None when the head ran
-    plainly: evaluation, no grad, or not a ``ProjectionHead``)."""
-    pending = getattr(head, "_pending", None)
-    if pending and pending[-1].output is not None and pending[-1].output() is out:
-        return pending[-1]
-    return None
 
 
 def build_heads(in_channels: Sequence[int], layers: Sequence[int], hidden_cap: int, embed_dim: int,

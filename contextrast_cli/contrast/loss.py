@@ -16,10 +16,9 @@ from torch import nn
 
 from contextrast_cli.contrast.arguments import check, check_common, check_contextrast, check_inputs
 from contextrast_cli.contrast.ccl import class_means, contextual_anchors, pixel_anchor_loss, process_group
-from contextrast_cli.contrast.fused import GradLink
-from contextrast_cli.contrast.heads import build_heads, deferred_sink
+from contextrast_cli.contrast.heads import build_heads
 from contextrast_cli.contrast.pixel_contrast import pixel_contrast_loss
-from contextrast_cli.contrast.sampling import AnchorSlots, sample_positives, select_negatives
+from contextrast_cli.contrast.sampling import choose_anchors, sample_positives, select_negatives
 from contextrast_cli.config.datasets import IGNORE_INDEX
 
 
@@ -68,11 +67,10 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
         max_positives, max_negatives: sampling caps per class / anchor and layer.
         bane_ratio: BANE's ratio (the share of each error region taken), or None for random negatives only.
         ignore_index: label value that takes no part.
-        max_anchors: with more classes than this (ADE20K, COCO-Stuff), the anchors, positives and
-            BANE's error masks are taken for the ``max_anchors`` classes with the most pixels in
-            the batch (``AnchorSlots``): the tensors that grow as classes x pixels then grow with
-            the classes present, not the dataset's. A batch with more classes present leaves the
-            rarest out of that step's term (``ccl_dropped`` counts them).
+        max_anchors: None (the default): every class present in the batch gets an anchor, at any
+            class count. A number caps them (a memory bound): with more classes present, that many
+            are drawn at random each step, each present class equally likely whatever its pixel
+            count (``ccl_present`` and ``ccl_anchored`` report both counts).
         sync_anchors: when ``torch.distributed`` runs several processes (DDP), take the class means
             behind the anchors, and the classes that get one, over the global batch (one
             differentiable all-reduce per layer): anchors and their gradients are those of one
@@ -87,7 +85,7 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
                  lambdas: Sequence[float] = (0.1, 0.4, 0.7, 1.0), alpha: float = 0.1, tau: float = 0.1,
                  embed_dim: int = 256, hidden_cap: int = 512, anchor_weights: Sequence[float] = (0.7, 0.3),
                  anchor_stop_grad: bool = False, max_positives: int = 1024, max_negatives: int = 2048,
-                 bane_ratio: float | None = 0.5, ignore_index: int = IGNORE_INDEX, max_anchors: int = 64,
+                 bane_ratio: float | None = 0.5, ignore_index: int = IGNORE_INDEX, max_anchors: int | None = None,
                  sync_anchors: bool = True, deferred_heads: bool = False) -> None:
         super().__init__()
         layers, lambdas, anchor_weights = tuple(layers), tuple(lambdas), tuple(anchor_weights)
@@ -111,30 +109,24 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
             ValueError: tensors whose shapes do not match the settings.
         """
         check_inputs(features, logits, target, self.num_classes, self.in_channels, self.layers)
-        num_classes, slots, terms = self.num_classes, None, {}
         group = self._group()
-        if num_classes > self.max_anchors:  # anchors for the classes present (at most max_anchors)
-            slots = AnchorSlots.of(target, num_classes, self.max_anchors, self.ignore_index, group)
-            target, num_classes = slots.relabel(target), self.max_anchors
-            terms["ccl_dropped"] = slots.dropped.float()
-        flats, labels, means, counts, links = [], [], [], [], []
+        anchored, present = choose_anchors(target, self.num_classes, self.max_anchors, self.ignore_index, group)
+        terms = {"ccl_present": present.sum().float(), "ccl_anchored": anchored.sum().float()}
+        flats, labels, means, counts = [], [], [], []
         for layer, head in zip(self.layers, self.heads):
             emb = head(features[layer - 1])  # (B, D, h, w)
-            labels.append(resize_labels(target, emb.shape[-2:]))  # (B, h, w), slot ids with ``slots``
+            labels.append(resize_labels(target, emb.shape[-2:]))  # (B, h, w)
             with torch.autocast(emb.device.type, enabled=False):  # the loss runs in float32 (float64 stays)
                 flats.append(emb.flatten(2))  # (B, D, h*w), a view in the head's dtype: upcast inside
-                # a head's deferred output takes its gradient as factors: no dense write in the backward
-                links.append(GradLink(deferred_sink(head, emb)))
-                mean, count = class_means(flats[-1], labels[-1].flatten(1), num_classes, links[-1], group)
+                mean, count = class_means(flats[-1], labels[-1].flatten(1), self.num_classes, group)
             means.append(mean)
             counts.append(count)
         with torch.autocast(logits.device.type, enabled=False):
             anchors = contextual_anchors(means, counts, *self.anchor_weights, stop_grad=self.anchor_stop_grad)
             for index, layer in enumerate(self.layers):
                 pred = predict_at(logits, labels[index].shape[-2:])
-                terms.update(self._layer_terms(
-                    layer, self.lambdas[index], flats[index], labels[index],
-                    pred if slots is None else slots.relabel(pred), anchors[index], counts[index], links[index]))
+                terms.update(self._layer_terms(layer, self.lambdas[index], flats[index], labels[index], pred,
+                                               anchors[index], anchored & (counts[index] > 0)))
         return terms
 
     def _group(self):
@@ -142,21 +134,17 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
         return process_group() if self.sync_anchors else None
 
     def _layer_terms(self, layer: int, weight: float, flat: torch.Tensor, labels: torch.Tensor,
-                     pred: torch.Tensor, anchor: torch.Tensor, counts: torch.Tensor,
-                     link: GradLink) -> dict[str, torch.Tensor]:
+                     pred: torch.Tensor, anchor: torch.Tensor, anchored: torch.Tensor) -> dict[str, torch.Tensor]:
         num_classes = anchor.shape[0]
-        pos_index, pos_valid = sample_positives(labels.reshape(-1), num_classes, self.max_positives)
+        positives = sample_positives(labels.reshape(-1), num_classes, self.max_positives, anchored)
         negatives = select_negatives(pred, labels, num_classes, self.max_negatives, self.bane_ratio,
-                                     self.ignore_index)
-        neg_valid, is_bane = negatives.valid, negatives.is_bane
-        out = pixel_anchor_loss(anchor, flat, pos_index, pos_valid, negatives.index, neg_valid, self.tau, link)
-        rows = (counts > 0)[:, None]  # anchors of classes present: the only ones the loss uses
-        present = rows.sum().float()
-        bane = (is_bane & rows).sum().float()
+                                     self.ignore_index, anchored=anchored)
+        out = pixel_anchor_loss(anchor, flat, positives, negatives, self.tau)
+        classes = anchored.sum().float().clamp_min(1)
         return {f"loss_ccl_l{layer}": self.alpha * weight * out["loss"],
-                f"ccl_l{layer}_classes": present,
-                f"ccl_l{layer}_bane": bane / present.clamp_min(1),
-                f"ccl_l{layer}_topup": ((neg_valid & rows).sum() - bane) / present.clamp_min(1),
+                f"ccl_l{layer}_classes": anchored.sum().float(),
+                f"ccl_l{layer}_bane": negatives.bane.valid.sum().float() / classes,
+                f"ccl_l{layer}_topup": negatives.topup.sum().float() / classes,
                 f"ccl_l{layer}_pos_sim": out["pos_sim"],
                 f"ccl_l{layer}_neg_sim": out["neg_sim"]}
 

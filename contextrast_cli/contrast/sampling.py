@@ -1,10 +1,18 @@
-"""Positive sampling and boundary-aware negative (BANE) sampling, vectorised.
+"""Sample, then gather: the anchors, positives and negatives of one layer as flat, fixed-length
+lists of pixels, never a (classes x pixels) matrix.
 
-All functions work on one tapped layer with the batch flattened to P pixels and
-return fixed-shape (K, M) index matrices with a validity mask, so no host
-synchronisation is needed (counts use ``count_ids``: ``torch.bincount`` reads the input's
-minimum and maximum back to the host on CUDA). K is the number of classes (anchors), not
-only the present ones; rows of absent classes are simply all-invalid.
+* anchors: every class present in the batch, or, above a cap, that many of them drawn at
+  random with probability independent of their pixel count (``choose_anchors``);
+* positives: one sort of the layer's pixels by (class, random key); each class's first
+  ``max_positives`` (``sample_positives``);
+* negatives: BANE's picks (``contrast.bane``), then a random top-up from one shared pool of
+  pixels per layer: per anchor, the first pool pixels of other classes (and not already its
+  BANE picks) up to ``max_negatives`` minus its BANE picks, found with a cumulative count
+  along the pool (``select_negatives``).
+
+The lists are padded to static lengths (no host synchronisation); ``valid`` masks say what is
+real. ``NegativeSelection.index`` / ``valid`` / ``is_bane`` give the per-anchor (K, M) view
+that figures and the public API use.
 """
 
 from dataclasses import dataclass
@@ -12,111 +20,12 @@ from dataclasses import dataclass
 import torch
 import torch.distributed
 
-from contextrast_cli.contrast.edt import region_distance
+from contextrast_cli.contrast.bane import BaneMaps, BanePicks, bane_picks, count_ids, flat_slots, ranked_errors
 
-BANE_PRIORITY = 2.0  # scores >= this are BANE picks; random top-up scores lie in [0, 1)
+POOL_FACTOR = 4  # the top-up pool holds POOL_FACTOR x max_negatives pixels (all of a smaller layer)
 
-
-@dataclass
-class BaneMaps:
-    """What BANE sees at one layer (also what visualize-boundaries draws).
-
-    Attributes:
-        error: (B, h, w) bool, pixels predicted as a class they are not (E^n for n = pred).
-        distance: (B, h, w) float32 distance to the error region's boundary (inf outside errors).
-        selected: (B, h, w) bool, the fraction ``ratio`` of each E^n nearest its boundary.
-        pred: (B, h, w) int64 prediction at this layer's size.
-    """
-
-    error: torch.Tensor
-    distance: torch.Tensor
-    selected: torch.Tensor
-    pred: torch.Tensor
-
-
-def count_ids(ids: torch.Tensor, length: int) -> torch.Tensor:
-    """``torch.bincount(ids, minlength=length)`` for ids known to lie in [0, length), without
-    a host synchronisation (bincount sizes its output from the data's maximum).
-
-    Returns:
-        (length,) int64 counts.
-    """
-    flat = ids.reshape(-1)
-    return torch.zeros(length, dtype=torch.long, device=ids.device).scatter_add_(0, flat, torch.ones_like(flat))
-
-
-@dataclass
-class AnchorSlots:
-    """The classes that get an anchor when a dataset has more classes than ``capacity``: the
-    ``capacity`` classes with the most labelled pixels in the batch (all that are present, unless
-    more are). Relabelled maps number them 0..capacity-1; a present class left out becomes
-    ``capacity`` (a negative for the others, never an anchor or a positive); ignore stays.
-
-    Attributes:
-        slot_of: (K,) int64, class -> slot (``capacity`` for classes without one).
-        dropped: () int64, present classes left without an anchor (0 unless over capacity).
-    """
-
-    slot_of: torch.Tensor
-    dropped: torch.Tensor
-    capacity: int
-    ignore_index: int = 255
-
-    @classmethod
-    def of(cls, target: torch.Tensor, num_classes: int, capacity: int, ignore_index: int = 255,
-           group=None) -> "AnchorSlots":
-        """Slots for the classes of ``target`` (B, H, W), without a host synchronisation; with a
-        process ``group``, for the classes of the global batch (the same slots on every process)."""
-        flat = target.reshape(-1)
-        counts = count_ids(torch.where((flat >= 0) & (flat < num_classes), flat, num_classes),
-                           num_classes + 1)[:num_classes]
-        if group is not None:
-            torch.distributed.all_reduce(counts, group=group)
-        top = counts.topk(capacity)  # fixed shape: the most frequent classes first
-        slot_of = torch.full((num_classes,), capacity, dtype=torch.long, device=target.device)
-        slot_of[top.indices] = torch.arange(capacity, device=target.device)
-        return cls(slot_of, (counts > 0).sum() - (top.values > 0).sum(), capacity, ignore_index)
-
-    def relabel(self, ids: torch.Tensor) -> torch.Tensor:
-        """Class ids (ignore kept) -> slot ids."""
-        inside = ids.clamp(0, len(self.slot_of) - 1)
-        return torch.where(ids == self.ignore_index, ids, self.slot_of[inside])
-
-
-def bane_maps(pred: torch.Tensor, labels: torch.Tensor, num_classes: int, ratio: float,
-              ignore_index: int = 255) -> BaneMaps:
-    """Error masks, exact boundary distances and the BANE selection at one layer.
-
-    For anchor class n, E^n = (pred == n) & (label != n) & (label != ignore); its
-    pixels are ranked by Euclidean distance to the nearest pixel outside E^n and
-    the ``ceil(ratio * |E^n|)`` nearest (over the whole batch) are selected.
-
-    Args:
-        pred: (B, h, w) predicted class ids (detached).
-        labels: (B, h, w) ground truth, ``ignore_index`` ignored.
-    """
-    error = (pred != labels) & (labels != ignore_index)
-    distance = region_distance(torch.where(error, pred, -1))
-    distance = torch.where(error, distance, torch.full_like(distance, float("inf")))
-    return BaneMaps(error, distance, _nearest_fraction(pred, error, distance, num_classes, ratio), pred)
-
-
-def _nearest_fraction(pred, error, distance, num_classes: int, ratio: float) -> torch.Tensor:
-    """Per class n, mark the ceil(ratio * |E^n|) error pixels of E^n with the smallest distance."""
-    flat_pred, flat_error = pred.reshape(-1), error.reshape(-1)
-    span = float(sum(pred.shape[-2:]) + 2)  # larger than any finite in-image distance
-    dist = distance.reshape(-1).clamp_max(span - 1)
-    key = torch.where(flat_error, flat_pred * span + dist, torch.full_like(dist, float("inf")))
-    order = key.argsort(stable=True)
-    counts = count_ids(torch.where(flat_error, flat_pred, num_classes), num_classes + 1)[:num_classes]
-    starts = counts.cumsum(0) - counts
-    keep_per_class = torch.ceil(counts * ratio).long()
-    sorted_class = flat_pred[order].clamp(0, num_classes - 1)
-    rank = torch.arange(order.numel(), device=order.device) - starts[sorted_class]
-    keep = flat_error[order] & (rank < keep_per_class[sorted_class])
-    selected = torch.zeros_like(flat_error)
-    selected[order] = keep
-    return selected.view_as(error)
+__all__ = ["BaneMaps", "NegativeSelection", "Positives", "choose_anchors", "count_ids", "sample_positives",
+           "select_negatives", "shuffle_within_groups"]
 
 
 def shuffle_within_groups(groups: torch.Tensor, num_groups: int,
@@ -135,79 +44,162 @@ def shuffle_within_groups(groups: torch.Tensor, num_groups: int,
     return order, count_ids(groups, num_groups)
 
 
-def sample_positives(labels: torch.Tensor, num_classes: int, max_positives: int,
-                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Up to ``max_positives`` random pixels of each class.
+def choose_anchors(target: torch.Tensor, num_classes: int, cap: int | None, ignore_index: int = 255,
+                   group=None, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The classes that get an anchor: every class present in ``target`` (B, H, W) (over the global
+    batch with a process ``group``), or, when more than ``cap`` are present, ``cap`` of them drawn
+    uniformly at random (each present class equally likely, whatever its pixel count), the same on
+    every process.
+
+    Returns:
+        anchored (K,) bool, and present (K,) bool.
+    """
+    flat = target.reshape(-1)
+    counts = count_ids(torch.where((flat >= 0) & (flat < num_classes) & (flat != ignore_index), flat, num_classes),
+                       num_classes + 1)[:num_classes].to(torch.float64)
+    capped = cap is not None and cap < num_classes
+    priority = torch.rand(num_classes, device=target.device, generator=generator, dtype=torch.float64)
+    if group is not None:  # sums of the processes' draws: identical everywhere, still exchangeable
+        both = torch.stack([counts, priority]) if capped else counts[None]
+        torch.distributed.all_reduce(both, group=group)
+        counts, priority = both[0], (both[1] if capped else priority)
+    present = counts > 0
+    if not capped:
+        return present, present
+    order = torch.where(present, priority, float("inf")).argsort()
+    anchored = torch.zeros_like(present)
+    anchored[order[:cap]] = True
+    return anchored & present, present
+
+
+@dataclass
+class Positives:
+    """Each anchor's positives: up to ``max_positives`` random pixels of its class, as a flat list.
+
+    Attributes:
+        index: (M,) pixel indices into the flattened (B, h, w) layer.
+        anchor: (M,) the class of each.
+        valid: (M,) bool, a real positive (the rest is padding).
+        counts: (K,) positives per class.
+    """
+
+    index: torch.Tensor
+    anchor: torch.Tensor
+    valid: torch.Tensor
+    counts: torch.Tensor
+
+
+def sample_positives(labels: torch.Tensor, num_classes: int, max_positives: int, anchored: torch.Tensor | None = None,
+                     generator: torch.Generator | None = None) -> Positives:
+    """Up to ``max_positives`` distinct random pixels of each (``anchored``) class.
 
     Args:
         labels: (P,) class ids (anything outside [0, K) never sampled).
+        anchored: (K,) bool, the classes with an anchor (default: all).
 
     Returns:
-        index (K, M) into the P pixels and valid (K, M) bool.
+        ``Positives`` of min(P, K x max_positives) slots.
     """
-    bins = torch.where((labels >= 0) & (labels < num_classes), labels, num_classes)
+    inside = (labels >= 0) & (labels < num_classes)
+    if anchored is not None:
+        inside &= anchored[labels.clamp(0, num_classes - 1)]
+    bins = torch.where(inside, labels, num_classes)
     order, counts = shuffle_within_groups(bins, num_classes + 1, generator)  # one sort, not a (K, P) top-k
-    counts = counts[:num_classes]
+    positions = torch.arange(order.numel(), device=labels.device)
     starts = counts.cumsum(0) - counts
-    slots = torch.arange(min(max_positives, labels.numel()), device=labels.device)
-    valid = slots[None] < counts[:, None]  # (K, M)
-    index = order[(starts[:, None] + slots[None]).clamp_max(labels.numel() - 1)]
-    return torch.where(valid, index, 0), valid
-
-
-def sample_negatives(labels: torch.Tensor, num_classes: int, max_negatives: int,
-                     bane: BaneMaps | None = None, ignore_index: int = 255,
-                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Negatives per anchor: BANE picks first (nearest the boundary first), then random top-up.
-
-    Args:
-        labels: (P,) ground truth of the flattened layer.
-        bane: the layer's BANE maps, or None for random negatives only.
-
-    Returns:
-        index (K, M), valid (K, M) bool, and is_bane (K, M) bool.
-    """
-    classes = torch.arange(num_classes, device=labels.device)[:, None]
-    other = (labels[None] != classes) & (labels[None] != ignore_index)  # (K, P)
-    scores = torch.rand(num_classes, labels.numel(), device=labels.device, generator=generator)
-    if bane is not None:
-        pick = bane.selected.reshape(-1)[None] & (bane.pred.reshape(-1)[None] == classes)
-        closeness = 1.0 / (1.0 + bane.distance.reshape(-1).clamp_max(1e6))  # in (0, 1]
-        scores = torch.where(pick, BANE_PRIORITY + closeness[None], scores)
-    scores = torch.where(other, scores, torch.full_like(scores, -1.0))
-    top = scores.topk(min(max_negatives, labels.numel()), dim=1)
-    return top.indices, top.values >= 0, top.values >= BANE_PRIORITY
+    sorted_class = bins[order]
+    return flat_slots(order, sorted_class, positions - starts[sorted_class], counts[:num_classes].clamp_max(max_positives),
+                      min(labels.numel(), num_classes * max_positives), Positives)
 
 
 @dataclass
 class NegativeSelection:
-    """The negatives one layer contributes: BANE maps plus the per-anchor picks.
+    """The negatives one layer contributes: BANE's picks and the random top-up from a shared pool.
 
     Attributes:
         maps: the layer's BANE maps (None when BANE is off).
-        index: (K, M) pixel indices into the flattened (B, h, w) layer.
-        valid: (K, M) bool, a real negative.
-        is_bane: (K, M) bool, picked by BANE (the rest of ``valid`` is random top-up).
+        bane: BANE's picks (``contrast.bane.BanePicks``; none when BANE is off).
+        pool: (L,) pixel indices of the layer's shared random pool (a uniform sample without
+            replacement of its labelled pixels, in random order).
+        topup: (K, L) bool, the pool pixels each anchor takes as its random negatives.
     """
 
     maps: BaneMaps | None
-    index: torch.Tensor
-    valid: torch.Tensor
-    is_bane: torch.Tensor
+    bane: BanePicks
+    pool: torch.Tensor
+    topup: torch.Tensor
+
+    @property
+    def index(self) -> torch.Tensor:
+        """(K, M) per-anchor negatives, BANE's picks first (nearest first), then the top-up."""
+        return self._per_anchor()[0]
+
+    @property
+    def valid(self) -> torch.Tensor:
+        """(K, M) bool, a real negative."""
+        return self._per_anchor()[1]
+
+    @property
+    def is_bane(self) -> torch.Tensor:
+        """(K, M) bool, picked by BANE (the rest of ``valid`` is random top-up)."""
+        return self._per_anchor()[2]
+
+    def _per_anchor(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        num_classes, size = self.topup.shape[0], int(self.bane.counts.max()) + int(self.topup.sum(1).max())
+        bane, topup = self.bane, self.topup
+        rank = torch.arange(bane.index.numel(), device=bane.index.device) - (bane.counts.cumsum(0) - bane.counts)[bane.anchor]
+        rows = torch.cat([bane.anchor[bane.valid], torch.nonzero(topup)[:, 0]])
+        cols = torch.cat([rank[bane.valid], bane.counts[:, None].expand_as(topup)[topup] + topup.long().cumsum(1)[topup] - 1])
+        pixels = torch.cat([bane.index[bane.valid], self.pool[None].expand_as(topup)[topup]])
+        index = torch.zeros(num_classes, size, dtype=torch.long, device=pixels.device)
+        valid, is_bane = torch.zeros_like(index, dtype=torch.bool), torch.zeros_like(index, dtype=torch.bool)
+        index[rows, cols], valid[rows, cols] = pixels, True
+        is_bane[rows[:int(bane.valid.sum())], cols[:int(bane.valid.sum())]] = True
+        return index, valid, is_bane
 
 
 def select_negatives(pred: torch.Tensor, labels: torch.Tensor, num_classes: int, max_negatives: int,
                      bane_ratio: float | None, ignore_index: int = 255,
-                     generator: torch.Generator | None = None) -> NegativeSelection:
-    """BANE maps and negatives for every anchor at one layer: the one code path the loss
-    and ``visualize-boundaries`` share.
+                     generator: torch.Generator | None = None, anchored: torch.Tensor | None = None,
+                     pool_size: int | None = None) -> NegativeSelection:
+    """BANE maps and negatives for every anchor at one layer: the one code path the loss and
+    ``visualize-boundaries`` share.
 
     Args:
         pred: (B, h, w) detached prediction resized (nearest) to the layer.
         labels: (B, h, w) ground truth at the layer.
-        bane_ratio: BANE's ratio (the share of each error region taken), or None for random negatives only.
+        bane_ratio: BANE's ratio (the share of each error region taken), or None for random
+            negatives only.
+        anchored: (K,) bool, the classes with an anchor (default: all).
+        pool_size: pixels in the top-up pool (default: ``POOL_FACTOR`` x ``max_negatives``, at
+            most the layer's pixels).
     """
-    maps = None if bane_ratio is None else bane_maps(pred, labels, num_classes, bane_ratio, ignore_index)
-    index, valid, is_bane = sample_negatives(labels.reshape(-1), num_classes, max_negatives, maps,
-                                             ignore_index, generator)
-    return NegativeSelection(maps, index, valid, is_bane)
+    flat = labels.reshape(-1)
+    anchored = torch.ones(num_classes, dtype=torch.bool, device=flat.device) if anchored is None else anchored
+    maps, bane = None, _no_picks(flat, num_classes)
+    if bane_ratio is not None:
+        ranked = ranked_errors(pred, labels, num_classes, bane_ratio, ignore_index)
+        maps, bane = ranked.maps, bane_picks(ranked, max_negatives, anchored)
+    labelled = (flat >= 0) & (flat < num_classes) & (flat != ignore_index)
+    size = min(flat.numel(), pool_size or POOL_FACTOR * max_negatives)
+    keys = torch.rand(flat.numel(), device=flat.device, generator=generator) + (~labelled).float() * 2
+    pool = keys.topk(size, largest=False, sorted=True).indices  # labelled pixels first, in random order
+    topup = _topup(flat[pool], labelled[pool], pool, maps, anchored, max_negatives - bane.counts)
+    return NegativeSelection(maps, bane, pool, topup)
+
+
+def _topup(pool_labels, pool_labelled, pool, maps: BaneMaps | None, anchored: torch.Tensor,
+           room: torch.Tensor) -> torch.Tensor:
+    """(K, L) bool: per anchor, the first pool pixels of other classes (and not its own BANE picks)
+    up to ``room`` (K,), by a cumulative count along the pool."""
+    classes = torch.arange(anchored.numel(), device=pool.device)[:, None]
+    eligible = pool_labelled[None] & (pool_labels[None] != classes) & anchored[:, None]
+    if maps is not None:  # a BANE pick of anchor n is its negative already
+        picked = (maps.selected.reshape(-1) & maps.error.reshape(-1))[pool]
+        eligible &= ~(picked[None] & (maps.pred.reshape(-1)[pool][None] == classes))
+    return eligible & (eligible.long().cumsum(1) <= room[:, None])
+
+
+def _no_picks(flat: torch.Tensor, num_classes: int) -> BanePicks:
+    empty = flat.new_zeros(0)
+    return BanePicks(empty, empty, empty.bool(), flat.new_zeros(num_classes))

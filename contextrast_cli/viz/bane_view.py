@@ -55,13 +55,11 @@ def bane_view(pred: torch.Tensor, label: torch.Tensor, layer_sizes: dict[int, tu
 
 def _layer_view(layer, selection: NegativeSelection, image_size, size) -> LayerView:
     cell = (image_size[0] / size[0], image_size[1] / size[1])
-    anchors = torch.arange(selection.index.shape[0])[:, None].expand_as(selection.index)
-    bane = selection.valid & selection.is_bane
-    topup = selection.valid & ~selection.is_bane
+    bane, topup = selection.bane, selection.topup
     return LayerView(layer, cell, selection.maps.error[0].numpy(), selection.maps.distance[0].numpy(),
-                     cell_centres(selection.index[bane], size[1], cell), anchors[bane].numpy(),
-                     cell_centres(selection.index[topup].unique(), size[1], cell),
-                     bane.sum(1).numpy(), topup.sum(1).numpy(), selection)
+                     cell_centres(bane.index[bane.valid], size[1], cell), bane.anchor[bane.valid].numpy(),
+                     cell_centres(selection.pool[topup.any(0)], size[1], cell),
+                     bane.counts.numpy(), topup.sum(1).numpy(), selection)
 
 
 def cell_centres(index: torch.Tensor, width: int, cell: tuple[float, float]) -> np.ndarray:

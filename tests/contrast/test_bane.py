@@ -2,7 +2,8 @@
 
 import torch
 
-from contextrast_cli.contrast.sampling import bane_maps, sample_negatives
+from contextrast_cli.contrast.bane import bane_maps
+from contextrast_cli.contrast.sampling import select_negatives
 
 
 def test_error_masks_distances_and_selection(bane_case):
@@ -28,7 +29,8 @@ def test_negatives_take_bane_picks_then_top_up(bane_case):
     pred, labels = (t[None] for t in bane_case)
     maps = bane_maps(pred, labels, num_classes=3, ratio=0.62)
     flat_labels = labels.reshape(-1)
-    index, valid, is_bane = sample_negatives(flat_labels, 3, 20, maps, generator=torch.Generator().manual_seed(0))
+    sel = select_negatives(pred, labels, 3, 20, 0.62, generator=torch.Generator().manual_seed(0))
+    index, valid, is_bane = sel.index, sel.valid, sel.is_bane
     # anchor 1: its 16 BANE picks plus 4 random pixels of other classes
     picks = set(index[1][is_bane[1]].tolist())
     ring_pixels = set(torch.nonzero(maps.selected.reshape(-1) & (pred.reshape(-1) == 1)).flatten().tolist())
@@ -37,8 +39,7 @@ def test_negatives_take_bane_picks_then_top_up(bane_case):
     # anchor 2's BANE picks are the two strip pixels; anchor 0 has none (nothing is mispredicted as 0)
     assert int(is_bane[2].sum()) == 2 and int(is_bane[0].sum()) == 0
     # without BANE every negative is random and none is flagged
-    _, _, no_bane = sample_negatives(flat_labels, 3, 20)
-    assert not no_bane.any()
+    assert not select_negatives(pred, labels, 3, 20, None).is_bane.any()
 
 
 def test_prediction_at_layer_size_equals_resized_argmax():
@@ -48,19 +49,3 @@ def test_prediction_at_layer_size_equals_resized_argmax():
     logits = torch.randn(2, 5, 37, 53)
     for size in ((10, 14), (5, 7), (37, 53)):
         assert torch.equal(predict_at(logits, size), resize_labels(logits.argmax(1), size))
-
-
-def test_positives_are_distinct_pixels_of_their_class_up_to_the_cap():
-    from contextrast_cli.contrast.sampling import sample_positives
-
-    labels = torch.tensor([0] * 7 + [2] * 3 + [255] * 4 + [0] * 2)  # class 0: 9 px, 1: none, 2: 3 px
-    index, valid = sample_positives(labels, 3, 5, torch.Generator().manual_seed(0))
-    assert index.shape == (3, 5) and valid.sum(1).tolist() == [5, 0, 3]
-    for k in (0, 2):
-        picked = index[k][valid[k]].tolist()
-        assert len(set(picked)) == len(picked) and all(labels[p] == k for p in picked)
-    seen = set()
-    for seed in range(30):  # random subsets: every class-0 pixel is reachable
-        index, valid = sample_positives(labels, 3, 5, torch.Generator().manual_seed(seed))
-        seen |= set(index[0][valid[0]].tolist())
-    assert seen == {i for i in range(16) if labels[i] == 0}

@@ -18,7 +18,7 @@ import torch
 
 from contextrast_cli.config import resolve_config
 from contextrast_cli.contrast.criterion import build_criterion
-from contextrast_cli.contrast.sampling import bane_maps
+from contextrast_cli.contrast.bane import bane_maps
 from contextrast_cli.models.checkpoint import load_checkpoint, model_from_checkpoint
 from contextrast_cli.runtime.device import setup_runtime
 from contextrast_cli.train.step import training_step

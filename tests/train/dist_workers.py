@@ -32,7 +32,7 @@ def worker(rank: int, world: int, port: int, out: str, data_root: str, run_dir: 
     runtime = setup_runtime("cpu", "fp32", seed=0, distributed=True)
     results = {"ce": ce_steps(runtime), "ce_uneven": ce_steps(runtime, uneven=True),
                "contrast": contrast_gradients(runtime),
-               "anchors": anchors_and_gradients(runtime),
+               "anchors": anchors_and_gradients(runtime), "sampled": sampled_loss(runtime),
                "validation": validation(runtime, Path(data_root))}
     results["trainer"] = trainer_agreement(Path(out), Path(run_dir))  # last: it leaves the process group
     torch.save(results, Path(out) / f"rank{rank}.pt")
@@ -125,54 +125,49 @@ def embeddings() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     return embs, labels
 
 
-def every_pair(labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Positives (all pixels of each class) and negatives (all labelled pixels of the others),
-    indices into the flattened batch: no sampling, so the terms do not depend on random draws."""
+def every_pair(labels: torch.Tensor):
+    """Positives (every pixel of each class) and negatives (every labelled pixel of the others, as
+    a pool that every anchor takes whole): no sampling, so the terms do not depend on random draws."""
+    from contextrast_cli.contrast.bane import BanePicks
+    from contextrast_cli.contrast.sampling import NegativeSelection, Positives
+
     flat = labels.reshape(-1)
-    pos = [torch.nonzero(flat == k).flatten() for k in range(NUM_CLASSES)]
-    neg = [torch.nonzero((flat != k) & (flat != 255)).flatten() for k in range(NUM_CLASSES)]
-
-    def padded(lists):
-        width = max(1, max(len(items) for items in lists))
-        index = torch.zeros(len(lists), width, dtype=torch.long)
-        valid = torch.zeros(len(lists), width, dtype=torch.bool)
-        for row, items in enumerate(lists):
-            index[row, :len(items)], valid[row, :len(items)] = items, True
-        return index, valid
-
-    return (*padded(pos), *padded(neg))
+    labelled = flat != 255
+    order = torch.argsort(torch.where(labelled, flat, NUM_CLASSES), stable=True)
+    counts = torch.bincount(flat[labelled], minlength=NUM_CLASSES)
+    positives = Positives(order, flat[order].clamp_max(NUM_CLASSES - 1), labelled[order], counts)
+    pool = torch.arange(flat.numel())
+    topup = labelled[None] & (flat[None] != torch.arange(NUM_CLASSES)[:, None])
+    empty = flat.new_zeros(0)
+    return positives, NegativeSelection(None, BanePicks(empty, empty, empty.bool(), counts * 0), pool, topup)
 
 
-def ccl_terms(embs, labels, group, fused: bool):
+def ccl_terms(embs, labels, group):
     """Anchors (cross-layer update included) and the summed pixel-anchor loss of two layers."""
     from contextrast_cli.contrast.ccl import class_means, contextual_anchors, pixel_anchor_loss
-    from contextrast_cli.contrast.fused import GradLink
 
-    links = [GradLink() if fused else None for _ in embs]
-    stats = [class_means(e, l, NUM_CLASSES, link, group) for e, l, link in zip(embs, labels, links)]
+    stats = [class_means(e, l, NUM_CLASSES, group) for e, l in zip(embs, labels)]
     anchors = contextual_anchors([m for m, _ in stats], [c for _, c in stats], 0.7, 0.3)
-    loss = sum(pixel_anchor_loss(a, e, *every_pair(l), tau=0.1, link=link)["loss"]
-               for a, e, l, link in zip(anchors, embs, labels, links))
+    loss = sum(pixel_anchor_loss(a, e, *every_pair(l), tau=0.1)["loss"] for a, e, l in zip(anchors, embs, labels))
     return anchors, loss
 
 
 def anchors_and_gradients(runtime) -> dict:
-    """This process's anchors and dL/demb (its share of the batch: images rank, rank + W, ...)."""
+    """This process's anchors and dL/demb (its share of the batch: images rank, rank + W, ...), and
+    the anchor classes a cap of 3 draws (the same on every process)."""
     import torch.distributed as dist
 
-    from contextrast_cli.contrast.sampling import AnchorSlots
+    from contextrast_cli.contrast.sampling import choose_anchors
 
     embs, labels = embeddings()
     share = slice(runtime.rank, None, runtime.world_size)
-    result = {}
-    for fused in (False, True):
-        local = [e[share].clone().requires_grad_(True) for e in embs]
-        anchors, loss = ccl_terms(local, [l[share] for l in labels], dist.group.WORLD, fused)
-        loss.backward()
-        result[fused] = {"anchors": [a.detach() for a in anchors], "grads": [e.grad for e in local]}
-    slots = AnchorSlots.of(labels[0][share], NUM_CLASSES, 3, group=dist.group.WORLD)
-    result["slot_of"] = slots.slot_of
-    return result
+    local = [e[share].clone().requires_grad_(True) for e in embs]
+    anchors, loss = ccl_terms(local, [l[share] for l in labels], dist.group.WORLD)
+    loss.backward()
+    torch.manual_seed(100 + runtime.rank)  # each process draws its own priorities
+    anchored, present = choose_anchors(labels[0][share], NUM_CLASSES, 3, group=dist.group.WORLD)
+    return {"anchors": [a.detach() for a in anchors], "grads": [e.grad for e in local],
+            "anchored": anchored, "present": present}
 
 
 def reference_anchors_and_gradients(world: int) -> dict:
@@ -191,6 +186,34 @@ def reference_anchors_and_gradients(world: int) -> dict:
                           for a, e, l in zip(anchors, embs, labels))
     loss.backward()
     return {"anchors": [a.detach() for a in anchors], "grads": [e.grad for e in embs], "labels": labels}
+
+
+def sampled_loss(runtime) -> dict:
+    """The whole loss (identity heads, float64, BANE on) on this process's share, anchors over the
+    global batch: its terms, dL/dfeature, and the samples it drew, for the plain reference."""
+    from tests.contrast.test_loss_reference import SETTINGS, inputs
+    from contextrast_cli.contrast import loss as loss_module
+    from contextrast_cli.contrast.loss import ContextrastLoss
+
+    features, logits, target = inputs(seed=4)
+    share = slice(runtime.rank, None, runtime.world_size)
+    criterion = ContextrastLoss(6, (5, 5, 5), **SETTINGS).double()
+    criterion.heads = nn.ModuleList(nn.Identity() for _ in range(3))
+    drawn, real_pos, real_neg = [], loss_module.sample_positives, loss_module.select_negatives
+    loss_module.sample_positives = lambda *a, **k: drawn.append([real_pos(*a, **k)]) or drawn[-1][0]
+    loss_module.select_negatives = lambda *a, **k: drawn[-1].append(real_neg(*a, **k)) or drawn[-1][1]
+    try:
+        torch.manual_seed(runtime.rank)
+        local = [f[share].clone().requires_grad_() for f in features]
+        terms = criterion(local, logits[share], target[share])
+        total = sum(terms[f"loss_ccl_l{i}"] for i in (1, 2, 3))
+        total.backward()
+    finally:
+        loss_module.sample_positives, loss_module.select_negatives = real_pos, real_neg
+    from tests.contrast.reference import samples_of
+
+    return {"total": total.detach(), "grads": [f.grad for f in local],
+            "samples": [samples_of(pos, neg) for pos, neg in drawn]}
 
 
 # (c) distributed validation ---------------------------------------------------------------------

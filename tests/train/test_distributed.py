@@ -13,7 +13,6 @@ import torch
 import torch.multiprocessing as mp
 
 from contextrast_cli.config import EvalConfig, resolve_config
-from contextrast_cli.contrast.sampling import AnchorSlots
 from contextrast_cli.data.locate import locate_dataset
 from contextrast_cli.runtime.device import Runtime
 from contextrast_cli.evaluation.evaluator import evaluate_split
@@ -76,12 +75,11 @@ def test_ddp_averages_every_gradient_of_a_contextrast_step(spawned):
     assert any(not torch.allclose(local[0][k], local[1][k]) for k in heads)  # the processes did differ
 
 
-@pytest.mark.parametrize("fused", [False, True], ids=["autograd", "fused"])
-def test_synchronised_anchors_and_their_gradients(spawned, fused):
+def test_synchronised_anchors_and_their_gradients(spawned):
     results, _ = spawned
     ref = w.reference_anchors_and_gradients(WORLD)
     for rank in range(WORLD):
-        got = results[rank]["anchors"][fused]
+        got = results[rank]["anchors"]
         for layer in range(2):
             assert torch.allclose(got["anchors"][layer], ref["anchors"][layer], rtol=0, atol=1e-6)
             share = ref["grads"][layer][rank::WORLD]
@@ -89,14 +87,45 @@ def test_synchronised_anchors_and_their_gradients(spawned, fused):
             assert torch.allclose(got["grads"][layer], share, rtol=0, atol=1e-10), (rank, layer)
 
 
-def test_anchor_slots_follow_the_global_batch(spawned):
+def test_a_capped_anchor_set_is_drawn_alike_on_every_process(spawned):
+    """Each process drew its own random priorities; the classes kept are the same everywhere, 3 of
+    the classes present in the global batch."""
     results, _ = spawned
     labels = w.embeddings()[1][0]
-    expected = AnchorSlots.of(labels, w.NUM_CLASSES, 3).slot_of
-    local = [AnchorSlots.of(labels[r::WORLD], w.NUM_CLASSES, 3).slot_of for r in range(WORLD)]
-    assert not all(torch.equal(slots, expected) for slots in local)  # the shares alone would disagree
+    present = torch.zeros(w.NUM_CLASSES, dtype=torch.bool)
+    present[labels[labels != 255].unique()] = True
+    first = results[0]["anchors"]["anchored"]
+    assert int(first.sum()) == 3 and not (first & ~present).any()
     for rank in range(WORLD):
-        assert torch.equal(results[rank]["anchors"]["slot_of"], expected)
+        assert torch.equal(results[rank]["anchors"]["anchored"], first)
+        assert torch.equal(results[rank]["anchors"]["present"], present)
+
+
+def test_the_loss_over_two_processes_equals_the_plain_reference(spawned):
+    """Each process's loss (its own samples, anchors of the global batch) and dL/dfeature equal the
+    plain float64 reference: anchors from the whole batch by per-class loops; the gradient of the
+    sum of every process's loss (the all-reduce's adjoint), sliced to the process's images."""
+    from contextrast_cli.contrast.loss import resize_labels
+    from tests.contrast import reference
+    from tests.contrast.test_loss_reference import inputs
+
+    results, _ = spawned
+    features, _, target = inputs(seed=4)
+    whole = [f.clone().requires_grad_() for f in features]
+    labels = [resize_labels(target, f.shape[-2:]) for f in features]
+    total = 0
+    for rank in range(WORLD):
+        share = slice(rank, None, WORLD)
+        expected = reference.total_loss([f[share] for f in whole], [lab[share] for lab in labels],
+                                        results[rank]["sampled"]["samples"], 6, alpha=0.2, lambdas=(0.3, 0.6, 1.0),
+                                        tau=0.15, w_low=0.6, w_high=0.4, stop_grad=False,
+                                        anchor_embs=whole, anchor_labels=labels)
+        assert float(results[rank]["sampled"]["total"]) == pytest.approx(float(expected.detach()), rel=1e-10)
+        total = total + expected
+    total.backward()
+    for rank in range(WORLD):
+        for got, want in zip(results[rank]["sampled"]["grads"], whole):
+            torch.testing.assert_close(got, want.grad[rank::WORLD], rtol=1e-10, atol=1e-10)
 
 
 def test_distributed_validation_equals_one_process(spawned):

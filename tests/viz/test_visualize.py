@@ -1,6 +1,7 @@
 """visualize-boundaries: the drawn markers are BANE's own picks; PNGs, options and bad inputs."""
 
 import copy
+import math
 import shutil
 
 import cv2
@@ -13,7 +14,6 @@ from contextrast_cli.viz import boundaries as visualize
 from contextrast_cli import viz
 from contextrast_cli.config import resolve_config
 from contextrast_cli.contrast.loss import resize_labels
-from contextrast_cli.contrast.sampling import select_negatives
 from contextrast_cli.models.checkpoint import config_from_checkpoint, load_checkpoint, model_from_checkpoint
 from contextrast_cli.train.trainer import Trainer
 from contextrast_cli.models.registry import build_model
@@ -61,25 +61,32 @@ def test_constructed_case_marks_exactly_the_pixels_bane_must_pick(bane_case):
 
 
 def independent_selection(model, image, label, payload):
-    """BANE picks per layer as the training step makes them: train-mode features, then the
-    loss's resizing and ``select_negatives`` with the visualizer's seed."""
+    """BANE picks per layer as METHOD.md defines them, computed here without the project's sampling
+    code: train-mode features' sizes, labels and prediction resized by nearest neighbour, per class
+    n the error region E^n, OpenCV's exact distance transform, the ceil(ratio * |E^n|) pixels
+    nearest its boundary (ties in raster order), at most max_negatives. Returns, per layer, the
+    picks as (x, y, anchor) cell centres, and the labelled cells (the only candidates for top-up)."""
     contrast = config_from_checkpoint(payload).contrast
     x = (torch.from_numpy(image).permute(2, 0, 1).float() / 255)[None]
     with torch.no_grad():  # the taps the loss sees (B = 1 ASPP cannot train)
         features = copy.deepcopy(model.backbone).train()(model.normalize(x))
         pred = model(x)["out"].argmax(1)  # (1, H, W): the eval-mode prediction the figure shows
     target, num_classes = torch.from_numpy(label.astype(np.int64))[None], len(payload["dataset"]["classes"])
-    picks, topups = {}, {}
+    picks, candidates = {}, {}
     for layer in contrast.layers:
-        labels = resize_labels(target, features[layer - 1].shape[-2:])
-        sel = select_negatives(resize_labels(pred, labels.shape[-2:]), labels, num_classes, contrast.max_negatives,
-                               contrast.bane.ratio, 255, torch.Generator().manual_seed(bane.SEED))
-        (h, w), (H, W) = labels.shape[-2:], image.shape[:2]
-        centre = lambda i: (int((int(i) % w + 0.5) * W / w), int((int(i) // w + 0.5) * H / h))  # noqa: E731
-        picks[layer] = {(*centre(i), anchor) for anchor in range(num_classes)
-                        for i in sel.index[anchor][sel.valid[anchor] & sel.is_bane[anchor]]}
-        topups[layer] = {centre(i) for i in sel.index[sel.valid & ~sel.is_bane]}
-    return picks, topups
+        labels = resize_labels(target, features[layer - 1].shape[-2:])[0].numpy()
+        small = resize_labels(pred, labels.shape)[0].numpy()
+        (h, w), (H, W) = labels.shape, image.shape[:2]
+        centre = lambda y, x: (int((x + 0.5) * W / w), int((y + 0.5) * H / h))  # noqa: E731
+        picks[layer] = set()
+        for n in range(num_classes):
+            error = (small == n) & (labels != n) & (labels != 255)
+            dist = cv2.distanceTransform(error.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+            cells = sorted(zip(*np.nonzero(error)), key=lambda yx: (round(float(dist[yx]), 4), yx))
+            keep = min(math.ceil(contrast.bane.ratio * len(cells)), contrast.max_negatives)
+            picks[layer] |= {(*centre(y, x), n) for y, x in cells[:keep]}
+        candidates[layer] = {centre(y, x) for y, x in zip(*np.nonzero(labels != 255))}
+    return picks, candidates
 
 
 def test_real_model_markers_are_the_selection_of_the_loss(trained, monkeypatch, tmp_path):
@@ -90,13 +97,14 @@ def test_real_model_markers_are_the_selection_of_the_loss(trained, monkeypatch, 
     visualize.visualize_images([image_path], [run_dir / "best.pt"], out_dir=tmp_path, device="cpu")
     image, pred, label, views, meta, _ = captured["args"]
     payload = load_checkpoint(run_dir / "best.pt")
-    expected, topups = independent_selection(model_from_checkpoint(payload), image, label, payload)
+    expected, candidates = independent_selection(model_from_checkpoint(payload), image, label, payload)
     assert [v.layer for v in views] == [1, 2, 3, 4]
     assert sum(len(p) for p in expected.values()) > 0  # an untrained model gets plenty wrong
     for view in views:
         got = {(x, y, c) for (x, y), c in zip(view.bane_points.tolist(), view.bane_classes.tolist())}
         assert got == expected[view.layer]
-        assert set(map(tuple, view.topup_points.tolist())) == topups[view.layer]
+        topup = set(map(tuple, view.topup_points.tolist()))
+        assert topup and topup <= candidates[view.layer]  # random top-up: labelled cells only
         # a BANE negative is pushed away from the class it is wrongly predicted as
         h, w = view.selection.maps.pred.shape[-2:]
         flat = view.selection.maps.pred.reshape(-1)
@@ -231,3 +239,15 @@ def test_checkpoints_are_told_from_images_by_what_the_file_is(trained, tmp_path)
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [f"{image_path.stem}_checkpoints.png"]
     zoom = viz.MIN_PANEL_WIDTH // 48
     assert cv2.imread(str(tmp_path / "o" / f"{image_path.stem}_checkpoints.png")).shape[0] > 2 * 32 * zoom
+
+
+def test_the_view_shows_the_picks_of_every_class_beyond_64():
+    """70 classes (the old loss kept anchors for 64): anchors 66 and 69 get their BANE picks drawn."""
+    label = torch.full((20, 24), 66, dtype=torch.long)
+    label[:, 12:] = 69
+    pred = label.clone()
+    pred[4:10, 8:12] = 69  # 69 over 66: E^69
+    pred[12:16, 12:18] = 66  # 66 over 69: E^66
+    (view,) = bane.bane_view(pred, label, {1: (20, 24)}, num_classes=70, max_negatives=50, ratio=0.5)
+    assert set(view.bane_classes.tolist()) == {66, 69}
+    assert view.bane_counts[66] == 12 and view.bane_counts[69] == 12  # ceil(0.5 * 24) each

@@ -1,0 +1,71 @@
+"""The loss equals a plain float64 reference (tests/contrast/reference.py: per-class loops over
+the samples it drew), values and gradients, with BANE on and off and with and without the
+stop-gradient of the deep anchors. The 2-process case is in tests/train/test_distributed.py."""
+
+import pytest
+import torch
+from torch import nn
+
+from contextrast_cli.contrast import loss as loss_module
+from contextrast_cli.contrast.loss import ContextrastLoss, resize_labels
+from tests.contrast import reference
+
+SETTINGS = dict(layers=(1, 2, 3), lambdas=(0.3, 0.6, 1.0), alpha=0.2, tau=0.15, anchor_weights=(0.6, 0.4),
+                max_positives=7, max_negatives=9)
+
+
+def capture(monkeypatch) -> list:
+    """Record the (positives, negatives) every layer draws."""
+    drawn = []
+    real_pos, real_neg = loss_module.sample_positives, loss_module.select_negatives
+
+    def positives(*args, **kwargs):
+        drawn.append([real_pos(*args, **kwargs)])
+        return drawn[-1][0]
+
+    def negatives(*args, **kwargs):
+        drawn[-1].append(real_neg(*args, **kwargs))
+        return drawn[-1][1]
+
+    monkeypatch.setattr(loss_module, "sample_positives", positives)
+    monkeypatch.setattr(loss_module, "select_negatives", negatives)
+    return drawn
+
+
+def inputs(seed: int = 0):
+    """Three float64 maps (B=2, D=5) at 12x16, 6x8, 3x4; 6 classes with void; a prediction with errors."""
+    generator = torch.Generator().manual_seed(seed)
+    features = [torch.randn(2, 5, 12 // s, 16 // s, generator=generator, dtype=torch.float64) for s in (1, 2, 4)]
+    target = torch.randint(0, 6, (2, 12, 16), generator=generator)
+    target[0, :3, :5] = 255
+    target[1, 7:, 10:] = 2  # a large region: BANE's error regions have an inside
+    pred = target.clamp_max(5).roll(2, 2)
+    pred[:, 4:9, 3:8] = 4
+    logits = torch.nn.functional.one_hot(pred, 6).permute(0, 3, 1, 2).double()
+    return features, logits, target
+
+
+@pytest.mark.parametrize("bane", [0.5, None], ids=["bane", "random-negatives"])
+@pytest.mark.parametrize("stop_grad", [False, True], ids=["grad-through-deep-anchors", "stop-grad"])
+def test_the_loss_equals_a_plain_float64_reference(bane, stop_grad, monkeypatch):
+    features, logits, target = inputs()
+    criterion = ContextrastLoss(6, (5, 5, 5), bane_ratio=bane, anchor_stop_grad=stop_grad, **SETTINGS).double()
+    criterion.heads = nn.ModuleList(nn.Identity() for _ in range(3))  # the embeddings are the maps themselves
+    drawn = capture(monkeypatch)
+    ours = [f.clone().requires_grad_() for f in features]
+    terms = criterion(ours, logits, target)
+    total = sum(terms[f"loss_ccl_l{i}"] for i in (1, 2, 3))
+    total.backward()
+    assert len(drawn) == 3 and sum(int(neg.bane.valid.sum()) for _, neg in drawn) > (0 if bane else -1)
+    if bane:
+        assert all(int(neg.bane.valid.sum()) > 0 for _, neg in drawn[:2])  # BANE picks took part
+    theirs = [f.clone().requires_grad_() for f in features]
+    labels = [resize_labels(target, f.shape[-2:]) for f in features]
+    samples = [reference.samples_of(pos, neg) for pos, neg in drawn]
+    expected = reference.total_loss(theirs, labels, samples, 6, alpha=0.2, lambdas=(0.3, 0.6, 1.0), tau=0.15,
+                                    w_low=0.6, w_high=0.4, stop_grad=stop_grad)
+    expected.backward()
+    assert float(total.detach()) == pytest.approx(float(expected.detach()), rel=1e-10, abs=1e-12)
+    for got, want in zip(ours, theirs):
+        assert want.grad.abs().sum() > 0
+        torch.testing.assert_close(got.grad, want.grad, rtol=1e-10, atol=1e-10)
