@@ -1,23 +1,34 @@
-"""Boundary metrics, accumulated over a dataset per class.
+"""Boundary metrics, accumulated over a dataset per class, with void as "don't care".
 
-* **Boundary IoU** (Cheng et al., CVPR 2021): a mask's boundary band is the mask minus its
-  erosion by a (2d+1)-square, d = ``width`` x the image diagonal rounded (at least 1 pixel),
-  the image border counting as background, as the authors' ``mask_to_boundary`` (3x3
-  ``cv2.erode`` d times after a one-pixel zero border). Per class: intersection over union of
-  the ground-truth and predicted bands, both summed over the dataset.
-* **Boundary F-score** (Csurka et al., BMVC 2013): a class's contour is its pixels with an
-  8-neighbour of another label (the image border is not a contour). Precision: the share of
-  predicted contour pixels within Euclidean distance ``tolerance`` x diagonal (rounded, at
-  least 1 pixel) of a ground-truth contour pixel; recall the other way round; F = 2PR / (P + R),
-  from the counts summed over the dataset.
+Definitions. Write L for a label map (the ground truth, or the prediction), V for the labelled
+pixels (ground truth not ``IGNORE_INDEX``), d = ``width`` x the image diagonal and r =
+``tolerance`` x the diagonal, both rounded as the Boundary IoU code does and at least 1 pixel.
+Both maps are read only on V: a void pixel is no edge to anything, on either side.
 
-Ignored pixels (``IGNORE_INDEX``) belong to no class: they count as "another label" for the
-masks and are left out of every count.
+* **Band pixel** (Boundary IoU, Cheng et al., CVPR 2021) of class c in L: a pixel p of V with
+  L(p) = c such that a pixel q at Chebyshev distance <= d from p (a (2d+1)-square) lies beyond the
+  image border or lies in V with L(q) != c. Per class this is the authors' ``mask_to_boundary``
+  (a one-pixel zero border, d 3x3 erosions) of the mask {L = c} with the void pixels added to it,
+  kept on {L = c} and V. Boundary IoU of c: the pixels in both the truth's and the prediction's
+  band of c over those in either, both counts summed over the dataset.
+* **Contour pixel** (boundary F-score, Csurka et al., BMVC 2013) of class c in L: a pixel p of V
+  with L(p) = c and an 8-neighbour q (inside the image: the border is no contour) in V with
+  L(q) != c. A predicted contour pixel of c is matched when a ground-truth contour pixel of c lies
+  within Euclidean distance r; a ground-truth one when a predicted one does. Precision = matched
+  / predicted contour pixels, recall = matched / ground-truth contour pixels, F = 2PR / (P + R),
+  from the counts summed over the dataset (None where neither side has a contour of c).
 
-Each pixel has one label, so one pass over the label map answers every class at once: a
-pixel is in its class's band (or contour) when another label lies within the radius, found
-with max filters of the map and of its negation; the F-score's matching visits only the
-sparse contour pixels, over the offsets of a disk. No mask per class is built.
+So a region's edge against void is no boundary of it (the image border is, for the band, as in
+the Boundary IoU code); a prediction is counted only where the truth is labelled, its pixels in
+void being neither predicted points nor match targets, and what it says inside void changes no
+count. Two classes that meet only across void are still seen as neighbours when the gap is
+within the radius (d for bands, 1 for contours): a void line one pixel wide hides their contour.
+
+Each pixel has one label, so one pass over the label map answers every class at once: a pixel
+is in its class's band (or contour) when another labelled id lies within the radius, found with
+max filters of the map and of its negation, void set below every id in both; the F-score's
+matching visits only the sparse contour pixels, over the offsets of a disk. No mask per class
+is built.
 """
 
 import math
@@ -28,32 +39,33 @@ import torch.nn.functional as F
 from contextrast_cli.config.datasets import IGNORE_INDEX
 from contextrast_cli.evaluation.metrics import rounded
 
+_FAR = 1e4  # beyond every id: as a border sentinel "another label"; negated, a void pixel that decides nothing
+
 
 def band_radius(ratio: float, height: int, width: int) -> int:
     """``ratio`` x the image diagonal in pixels, rounded as the Boundary IoU code does, at least 1."""
     return max(1, int(round(ratio * math.hypot(height, width))))
 
 
-def _differs(labels: torch.Tensor, radius: int, border_differs: bool) -> torch.Tensor:
-    """(H, W) bool: a pixel of another label lies within Chebyshev distance ``radius``.
+def _differs(labels: torch.Tensor, valid: torch.Tensor, radius: int, border_differs: bool) -> torch.Tensor:
+    """(H, W) bool: a pixel of ``valid`` with another label lies within Chebyshev distance ``radius``.
 
     One label map answers every class at once (each pixel has one label): the window holds
-    another label exactly when its maximum or minimum differs from the centre. Two separable
-    max filters each, on the map itself rather than on one mask per class.
+    another labelled id exactly when its maximum or minimum over ``valid`` differs from the
+    centre. Two separable max filters each, on the map itself rather than on one mask per class;
+    pixels outside ``valid`` are set below every id in both, so they never decide either extreme.
+    Only meaningful at pixels of ``valid`` (elsewhere the centre is not an id).
 
     Args:
         border_differs: pixels beyond the image count as another label (the image border is an
-            edge, as a zero-padded mask's); otherwise the map is extended by replication.
+            edge, as a zero-padded mask's); otherwise they are void, like the pixels outside ``valid``.
     """
-    x = labels.to(torch.float32)[None, None]  # train ids and 255 are exact in float32
-    both = torch.cat([x, -x], 1)  # max filters of the map and of its negation: its max and min
-    if border_differs:
-        both = F.pad(both, (radius,) * 4, value=1e4)  # the sentinel is "another label" for either
-    else:
-        both = F.pad(both, (radius,) * 4, mode="replicate")
+    x = labels.to(torch.float32)[None, None]  # train ids are exact in float32
+    both = torch.cat([x, -x], 1).masked_fill(~valid, -_FAR)  # max filters of the map and its negation
+    both = F.pad(both, (radius,) * 4, value=_FAR if border_differs else -_FAR)
     k = 2 * radius + 1
     extremes = F.max_pool2d(F.max_pool2d(both, (1, k), stride=1), (k, 1), stride=1)[0]
-    return (extremes[0] != x[0, 0]) | (extremes[1] != -x[0, 0])
+    return (extremes[0] > x[0, 0]) | (extremes[1] > -x[0, 0])
 
 
 def _disk(radius: int, device) -> torch.Tensor:
@@ -108,24 +120,20 @@ class BoundaryMeter:
     def _add_image(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         k, counts = self.num_classes, self.counts
         pred, target = pred.long(), target.long()
-        valid = target != IGNORE_INDEX
+        valid = target != IGNORE_INDEX  # both maps are read only here
         d = band_radius(self.width, *target.shape)
-        gt_band = valid & _differs(target, d, True)  # a pixel is in its own label's band, no other's
-        pr_band = valid & _differs(pred, d, True)
+        gt_band = valid & _differs(target, valid, d, True)  # a pixel is in its own label's band, no other's
+        pr_band = valid & _differs(pred, valid, d, True)
         both = gt_band & pr_band & (target == pred)
         gt_n = torch.bincount(target[gt_band], minlength=k)[:k]
         pr_n = torch.bincount(pred[pr_band], minlength=k)[:k]
         inter = torch.bincount(target[both], minlength=k)[:k]
-        gt_edge = _differs(target, 1, False) & valid  # contour pixels; a label's own ignore pixels have none
-        pr_edge = _differs(pred, 1, False)
+        gt_edge = valid & _differs(target, valid, 1, False)  # contour pixels, all labelled
+        pr_edge = valid & _differs(pred, valid, 1, False)
         r = band_radius(self.tolerance, *target.shape)
-        gt_targets = torch.where(gt_edge, target, -1)
-        pr_targets = torch.where(pr_edge, pred, -1)
-        pr_points = torch.nonzero(pr_edge & valid)
-        gt_points = torch.nonzero(gt_edge)
-        pr_cls, gt_cls = pred[pr_edge & valid], target[gt_edge]
-        pr_hit = _matched(pr_points, pr_cls, gt_targets, r)
-        gt_hit = _matched(gt_points, gt_cls, pr_targets, r)
+        gt_cls, pr_cls = target[gt_edge], pred[pr_edge]
+        pr_hit = _matched(torch.nonzero(pr_edge), pr_cls, torch.where(gt_edge, target, -1), r)
+        gt_hit = _matched(torch.nonzero(gt_edge), gt_cls, torch.where(pr_edge, pred, -1), r)
         counts[0] += inter
         counts[1] += gt_n + pr_n - inter
         counts[2] += torch.bincount(pr_cls[pr_hit], minlength=k)[:k]
