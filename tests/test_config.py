@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from contextrast_cli.config import Config, list_presets, resolve_config
+from contextrast_cli.config import BaseSize, Config, eval_settings, list_presets, resolve_config
 from contextrast_cli.errors import ConfigError
 
 
@@ -119,7 +119,67 @@ def test_resnet_tap_presets_ship_narrow_heads():
 def test_presets_test_with_the_papers_protocol():
     """METHOD.md section 4: multi-scale 0.75-2.0 (step 0.25) with flip, single scale for Cityscapes."""
     paper = (0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
-    for name in ("ade20k", "pascal-context", "coco-stuff", "camvid", "camvid-ocr", "camvid-deeplab"):
+    for name in ("ade20k", "pascal-context", "coco-stuff", "coco-stuff-164k", "camvid", "camvid-ocr", "camvid-deeplab"):
         cfg = resolve_config(name).eval
         assert (cfg.scales, cfg.flip) == (paper, True), name
     assert resolve_config("cityscapes").eval.scales == (1.0,) and not resolve_config("cityscapes").eval.flip
+
+
+# Hand-computed with mmcv's rule: factor = min(long / max(H, W), short / min(H, W)), side -> int(side * factor + 0.5)
+@pytest.mark.parametrize("base,size,scale,expected", [
+    ({"long": 2048, "short": 512}, (1500, 2000), 1.0, (512, 683)),    # 512/1500 binds: 2000 * 0.34133 = 682.67
+    ({"long": 2048, "short": 512}, (512, 683), 1.0, (512, 683)),      # an ADE20K-sized image stays as it is
+    ({"long": 2048, "short": 512}, (256, 256), 1.0, (512, 512)),      # small images are enlarged (factor 2)
+    ({"long": 2048, "short": 512}, (500, 3000), 1.0, (341, 2048)),    # 2048/3000 binds: 500 * 0.68267 = 341.33
+    ({"long": 2048, "short": 1024}, (1024, 2048), 1.0, (1024, 2048)),  # Cityscapes: unchanged
+    ({"long": 2048, "short": 512}, (1500, 2000), 0.75, (384, 512)),   # bounds 1536 x 384
+    ({"long": 2048, "short": 512}, (1500, 2000), 1.75, (896, 1195)),  # 2000 * 0.59733 = 1194.67
+    ({"long": 520}, (375, 500), 1.0, (390, 520)),                     # HRNet: the long side becomes 520
+    ({"long": 520}, (427, 640), 1.0, (347, 520)),                     # 427 * 0.8125 = 346.94 rounds up
+    ({"long": 520}, (500, 333), 1.0, (520, 346)),                     # portrait: 333 * 1.04 = 346.32
+    ({"long": 520}, (1500, 2000), 2.0, (780, 1040)),                  # long side 520 * 2
+])
+def test_base_size_fit_by_hand(base, size, scale, expected):
+    assert BaseSize(**base).fit(*size, scale) == expected
+
+
+def test_long_side_base_equals_a_square_bound():
+    """HRNet's base_size 520 is mmcv's scale (520, 520): the short side's bound never binds."""
+    for size in [(375, 500), (500, 375), (427, 640), (1, 1000), (999, 1000), (1000, 1000), (2048, 13)]:
+        assert BaseSize(long=520).fit(*size) == BaseSize(long=520, short=520).fit(*size)
+
+
+def test_eval_base_size_defaults_to_the_data_one():
+    cfg = resolve_config("toy", overrides=["data.base_size={long: 64, short: 48}"])
+    assert cfg.data.base_size == BaseSize(long=64, short=48) and cfg.eval.base_size == cfg.data.base_size
+    own = resolve_config("toy", overrides=["data.base_size={long: 64}", "eval.base_size={long: 96}"])
+    assert own.eval.base_size == BaseSize(long=96)
+    assert resolve_config("toy").data.base_size is None and resolve_config("toy").eval.base_size is None
+    # what the ONNX sidecar stores (the eval section as JSON) reads back with its base size
+    assert eval_settings(cfg.eval.model_dump(mode="json")).base_size == BaseSize(long=64, short=48)
+
+
+@pytest.mark.parametrize("value,message", [
+    ("{long: 512, short: 2048}", r"^invalid configuration: --set data\.base_size=.*: data\.base_size: short \(2048\) "
+                                 r"must not exceed long \(512\)$"),
+    ("{long: 2048, scale: 512}", r"^invalid configuration: .*data\.base_size\.scale: unknown key; valid keys here: long, short$"),
+    ("{long: 0}", r"^invalid configuration: .*data\.base_size\.long: Input should be greater than 0"),
+])
+def test_bad_base_size_is_one_line_naming_the_field(value, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        resolve_config("toy", overrides=[f"data.base_size={value}"])
+    assert "\n" not in str(info.value)
+
+
+def test_dataset_presets_resize_to_their_codebases_base_size():
+    """mmsegmentation (2048, 512) / (2048, 1024); HRNet-Semantic-Segmentation base_size 520 (long side)."""
+    expected = {"cityscapes": BaseSize(long=2048, short=1024), "ade20k": BaseSize(long=2048, short=512),
+                "pascal-context": BaseSize(long=520), "coco-stuff": BaseSize(long=520),
+                "coco-stuff-164k": BaseSize(long=2048, short=512)}
+    for name in list_presets():
+        cfg = resolve_config(name)
+        assert cfg.data.base_size == expected.get(name), name
+        assert cfg.eval.base_size == cfg.data.base_size, name
+    big = resolve_config("coco-stuff-164k")
+    assert (big.data.dataset, big.data.crop_size, big.train.batch_size, big.train.iterations) == (
+        "coco-stuff", (512, 512), 16, 80000)

@@ -30,6 +30,16 @@ def small_network(preset: str) -> list[str]:
     return ["model.backbone=resnet18", "model.output_stride=32", "model.options={channels: 32}"]
 
 
+def small_base(preset: str) -> tuple[list[str], dict | None]:
+    """--set items keeping the preset's kind of base size (long and short bound, or long side) at
+    the fixtures' scale (24x32 images), and the base size the checkpoint should then carry."""
+    base = resolve_config(preset).data.base_size
+    if base is None:
+        return [], None
+    small = {"long": 64, "short": 32} if base.short is not None else {"long": 48, "short": None}
+    return [f"data.base_size={{long: {small['long']}, short: {small['short'] or 'null'}}}"], small
+
+
 def test_every_dataset_preset_is_covered():
     others = [name for name in list_presets() if name not in DATASET_PRESETS]
     assert others == ["toy"]  # synthetic scenes: trained by the other tests
@@ -43,8 +53,9 @@ def test_preset_trains_and_evaluates_on_its_fixture(preset, tmp_path):
     source, data = write(tmp_path / "source"), tmp_path / "data"
     prepared = invoke("prepare-data", dataset, *arguments(source), "--out", data)
     assert prepared.exit_code == 0, prepared.output
-    sets = small_network(preset) + ["data.crop_size=[32, 32]", "data.workers=0", "train.device=cpu",
-                                    "train.eval_interval=2", "train.log_interval=1"]
+    base_sets, base = small_base(preset)
+    sets = small_network(preset) + base_sets + ["data.crop_size=[32, 32]", "data.workers=0", "train.device=cpu",
+                                                "train.eval_interval=2", "train.log_interval=1"]
     trained = invoke("train", "--preset", preset, "--data-root", data, "--iterations", 2, "--batch-size", 2,
                      "--runs-dir", tmp_path / "runs", *[a for s in sets for a in ("--set", s)])
     assert trained.exit_code == 0, trained.output
@@ -54,6 +65,7 @@ def test_preset_trains_and_evaluates_on_its_fixture(preset, tmp_path):
     metrics = json.loads((tmp_path / "m.json").read_text())
     classes = json.loads((data / "dataset.json").read_text())["classes"]
     assert list(metrics["IoU"]) == classes and metrics["num_images"] >= 1
+    assert metrics["eval"]["base_size"] == base  # the checkpoint carries the preset's kind of base size
     defined = [v for v in metrics["IoU"].values() if v is not None]
     assert metrics["mIoU"] == pytest.approx(sum(defined) / len(defined), abs=1e-6)  # the mean of the classes scored
     logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -246,3 +246,30 @@ def test_the_checkpoint_taken_by_default_is_named_with_where_it_comes_from(toy, 
         (line,) = [line for line in result.output.splitlines() if "no --checkpoint given" in line]
         assert line == (f"note: no --checkpoint given: using {newest}, the newest best.pt under {runs}/ "
                         f"({kind}, iteration {iteration}); pass --checkpoint to choose")
+
+
+class Recording:
+    """A segmenter that records the (H, W) of each input and passes it on."""
+
+    def __init__(self, model) -> None:
+        self.model, self.sizes = model, []
+
+    def __call__(self, x):
+        self.sizes.append(tuple(x.shape[-2:]))
+        return self.model(x)
+
+
+def test_predict_runs_at_the_base_size_from_checkpoint_and_graph(toy):
+    """With eval.base_size {long: 24, short: 16} a 32x48 image is seen at 16x24 (factor 0.5) by the
+    checkpoint's network and by the ONNX graph; labels come back at 32x48, the same from both."""
+    from contextrast_cli.evaluation.predict import load_predictor, predict_image
+
+    rgb = cv2.cvtColor(cv2.imread(str(sorted(toy.images.iterdir())[0])), cv2.COLOR_BGR2RGB)
+    base = {"base_size": {"long": 24, "short": 16}}
+    labels = []
+    for predictor in (load_predictor(toy.checkpoint, None, "cpu", eval_overrides=base),
+                      load_predictor(None, toy.onnx, eval_overrides=base)):
+        predictor.model = Recording(predictor.model)
+        labels.append(predict_image(predictor, rgb))
+        assert predictor.model.sizes == [(16, 24)] and labels[-1].shape == (32, 48)
+    np.testing.assert_array_equal(*labels)

@@ -11,7 +11,8 @@ from contextrast_cli.cli.app import (CheckpointOpt, DataRootOpt, DebugOpt, Devic
                                      out, parse_list, parse_size, pick_checkpoint, progress)
 
 ScalesOpt = Annotated[Optional[str], typer.Option(
-    "--scales", help="Test scales, comma-separated, e.g. 0.75,1.0,1.25 (default: the config's eval.scales).")]
+    "--scales", help="Test scales, comma-separated, e.g. 0.75,1.0,1.25, relative to eval.base_size when set "
+    "(default: the config's eval.scales).")]
 FlipOpt = Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Also average the flipped "
                                                  "prediction (default: eval.flip).")]
 ModeOpt = Annotated[Optional[str], typer.Option("--mode", metavar="whole|slide", help="whole: each image at once; slide: windows of "
@@ -39,6 +40,13 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.2f}"
 
 
+def _base_text(base: dict | None) -> str:
+    """``, base size 2048x512`` (long x short bound) or ``, base size 520 (long side)``; empty without one."""
+    if not base:
+        return ""
+    return f", base size {base['long']}x{base['short']}" if base.get("short") else f", base size {base['long']} (long side)"
+
+
 def metrics_table(metrics: dict) -> Table:
     edges = metrics.get("boundary")
     columns = ["class", "IoU", "Acc"] + (["boundary IoU", "boundary F"] if edges else [])
@@ -51,7 +59,7 @@ def metrics_table(metrics: dict) -> Table:
     table.add_row("[bold]mean", f"[bold]{_pct(metrics['mIoU'])}", f"[bold]{_pct(metrics['mAcc'])}", *extra)
     protocol = metrics.get("eval")
     how = (f"  scales {','.join(map(str, protocol['scales']))}{' + flip' if protocol['flip'] else ''}, "
-           f"{protocol['mode']}" if protocol else "")
+           f"{protocol['mode']}{_base_text(protocol.get('base_size'))}" if protocol else "")
     table.caption = (f"mIoU {_pct(metrics['mIoU'])}  aAcc {_pct(metrics['aAcc'])}  mAcc {_pct(metrics['mAcc'])}"
                      + (f"  mBIoU {_pct(edges['mBIoU'])}  mBF {_pct(edges['mBF'])}" if edges else "") + how
                      + (f"  ({metrics['precision']})" if "precision" in metrics else ""))
@@ -94,8 +102,9 @@ def evaluate(ctx: typer.Context, checkpoint: CheckpointOpt = None, split: SplitO
     """Evaluate a checkpoint (or an exported ONNX graph): per-class IoU, mIoU, pixel and mean accuracy,
     boundary IoU and boundary F-score; multi-scale, flip and sliding-window inference as asked.
 
-    The paper's protocol on CamVid, ADE20K, PASCAL-Context, COCO-Stuff: --scales 0.75,1.0,1.25,1.5,1.75,2.0
-    --flip. Cityscapes at 1024x2048: --mode slide --crop 512x1024.
+    The paper's test scales on CamVid, ADE20K, PASCAL-Context, COCO-Stuff: --scales 0.75,1.0,1.25,1.5,1.75,2.0
+    --flip, each relative to the checkpoint's eval.base_size when it has one (the ADE20K, PASCAL-Context,
+    COCO-Stuff and Cityscapes presets do). Cityscapes at 1024x2048: --mode slide --crop 512x1024.
     """
     from contextrast_cli.atomic import atomic_write_text
     from contextrast_cli.errors import ConfigError

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from contextrast_cli.config.base_size import BaseSize
 from contextrast_cli.config.datasets import DATASETS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -49,10 +50,15 @@ class DataConfig(_Section):
     """Dataset name: synthetic, camvid, cityscapes, ade20k, pascal-context, coco-stuff, folder (your own)."""
     root: Path | None = None
     """Prepared dataset folder. Default: $CONTEXTRAST_DATA/<dataset>, else data/<dataset>."""
+    base_size: BaseSize | None = None
+    """Resize each image first to fit inside {long, short} (aspect kept, small images enlarged), as
+    mmsegmentation's Resize(scale=(long, short), keep_ratio=True); without short the long side
+    becomes long (HRNet-Semantic-Segmentation's base_size). scale_range then applies to that size,
+    and the test scales to eval.base_size (default: this). null: each image's own size."""
     crop_size: tuple[PosInt, PosInt]
     """Training crop (height, width); labels are padded with 255 where the image is smaller."""
     scale_range: tuple[PosFloat, PosFloat] = (0.5, 2.0)
-    """Random rescaling factor range applied before cropping (paper: 0.5-2.0)."""
+    """Random rescaling factor range applied before cropping, relative to base_size when set (paper: 0.5-2.0)."""
     hflip: bool = True
     """Random horizontal flip with probability 0.5."""
     color_jitter: ColorJitter = ColorJitter()
@@ -267,7 +273,10 @@ class EvalConfig(_Section):
     batch_size: PosInt = 1
     """Images per forward pass (images of one batch must share a size)."""
     scales: tuple[PosFloat, ...] = (1.0,)
-    """Test scales; several give multi-scale testing (paper: 0.75-2.0 step 0.25)."""
+    """Test scales, relative to base_size when set; several give multi-scale testing (paper: 0.75-2.0 step 0.25)."""
+    base_size: BaseSize | None = None
+    """Each image is resized to this base size (both bounds times the scale) for every test scale,
+    and the logits back to the label's size; default: data.base_size. null: its own size."""
     flip: bool = False
     """Also average the horizontally flipped prediction."""
     amp: bool = False
@@ -303,11 +312,14 @@ class Config(_Section):
     eval: EvalConfig = EvalConfig()
 
     @model_validator(mode="after")
-    def _slide_crop(self) -> "Config":
-        """``eval.crop`` defaults to the training crop (after validation, so a bad
-        ``data.crop_size`` is reported once, under its own name)."""
-        if self.eval.crop is None:
-            object.__setattr__(self, "eval", self.eval.model_copy(update={"crop": self.data.crop_size}))
+    def _eval_defaults(self) -> "Config":
+        """``eval.crop`` defaults to the training crop and ``eval.base_size`` to ``data.base_size``
+        (after validation, so a bad data value is reported once, under its own name)."""
+        update = {"crop": self.data.crop_size} if self.eval.crop is None else {}
+        if self.eval.base_size is None and self.data.base_size is not None:
+            update["base_size"] = self.data.base_size
+        if update:
+            object.__setattr__(self, "eval", self.eval.model_copy(update=update))
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -5,8 +5,23 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from contextrast_cli.config import DataConfig
+from contextrast_cli.config import BaseSize, DataConfig
 from contextrast_cli.config.datasets import IGNORE_INDEX
+
+
+class ResizeToBase(torch.nn.Module):
+    """Resize image and mask to ``base.fit`` of their size (``data.base_size``): the image
+    bilinearly (antialiased), the mask by nearest neighbour; unchanged when already that size."""
+
+    def __init__(self, base: BaseSize) -> None:
+        super().__init__()
+        self.base = base
+
+    def forward(self, image: tv_tensors.Image, mask: tv_tensors.Mask):
+        size = list(self.base.fit(*image.shape[-2:]))
+        if size == list(image.shape[-2:]):
+            return image, mask
+        return F.resize(image, size, antialias=True), F.resize(mask, size)
 
 
 class RandomScale(torch.nn.Module):
@@ -33,9 +48,11 @@ def _to_float() -> v2.Transform:
 
 
 def train_transform(cfg: DataConfig) -> v2.Compose:
-    """Random scale -> crop (labels padded with 255) -> flip -> colour jitter -> float in [0, 1]."""
+    """Base size (``cfg.base_size``, when set) -> random scale -> crop (labels padded with 255) ->
+    flip -> colour jitter -> float in [0, 1]."""
     jitter = cfg.color_jitter
-    steps = [
+    steps = [ResizeToBase(cfg.base_size)] if cfg.base_size is not None else []
+    steps += [
         RandomScale(cfg.scale_range),
         v2.RandomCrop(list(cfg.crop_size), pad_if_needed=True,
                       fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX}),
@@ -48,5 +65,6 @@ def train_transform(cfg: DataConfig) -> v2.Compose:
 
 
 def eval_transform() -> v2.Compose:
-    """Float in [0, 1] only; evaluation runs on full images."""
+    """Float in [0, 1] only: images and labels keep their own size; the base size and the test
+    scales are applied in inference (``evaluation.inference.predict_probs``)."""
     return v2.Compose([_to_float()])

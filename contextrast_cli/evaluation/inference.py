@@ -1,6 +1,11 @@
 """The one inference path of validation, ``evaluate``, ``predict`` and the ONNX checks: whole-image
 or sliding-window logits, averaged over test scales and horizontal flips.
 
+Test scales are relative to ``eval.base_size`` when it is set (the size of ``BaseSize.fit`` with
+both bounds times the scale, as mmsegmentation's ``MultiScaleFlipAug(img_scale=(2048, 512))`` and
+HRNet-Semantic-Segmentation's ``base_size * scale``), else to each image's own size; the logits
+are resized back to the image's (the label's) size either way.
+
 Sliding window (``eval.mode: slide``), as mmsegmentation's ``slide_inference``: windows of
 ``eval.crop`` every ``eval.stride`` pixels, the last row and column of windows moved back to
 end at the image's edge; the logits of overlapping windows are summed and divided by a count
@@ -12,7 +17,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from contextrast_cli.config import EvalConfig
+from contextrast_cli.config import BaseSize, EvalConfig
 from contextrast_cli.errors import ConfigError
 
 Segmenter = torch.nn.Module | Callable[[torch.Tensor], dict]
@@ -64,10 +69,27 @@ def logits_of(model: Segmenter, images: torch.Tensor, cfg: EvalConfig) -> torch.
     return model(images)["out"].float()
 
 
+def scaled_images(images: torch.Tensor, scale: float, base: BaseSize | None) -> torch.Tensor:
+    """``images`` (B, 3, H, W) as the network sees them at test scale ``scale``.
+
+    With ``base``: resized once to ``base.fit(H, W, scale)``, bilinearly and antialiased as the
+    training's resizes are. Without: ``scale`` times their own size (``F.interpolate``'s
+    ``scale_factor``, unchanged at 1.0).
+    """
+    if base is None:
+        return images if scale == 1.0 else F.interpolate(
+            images, scale_factor=scale, mode="bilinear", align_corners=False)
+    size = base.fit(*images.shape[-2:], scale)
+    if size == tuple(images.shape[-2:]):
+        return images
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
 @torch.no_grad()
 def predict_probs(model: Segmenter, images: torch.Tensor, cfg: EvalConfig | None = None) -> torch.Tensor:
-    """Class probabilities (B, K, H, W) averaged over ``cfg.scales`` and, with ``cfg.flip``,
-    horizontal flips; each scale's logits come from ``logits_of``.
+    """Class probabilities (B, K, H, W) averaged over ``cfg.scales`` (relative to ``cfg.base_size``
+    when set: ``scaled_images``) and, with ``cfg.flip``, horizontal flips; each scale's logits come
+    from ``logits_of`` and are resized back to the images' size.
 
     Args:
         model: the network in eval mode, or any callable images -> ``{"out": logits}``
@@ -79,8 +101,7 @@ def predict_probs(model: Segmenter, images: torch.Tensor, cfg: EvalConfig | None
     size = images.shape[-2:]
     total, count = None, 0
     for scale in cfg.scales:
-        x = images if scale == 1.0 else F.interpolate(
-            images, scale_factor=scale, mode="bilinear", align_corners=False)
+        x = scaled_images(images, scale, cfg.base_size)
         for flipped in ((False, True) if cfg.flip else (False,)):
             logits = logits_of(model, x.flip(-1) if flipped else x, cfg)
             logits = logits.flip(-1) if flipped else logits

@@ -9,7 +9,7 @@ from torchvision import tv_tensors
 from contextrast_cli.config import resolve_config
 from contextrast_cli.data.locate import locate_dataset, prepare_synthetic
 from contextrast_cli.data.loading import InfiniteSampler, SegmentationFolder, sample_seed
-from contextrast_cli.data.transforms import RandomScale, eval_transform, train_transform
+from contextrast_cli.data.transforms import RandomScale, ResizeToBase, eval_transform, train_transform
 from contextrast_cli.errors import DataError
 
 
@@ -43,6 +43,42 @@ def test_random_scale_uses_nearest_for_masks():
     image, mask = RandomScale((1.7, 1.7))(*coded_pair(10, 12))
     assert mask.shape == (17, 20) and image.shape == (3, 17, 20)
     assert set(mask.unique().tolist()) <= set(range(8))
+
+
+def big_pair(height=1500, width=2000):
+    """A 2000x1500 (W x H) photo-sized pair: 100-pixel label blocks of 8 classes, red channel = label * 30."""
+    blocks = torch.randint(0, 8, (-(-height // 100), -(-width // 100)), generator=torch.Generator().manual_seed(0))
+    label = blocks.repeat_interleave(100, 0).repeat_interleave(100, 1)[:height, :width].to(torch.uint8)
+    image = torch.stack([label * 30, torch.zeros_like(label), torch.zeros_like(label)])
+    return tv_tensors.Image(image), tv_tensors.Mask(label)
+
+
+def base_cfg(*overrides):
+    return resolve_config("toy", overrides=["data.base_size={long: 2048, short: 512}", "data.hflip=false",
+                                            "data.color_jitter={brightness: 0, contrast: 0, saturation: 0}",
+                                            *overrides]).data
+
+
+def test_base_size_comes_first_and_resizes_a_2000x1500_image_to_683x512():
+    transform = train_transform(base_cfg())
+    assert [type(t) for t in transform.transforms[:2]] == [ResizeToBase, RandomScale]
+    image, mask = big_pair()
+    resized, resized_mask = transform.transforms[0](image, mask)
+    assert resized.shape == (3, 512, 683) and resized_mask.shape == (512, 683)  # min(2048/2000, 512/1500)
+    # labels by nearest neighbour: pixel (i, j) takes source pixel (floor(i * 1500/512), floor(j * 2000/683))
+    rows = (torch.arange(512) * (1500 / 512)).floor().long()
+    cols = (torch.arange(683) * (2000 / 683)).floor().long()
+    assert torch.equal(resized_mask.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)[rows][:, cols])
+    assert train_transform(base_cfg("data.base_size=null")).transforms[0].__class__ is RandomScale
+
+
+def test_random_scale_and_crop_see_the_base_size():
+    """At scale 1 a 600x800 crop of the 2000x1500 image pads exactly what 683x512 leaves uncovered."""
+    _, mask = train_transform(base_cfg("data.scale_range=[1.0, 1.0]", "data.crop_size=[600, 800]"))(*big_pair())
+    assert mask.shape == (600, 800) and int((mask == 255).sum()) == 600 * 800 - 512 * 683
+    torch.manual_seed(0)
+    _, mask = train_transform(base_cfg("data.scale_range=[2.0, 2.0]", "data.crop_size=[2000, 2000]"))(*big_pair())
+    assert int((mask != 255).sum()) == 1024 * 1366  # random scale 2 of the base size, not of 2000x1500
 
 
 def test_sampler_resumes_exactly_and_shards():

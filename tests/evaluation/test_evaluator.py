@@ -1,7 +1,9 @@
-"""Multi-scale and flip inference on a hand-built model whose every output is known."""
+"""Multi-scale and flip inference on a hand-built model whose every output is known; a split
+evaluated at its base size."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -42,3 +44,24 @@ def test_two_scales_and_flip_by_hand(scales, flip):
     assert probs.shape == (1, 2, 4, 4)
     assert torch.allclose(probs[:, 1], torch.full((1, 4, 4), expected), atol=1e-6)
     assert torch.allclose(probs.sum(1), torch.ones(1, 4, 4), atol=1e-6)  # an average of distributions
+
+
+def test_a_2000x1500_image_is_evaluated_at_the_base_size(tmp_path):
+    """``evaluate_split`` on a prepared split holding one 2000x1500 image: the network sees the base
+    size times each test scale, and the prediction is scored against the label at 2000x1500."""
+    from contextrast_cli.config import BaseSize
+    from contextrast_cli.data.prepared import Sample, write_prepared
+    from contextrast_cli.evaluation.evaluator import evaluate_split
+    from contextrast_cli.runtime.device import Runtime
+    from tests.evaluation.test_inference import SizeSpy
+
+    label = np.ones((1500, 2000), np.uint8)
+    label[:, :1000] = 0  # the left half is class 0, which the spy never predicts
+    dataset = write_prepared(tmp_path / "big", name="folder", classes=("a", "b"), palette=((0, 0, 0), (9, 9, 9)),
+                             splits={"val": [Sample("photo", np.zeros((1500, 2000, 3), np.uint8), label)]},
+                             source={"kind": "test"})
+    spy = SizeSpy()
+    cfg = EvalConfig(scales=(1.0, 0.5), base_size=BaseSize(long=2048, short=512), boundary=False)
+    metrics = evaluate_split(spy, dataset, "val", cfg, Runtime(torch.device("cpu")))
+    assert spy.sizes == [(512, 683), (256, 341)]  # 2000 * 512/1500 * 0.5 = 341.33
+    assert metrics["num_images"] == 1 and metrics["IoU"]["b"] == pytest.approx(0.5)  # 1500x1000 of 1500x2000

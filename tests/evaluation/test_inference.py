@@ -1,9 +1,12 @@
-"""Sliding-window inference: the windows, the count map, and slide == whole for a pointwise network."""
+"""Sliding-window inference: the windows, the count map, and slide == whole for a pointwise network;
+the sizes the network sees with a base size."""
+
+import math
 
 import pytest
 import torch
 
-from contextrast_cli.config import EvalConfig
+from contextrast_cli.config import BaseSize, EvalConfig
 from contextrast_cli.evaluation.inference import default_stride, predict_probs, slide_logits, slide_windows
 
 
@@ -70,3 +73,45 @@ def test_overlapping_logits_are_averaged():
     out = slide_logits(WindowMean(), images, crop, stride)
     assert torch.allclose(out[0, 0], expected / count, atol=1e-6)
     assert not torch.allclose(out[0, 0], torch.full((13, 11), float(images.mean())), atol=1e-3)
+
+
+class SizeSpy:
+    """Records the (H, W) of every input; logits: class 1 everywhere (two classes)."""
+
+    def __init__(self) -> None:
+        self.sizes = []
+
+    def __call__(self, x):
+        self.sizes.append(tuple(x.shape[-2:]))
+        logits = torch.zeros(x.shape[0], 2, *x.shape[-2:])
+        logits[:, 1] = 1.0
+        return {"out": logits}
+
+
+def test_test_scales_are_relative_to_the_base_size():
+    """A 2000x1500 image with base size (2048, 512): the network sees 683x512 times each scale
+    (hand-computed: factor = s * 512/1500, sides int(x + 0.5)), twice with flip; the probabilities
+    come back at 2000x1500."""
+    spy, images = SizeSpy(), torch.rand(1, 3, 1500, 2000)
+    cfg = EvalConfig(scales=(0.75, 1.0, 1.5, 2.0), flip=True, base_size=BaseSize(long=2048, short=512))
+    probs = predict_probs(spy, images, cfg)
+    assert spy.sizes == [(384, 512)] * 2 + [(512, 683)] * 2 + [(768, 1024)] * 2 + [(1024, 1365)] * 2
+    assert probs.shape == (1, 2, 1500, 2000)
+    assert torch.allclose(probs[:, 1], torch.full((1, 1500, 2000), 1 / (1 + math.exp(-1))))
+
+
+def test_long_side_base_and_the_sizes_without_one():
+    spy = SizeSpy()
+    predict_probs(spy, torch.rand(2, 3, 427, 640), EvalConfig(scales=(1.0, 1.25), base_size=BaseSize(long=520)))
+    assert spy.sizes == [(347, 520), (434, 650)]  # 427 * 0.8125 = 346.94; 427 * 1.015625 = 433.67
+    spy = SizeSpy()
+    predict_probs(spy, torch.rand(1, 3, 30, 40), EvalConfig(scales=(1.0, 0.75)))
+    assert spy.sizes == [(30, 40), (22, 30)]  # no base size: each image's own size, as before
+
+
+def test_slide_windows_cover_the_base_sized_image():
+    spy = SizeSpy()
+    cfg = EvalConfig(mode="slide", crop=(256, 256), stride=(200, 200), base_size=BaseSize(long=2048, short=512))
+    probs = predict_probs(spy, torch.rand(1, 3, 1500, 2000), cfg)
+    assert probs.shape == (1, 2, 1500, 2000)
+    assert spy.sizes == [(256, 256)] * len(slide_windows(512, 683, (256, 256), (200, 200))) == [(256, 256)] * 12
