@@ -51,6 +51,8 @@ def test_ablate_resumes_and_its_table_adds_up(tmp_path, monkeypatch):
     runs = {f"{m}-seed{s}": json.loads((folder / f"{m}-seed{s}" / "evaluation.json").read_text())
             for m in ("none", "contextrast") for s in (0, 1)}
     summary = json.loads((folder / "ablation.json").read_text())
+    assert summary["checkpoint"] == "last" and summary["reference"] == "none"
+    assert all(runs[name]["checkpoint"].endswith(f"{name}/last.pt") for name in runs)
     for method in ("none", "contextrast"):
         values = [runs[f"{method}-seed{s}"]["mIoU"] for s in (0, 1)]
         assert summary["scores"][method]["mIoU"]["values"] == values
@@ -85,8 +87,8 @@ def test_ablate_resumes_and_its_table_adds_up(tmp_path, monkeypatch):
 
 
 def test_ablate_bad_input_is_one_line(tmp_path, monkeypatch):
-    one_line_error(invoke("ablate", "--preset", "toy", "--methods", "none"), 2, "two or more different methods")
-    one_line_error(invoke("ablate", "--preset", "toy", "--methods", "none,ccl"), 2, "unknown method 'ccl'")
+    one_line_error(invoke("ablate", "--preset", "toy", "--methods", "none"), 2, "two or more different values")
+    one_line_error(invoke("ablate", "--preset", "toy", "--methods", "none,ccl"), 2, "--vary contrast.method=ccl")
     one_line_error(invoke("ablate", "--methods", "none,contextrast"), 2, "pass --preset NAME")
     for key, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": "29500"}.items():
@@ -133,3 +135,58 @@ def test_the_summary_takes_runs_without_a_or_u():
     assert summary["features"]["none"]["layers"]["4"] == {"A": 0.25, "U": 0.5}
     assert summary["features"]["contextrast"]["layers"]["4"] == {"A": None, "U": 0.5}
     assert "| contextrast | encoder features | 4 | - | 0.5000 | - |" in paired.markdown(summary)
+
+
+def test_vary_a_list_valued_key_and_a_grid_resumes_and_tabulates(tmp_path, monkeypatch):
+    """Two axes, one of them list-valued: 4 variants, folders named from the values, the reference
+    (every axis at its first value) first; a SIGTERM in the last run, then the same command resumes."""
+    fired = []
+    original = Trainer._step
+
+    def sigterm_in_the_last_run(self, batch):
+        terms = original(self, batch)
+        if (tuple(self.cfg.contrast.layers), self.cfg.contrast.bane.ratio, self.iteration) == ((3, 4), 1.0, 1) \
+                and not fired:
+            fired.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return terms
+
+    sets = [a for o in [*tiny_overrides(tmp_path), "contrast.method=contextrast"] for a in ("--set", o)]
+    args = ["ablate", "--preset", "toy", "--vary", "contrast.layers=[4],[3,4]", "--vary",
+            "contrast.bane.ratio=0.25,1.0", "--seeds", "0", "--out", tmp_path / "abl", "--no-features", *sets]
+    monkeypatch.setattr(Trainer, "_step", sigterm_in_the_last_run)
+    assert invoke(*args).exit_code == 143
+    monkeypatch.undo()
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert "2 variant(s) x 1 seed(s)" not in result.output and "4 variant(s) x 1 seed(s) = 4 runs" in result.output
+    folder = tmp_path / "abl"
+    names = ["contrast.layers=4+contrast.bane.ratio=0.25-seed0", "contrast.layers=4+contrast.bane.ratio=1.0-seed0",
+             "contrast.layers=3_4+contrast.bane.ratio=0.25-seed0", "contrast.layers=3_4+contrast.bane.ratio=1.0-seed0"]
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == sorted(names)
+    assert "contrast.layers=3_4+contrast.bane.ratio=1.0-seed0: resuming at iteration 2 of 4" in " ".join(result.output.split())
+    summary = json.loads((folder / "ablation.json").read_text())
+    labels = ["contrast.layers=[4], contrast.bane.ratio=0.25", "contrast.layers=[4], contrast.bane.ratio=1.0",
+              "contrast.layers=[3,4], contrast.bane.ratio=0.25", "contrast.layers=[3,4], contrast.bane.ratio=1.0"]
+    assert summary["variants"] == labels and summary["reference"] == labels[0]
+    assert summary["axes"] == {"contrast.layers": ["[4]", "[3,4]"], "contrast.bane.ratio": ["0.25", "1.0"]}
+    runs = {n: json.loads((folder / n / "evaluation.json").read_text()) for n in names}
+    config = json.loads((folder / names[3] / "evaluation.json").read_text())
+    assert config["checkpoint"].endswith("last.pt")
+    diff = runs[names[3]]["mIoU"] - runs[names[0]]["mIoU"]
+    assert summary["paired"][labels[3]]["mIoU"]["values"] == pytest.approx([diff])
+    table = (folder / "ablation.md").read_text()
+    assert f"| {labels[3]} | mIoU | {diff * 100:+.2f} |" in table
+    trained = __import__("contextrast_cli.models.checkpoint", fromlist=["x"]).load_checkpoint(folder / names[2] / "last.pt")
+    assert trained["config"]["contrast"]["layers"] == [3, 4] and trained["config"]["contrast"]["lambdas"] == [0.7, 1.0]
+
+
+def test_an_invalid_axis_value_or_a_biased_selection_is_refused_before_training(tmp_path):
+    sets = [a for o in tiny_overrides(tmp_path) for a in ("--set", o)]
+    base = ["ablate", "--preset", "toy", "--seeds", "0", "--out", tmp_path / "abl", *sets]
+    one_line_error(invoke(*base, "--vary", "contrast.bane.ratio=0.5,1.5"), 2, "--vary contrast.bane.ratio=1.5")
+    one_line_error(invoke(*base, "--vary", "contrast.layers=[4],[5,6]"), 2, "contrast.layers=[5,6]")
+    one_line_error(invoke(*base, "--checkpoint", "best", "--select-split", "val", "--split", "val"), 2,
+                   "is the split best.pt is selected on")
+    one_line_error(invoke(*base, "--checkpoint", "best"), 2, "--checkpoint best needs --select-split")
+    assert not (tmp_path / "abl").exists() and not (tmp_path / "runs").exists()  # nothing trained

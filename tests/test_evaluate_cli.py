@@ -115,3 +115,11 @@ def test_checkpoint_only_options_with_onnx_say_they_do_not_apply(run, tmp_path):
     result = invoke("evaluate", "--onnx", onnx, "--data-root", data, "--amp", "--device", "cpu", "--no-boundary")
     assert result.exit_code == 0, result.output
     assert "note: --amp and --device apply to checkpoints" in " ".join(result.output.split())
+
+
+def test_scoring_best_pt_on_its_selection_split_says_so(run, tmp_path):
+    best, best_out = evaluate(run / "best.pt", tmp_path, "best")
+    last, last_out = evaluate(run / "last.pt", tmp_path, "last")
+    assert best["selected_on"] == "val" and "selected_on" not in last
+    assert "note: this best.pt was chosen by its val mIoU" in " ".join(best_out.split())
+    assert "note:" not in last_out

@@ -128,6 +128,10 @@ def evaluate(ctx: typer.Context, checkpoint: CheckpointOpt = None, split: SplitO
                                        features=features, **common))
         if json_out:
             atomic_write_text(json_out, json.dumps(metrics, indent=2))
+    if metrics.get("selected_on") == metrics["split"]:
+        err.print(f"[yellow]note:[/] this best.pt was chosen by its {metrics['split']} mIoU during training, and is "
+                  f"scored on {metrics['split']} again: the score is the best of the run's validations (biased up); "
+                  f"score its last.pt, or another split")
     out.print(metrics_table(metrics))
     if metrics.get("features"):
         out.print(features_table(metrics["features"]))

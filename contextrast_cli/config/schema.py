@@ -15,6 +15,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 PosInt = Annotated[int, Field(gt=0)]
 PosFloat = Annotated[float, Field(gt=0)]
 Unit = Annotated[float, Field(ge=0, le=1)]
+PAPER_LAMBDAS = (0.1, 0.4, 0.7, 1.0)  # layers 1-4, shallow to deep (METHOD.md 2.6)
 
 
 class _Section(BaseModel):
@@ -148,8 +149,9 @@ class ContrastConfig(_Section):
     """Temperature (default, not in paper; pixel-contrast: its paper's value)."""
     layers: tuple[PosInt, ...] = (1, 2, 3, 4)
     """Tapped encoder layers used, 1 = shallowest (paper: all four HRNet stages)."""
-    lambdas: tuple[Annotated[float, Field(ge=0)], ...] = (0.1, 0.4, 0.7, 1.0)
-    """Per-layer weights, one per entry of ``layers`` (paper)."""
+    lambdas: tuple[Annotated[float, Field(ge=0)], ...] | None = None
+    """Per-layer weights, one per entry of ``layers``; null: the paper's weight of each layer
+    (0.1, 0.4, 0.7, 1.0 for layers 1-4), so varying ``layers`` keeps every layer's weight."""
     embed_dim: PosInt = 256
     """Projection output width d."""
     hidden_cap: PosInt = 512
@@ -190,6 +192,11 @@ class ContrastConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> "ContrastConfig":
+        if self.lambdas is None:
+            if max(self.layers) > len(PAPER_LAMBDAS):
+                raise ValueError(f"contrast.layers {list(self.layers)} goes beyond the paper's four layers; give "
+                                 f"contrast.lambdas, one weight per layer")
+            object.__setattr__(self, "lambdas", tuple(PAPER_LAMBDAS[i - 1] for i in self.layers))
         if len(self.lambdas) != len(self.layers):
             raise ValueError(f"contrast.lambdas has {len(self.lambdas)} entries but contrast.layers "
                              f"has {len(self.layers)}; give one weight per layer")

@@ -161,7 +161,8 @@ def evaluate_checkpoint(checkpoint: Path, *, split: str | None = None, data_root
     probe = feature_probe(payload, model, dataset) if features else None
     metrics = evaluate_split(model, dataset, split or cfg.eval.split, cfg.eval, runtime, on_batch=on_batch,
                              probe=probe, save_dir=save_dir)
-    return {"checkpoint": str(checkpoint), "iteration": payload.get("iteration"),
+    selection = {} if "optimizer" in payload else {"selected_on": config_from_checkpoint(payload).eval.split}
+    return {"checkpoint": str(checkpoint), "iteration": payload.get("iteration"), **selection,
             "method": cfg.contrast.method, "dataset": str(dataset.root),
             "precision": str(runtime.amp_dtype or torch.float32).removeprefix("torch."),
             "eval": cfg.eval.model_dump(mode="json"), **metrics}

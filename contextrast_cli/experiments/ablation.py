@@ -1,13 +1,16 @@
-"""Paired ablations: one preset trained with several contrastive methods over several seeds.
+"""Paired ablations: one preset trained with several variants (any config key, or a grid of
+keys) over several seeds.
 
-The folder holds one run folder per (method, seed), ``<method>-seed<k>/``, trained one after
-the other with ``train.seed = k`` for every method, so a seed's runs see the same images in
-the same order with the same augmentation and start from the same network weights: the
-per-seed differences are paired. Each finished run's best checkpoint is evaluated under one
-protocol (``evaluation.json`` beside it), then ``ablation.json``, ``ablation.md`` and
-``ablation.png`` summarise them (``experiments.paired``). Running the same ablation again resumes:
-finished runs are skipped, a stopped run continues from its ``last.pt``, and an evaluation
-is redone only when the protocol asked for changed.
+The folder holds one run folder per (variant, seed) (``experiments.axes.folder_names``:
+``contrast.bane.ratio=0.25-seed0``; ``<method>-seed<k>`` when only ``contrast.method`` varies),
+trained one after the other with ``train.seed = k`` for every variant, so a seed's runs see the
+same images in the same order with the same augmentation and start from the same network
+weights: the per-seed differences are paired. Each finished run is evaluated under one
+protocol (``evaluation.json`` beside it): its ``last.pt`` by default (the end of the schedule,
+as papers report), or its ``best.pt`` when selected on another split than the one scored. Then
+``ablation.json``, ``ablation.md`` and ``ablation.png`` summarise them (``experiments.paired``).
+Running the same ablation again resumes: finished runs are skipped, a stopped run continues
+from its ``last.pt``, and an evaluation is redone only when the protocol asked for changed.
 """
 
 import json
@@ -17,11 +20,12 @@ from pathlib import Path
 
 from contextrast_cli.atomic import atomic_write_text
 from contextrast_cli.config import Config, resolve_config
+from contextrast_cli.errors import ConfigError, Interrupted
+from contextrast_cli.experiments.axes import Axis, Variant, folder_names, grid
 from contextrast_cli.train.reporting import Reporter
 from contextrast_cli.train.runs import ABLATION_PLAN
-from contextrast_cli.errors import ConfigError, Interrupted
 
-METHODS = ("none", "pixel-contrast", "contextrast")
+CHECKPOINTS = ("last", "best")
 
 
 @dataclass(frozen=True)
@@ -30,10 +34,14 @@ class AblationSpec:
 
     Args:
         preset / config_file / overrides: the base configuration, as for ``train``.
-        methods: ``contrast.method`` values; the first is the baseline of the paired differences.
-        seeds: ``train.seed`` values, each trained with every method.
+        axes: the varied keys (``experiments.axes.Axis``); their grid's first variant is the
+            reference of the paired differences.
+        seeds: ``train.seed`` values, each trained with every variant.
         folder: the ablation folder (created; an existing one is resumed).
-        split: the split every best checkpoint is evaluated on (default: the config's eval.split).
+        checkpoint: ``last`` (default) or ``best`` (needs ``select_split``).
+        split: the split every run is scored on (default: the config's eval.split).
+        select_split: the split ``best.pt`` is chosen on (training's validation, ``eval.split``);
+            only with ``checkpoint="best"``, and never the scored split.
         features: also measure the feature-space spread A and separation U.
         eval_overrides: ``eval.*`` settings of the final evaluation (boundary, scales, ...).
     """
@@ -41,43 +49,68 @@ class AblationSpec:
     preset: str | None
     config_file: Path | None
     overrides: tuple[str, ...]
-    methods: tuple[str, ...]
+    axes: tuple[Axis, ...]
     seeds: tuple[int, ...]
     folder: Path
+    checkpoint: str = "last"
     split: str | None = None
+    select_split: str | None = None
     data_root: Path | None = None
     device: str | None = None
     features: bool = True
     eval_overrides: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown:
-            raise ConfigError(f"--methods: unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
-        if len(set(self.methods)) < 2 or len(set(self.methods)) != len(self.methods):
-            raise ConfigError(f"--methods: give two or more different methods, got {','.join(self.methods)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"--seeds: give one or more different seeds, got {self.seeds}")
+        if self.checkpoint not in CHECKPOINTS:
+            raise ConfigError(f"--checkpoint {self.checkpoint}: choose last (the end of the schedule) or best")
+        if self.checkpoint == "best" and self.select_split is None:
+            raise ConfigError("--checkpoint best needs --select-split SPLIT, the split best.pt is chosen on; it "
+                              "must differ from the scored --split (or score last.pt: --checkpoint last)")
+        if self.checkpoint == "last" and self.select_split is not None:
+            raise ConfigError("--select-split chooses best.pt; it applies with --checkpoint best only")
 
-    def run_name(self, method: str, seed: int) -> str:
-        return f"{method}-seed{seed}"
+    @property
+    def variants(self) -> list[Variant]:
+        return grid(list(self.axes))
 
-    def run_config(self, method: str, seed: int) -> Config:
-        """The resolved config of one run: the base with ``contrast.method`` and ``train.seed`` set."""
+    def names(self) -> dict[tuple[Variant, int], str]:
+        return folder_names(self.variants, self.seeds)
+
+    def run_config(self, variant: Variant, seed: int) -> Config:
+        """The resolved config of one run: the base with the variant's settings and ``train.seed``.
+
+        Raises:
+            ConfigError: an axis value that does not validate, named.
+        """
         flags = {"data.root": str(self.data_root.resolve()) if self.data_root else None,
-                 "train.device": self.device, "contrast.method": method, "train.seed": seed}
-        return resolve_config(self.preset, self.config_file, list(self.overrides), flags)
+                 "train.device": self.device, "train.seed": seed, "eval.split": self.select_split}
+        try:
+            return resolve_config(self.preset, self.config_file, [*self.overrides, *variant.overrides], flags)
+        except ConfigError as exc:
+            raise ConfigError(f"--vary {', '.join(variant.overrides)}: {exc}") from None
 
     def protocol(self, cfg: Config) -> dict:
         """The evaluation settings recorded with (and compared against) each ``evaluation.json``."""
         settings = {**cfg.eval.model_dump(mode="json"), **self.eval_overrides}
         settings.pop("batch_size", None)
-        return {**settings, "split": self.split or cfg.eval.split, "features": self.features}
+        split = self.split or (cfg.eval.split if self.select_split is None else None)
+        if split is None:
+            raise ConfigError("--select-split is given: also give --split, the split the runs are scored on")
+        if split == self.select_split:
+            raise ConfigError(f"--split {split} is the split best.pt is selected on (--select-split): its score "
+                              f"would be the maximum over the run's validations; score another split, or "
+                              f"--checkpoint last")
+        return {**settings, "split": split, "features": self.features, "checkpoint": self.checkpoint,
+                "select_split": self.select_split}
 
 
 def run_ablation(spec: AblationSpec, reporter_factory: Callable[[], Reporter] = Reporter,
                  say: Callable[[str], None] = lambda _: None) -> dict:
-    """Train and evaluate every (method, seed) not yet done, then write the summary files.
+    """Train and evaluate every (variant, seed) not yet done, then write the summary files.
+
+    Every run's config is resolved (and each axis value validated) before anything trains.
 
     Returns:
         The summary (``experiments.paired.summarize_ablation``), as written to ``ablation.json``.
@@ -87,36 +120,49 @@ def run_ablation(spec: AblationSpec, reporter_factory: Callable[[], Reporter] = 
         ConfigError / DataError / CheckpointError: as ``train`` and ``evaluate`` raise them.
     """
     from contextrast_cli.experiments import paired
+
+    _refuse_several_processes()
+    names = spec.names()
+    plan = {(variant, seed): spec.run_config(variant, seed) for variant, seed in names}
+    protocols = {key: spec.protocol(cfg) for key, cfg in plan.items()}
+    say(f"{len(spec.variants)} variant(s) x {len(spec.seeds)} seed(s) = {len(names)} runs")
+    spec.folder.mkdir(parents=True, exist_ok=True)
+    _write_plan(spec, names)
+    results = {}
+    for seed in spec.seeds:
+        for variant in spec.variants:
+            name, cfg, protocol = names[(variant, seed)], plan[(variant, seed)], protocols[(variant, seed)]
+            run_dir, tags = spec.folder / name, {**variant.tags, "seed": str(seed), "ablation": spec.folder.name}
+            evaluation = run_dir / "evaluation.json"
+            if _recorded_protocol(evaluation) != protocol:
+                _train(cfg, run_dir, reporter_factory(), say, name, tags)
+                say(f"{name}: evaluating {run_dir / (spec.checkpoint + '.pt')} on {protocol['split']}")
+                metrics = _evaluate(spec, run_dir, protocol)
+                atomic_write_text(evaluation, json.dumps({"protocol": protocol, **metrics}, indent=2))
+            results[name] = json.loads(evaluation.read_text(encoding="utf-8"))
+    labels = [variant.label for variant in spec.variants]
+    by_label = {(v.label, s): names[(v, s)] for v, s in names}
+    summary = paired.summarize_ablation(results, labels, spec.seeds, lambda label, seed: by_label[(label, seed)])
+    summary.update(axes={axis.key: list(axis.values) for axis in spec.axes}, checkpoint=spec.checkpoint,
+                   select_split=spec.select_split)
+    paired.write_summary(spec.folder, summary)
+    return summary
+
+
+def _refuse_several_processes() -> None:
     from contextrast_cli.runtime.launch import launch_from_env
 
     if (launch := launch_from_env()) is not None and launch.world_size > 1:
         raise ConfigError(f"ablate trains its runs one after the other in one process, but {launch.launcher} "
                           f"started {launch.world_size}; run it without {launch.launcher} (one GPU per "
                           f"ablation; several ablations can share a machine with CUDA_VISIBLE_DEVICES)")
-    spec.folder.mkdir(parents=True, exist_ok=True)
-    _write_plan(spec)
-    results = {}
-    for seed in spec.seeds:
-        for method in spec.methods:
-            name = spec.run_name(method, seed)
-            cfg = spec.run_config(method, seed)
-            run_dir = spec.folder / name
-            evaluation = run_dir / "evaluation.json"
-            protocol = spec.protocol(cfg)
-            if _recorded_protocol(evaluation) != protocol:
-                _train(cfg, run_dir, reporter_factory(), say, name)
-                say(f"{name}: evaluating {run_dir / 'best.pt'} on {protocol['split']}")
-                metrics = _evaluate(spec, run_dir, protocol)
-                atomic_write_text(evaluation, json.dumps({"protocol": protocol, **metrics}, indent=2))
-            results[name] = json.loads(evaluation.read_text(encoding="utf-8"))
-    summary = paired.summarize_ablation(results, spec.methods, spec.seeds, spec.run_name)
-    paired.write_summary(spec.folder, summary)
-    return summary
 
 
-def _write_plan(spec: AblationSpec) -> None:
+def _write_plan(spec: AblationSpec, names: dict) -> None:
     plan = {"preset": spec.preset, "config": str(spec.config_file) if spec.config_file else None,
-            "overrides": list(spec.overrides), "methods": list(spec.methods), "seeds": list(spec.seeds)}
+            "overrides": list(spec.overrides), "axes": {axis.key: list(axis.values) for axis in spec.axes},
+            "seeds": list(spec.seeds), "checkpoint": spec.checkpoint, "split": spec.split,
+            "select_split": spec.select_split, "runs": sorted(names.values())}
     atomic_write_text(spec.folder / ABLATION_PLAN, json.dumps(plan, indent=2))
 
 
@@ -129,7 +175,8 @@ def _recorded_protocol(path: Path) -> dict | None:
         return None
 
 
-def _train(cfg: Config, run_dir: Path, reporter: Reporter, say: Callable[[str], None], name: str) -> None:
+def _train(cfg: Config, run_dir: Path, reporter: Reporter, say: Callable[[str], None], name: str,
+           tags: dict[str, str] | None = None) -> None:
     """Train the run to its end: from scratch, from its ``last.pt``, or not at all when finished."""
     from contextrast_cli.runtime.device import shutdown_runtime
     from contextrast_cli.train.resume import check_same_run, load_resumable
@@ -160,10 +207,9 @@ def _train(cfg: Config, run_dir: Path, reporter: Reporter, say: Callable[[str], 
 
 def _evaluate(spec: AblationSpec, run_dir: Path, protocol: dict) -> dict:
     from contextrast_cli.evaluation.evaluator import evaluate_checkpoint
-    from contextrast_cli.train.runs import checkpoint_path
 
-    checkpoint, _ = checkpoint_path(run_dir)
-    overrides = {k: v for k, v in protocol.items() if k not in ("split", "features")}
+    checkpoint = run_dir / f"{protocol['checkpoint']}.pt"
+    overrides = {k: v for k, v in protocol.items() if k not in ("split", "features", "checkpoint", "select_split")}
     return evaluate_checkpoint(checkpoint, split=protocol["split"], data_root=spec.data_root,
                                device=spec.device or "auto", eval_overrides=overrides,
                                features=protocol["features"])

@@ -70,7 +70,7 @@ def summarize_ablation(results: dict[str, dict], methods: Sequence[str], seeds: 
     by_method = {m: {s: results[run_name(m, s)] for s in seeds} for m in methods}
     baseline = methods[0]
     first = results[run_name(baseline, seeds[0])]
-    summary = {"baseline": baseline, "methods": list(methods), "seeds": list(seeds),
+    summary = {"reference": baseline, "variants": list(methods), "seeds": list(seeds),
                "split": first.get("split"), "num_images": first.get("num_images"), "scores": {}, "paired": {},
                "per_class": {}, "features": {}}
     for method in methods:
@@ -98,20 +98,25 @@ def _plain(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _selection(summary: dict) -> str:
+    return f", best.pt chosen on {summary['select_split']}" if summary.get("select_split") else ""
+
+
 def markdown(summary: dict) -> str:
     """The summary as Markdown tables (scores in points: percent x 100)."""
-    base, methods = summary["baseline"], summary["methods"]
+    base, methods = summary["reference"], summary["variants"]
     lines = [f"# Ablation: {', '.join(methods)} over seeds {', '.join(map(str, summary['seeds']))}", "",
-             f"Evaluated on {summary['split']} ({summary['num_images']} images). Scores in points (%); "
+             f"Scored: {summary.get('checkpoint', 'best')}.pt of each run on {summary['split']} "
+             f"({summary['num_images']} images){_selection(summary)}. Scores in points (%); "
              f"mean +- sample std over seeds.", "",
-             "| method | " + " | ".join(label for _, label in SCORES) + " |", "|---" * (len(SCORES) + 1) + "|"]
+             "| variant | " + " | ".join(label for _, label in SCORES) + " |", "|---" * (len(SCORES) + 1) + "|"]
     for m in methods:
         cells = [f"{_points(s['mean'])} +- {_points(s['std'])}" if (s := summary["scores"][m].get(key)) else "-"
                  for key, _ in SCORES]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     seeds = summary["seeds"]
-    lines += ["", f"Paired differences (method - {base}), per seed, their mean and 95% t interval:", "",
-              "| method | score | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | 95% interval |",
+    lines += ["", f"Paired differences (variant - {base}), per seed, their mean and 95% t interval:", "",
+              "| variant | score | " + " | ".join(f"seed {s}" for s in seeds) + " | mean | 95% interval |",
               "|---" * (len(seeds) + 4) + "|"]
     for m, scores in summary["paired"].items():
         for key, label in SCORES:
@@ -139,7 +144,7 @@ def _feature_lines(summary: dict) -> list[str]:
     if not rows:
         return []
     return ["", "Feature space (L2-normalised; A: intra-class spread, U: inter-class separation, mean over seeds):",
-            "", "| method | space | layer | A | U | U / A |", "|---|---|---|---|---|---|", *rows]
+            "", "| variant | space | layer | A | U | U / A |", "|---|---|---|---|---|---|", *rows]
 
 
 def write_summary(folder: Path, summary: dict) -> None:

@@ -60,7 +60,7 @@ def training_curves(records: list[dict], path: Path, title: str = "") -> Path:
     _panel(axes[0, 2], val_rows, ["mIoU", "mBIoU"], f"validation ({val[-1]['split']})" if val else "validation")
     _panel(axes[1, 0], train, [k for k in keys if k.endswith("_sim")], "contrast: mean similarity to the anchor")
     _panel(axes[1, 1], train, [k for k in keys if k.endswith(("_bane", "_topup"))], "contrast: negatives per anchor")
-    _panel(axes[1, 2], train, [k for k in keys if k.endswith("_classes") or k == "ccl_dropped"],
+    _panel(axes[1, 2], train, [k for k in keys if k.endswith("_classes") or k in ("ccl_present", "ccl_anchored")],
            "contrast: classes with an anchor")
     fig.suptitle(title)
     fig.tight_layout()
@@ -68,15 +68,17 @@ def training_curves(records: list[dict], path: Path, title: str = "") -> Path:
 
 
 def ablation_chart(summary: dict, scores: Sequence[tuple[str, str]], path: Path) -> Path:
-    """Bars of each method's mean score over seeds, error bars one sample std (none with one seed)."""
+    """Bars of each variant's mean score over seeds, error bars one sample std (none with one seed)."""
     plt = _pyplot()
-    shown = [(k, label) for k, label in scores if all(k in summary["scores"][m] for m in summary["methods"])]
+    shown = [(k, label) for k, label in scores if all(k in summary["scores"][m] for m in summary["variants"])]
     fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 4), squeeze=False)
     for ax, (key, label) in zip(axes[0], shown):
-        stats = [summary["scores"][m][key] for m in summary["methods"]]
+        stats = [summary["scores"][m][key] for m in summary["variants"]]
         means = [s["mean"] * 100 for s in stats]
         errors = [(s["std"] or 0.0) * 100 for s in stats]
-        ax.bar(summary["methods"], means, yerr=errors, capsize=6, color=[f"C{i}" for i in range(len(stats))])
+        ax.bar(summary["variants"], means, yerr=errors, capsize=6, color=[f"C{i}" for i in range(len(stats))])
+        if max(map(len, summary["variants"])) > 12:  # key=value labels
+            ax.tick_params(axis="x", labelrotation=30, labelsize=7)
         low = min(m - e for m, e in zip(means, errors))
         ax.set_ylim(max(0.0, low - 5), max(m + e for m, e in zip(means, errors)) + 2)
         ax.set_title(f"{label} (%)", fontsize=10)
