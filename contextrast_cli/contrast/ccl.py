@@ -102,11 +102,12 @@ def contextual_anchors(means: list[torch.Tensor], counts: list[torch.Tensor], w_
     return anchors
 
 
-def gather_pixels(emb: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """(M, D) embeddings of the flat pixel indices ``index`` (M,) of ``emb`` (B, D, N): only the
-    sampled pixels move (the backward scatters into one emb-sized gradient)."""
-    pixels = emb.shape[-1]
-    return emb[index // pixels, :, index % pixels]
+def pixel_rows(emb: torch.Tensor) -> torch.Tensor:
+    """(B, D, N) -> (B*N, D): one copy of the layer with each pixel's channels contiguous, so that
+    gathering the sampled pixels is a fast row selection (and its backward a row scatter-add);
+    the backward hands the gradient back as a view in the map's layout."""
+    batch, dim, pixels = emb.shape
+    return emb.permute(0, 2, 1).reshape(batch * pixels, dim)
 
 
 def pixel_anchor_loss(anchors: torch.Tensor, emb: torch.Tensor, positives: Positives,
@@ -129,10 +130,11 @@ def pixel_anchor_loss(anchors: torch.Tensor, emb: torch.Tensor, positives: Posit
     anchors, bane = anchors.to(dtype), negatives.bane
     sizes = (positives.index.numel(), bane.index.numel(), negatives.pool.numel())
     # one gather for every sampled pixel: positives, BANE picks, the pool
-    rows = gather_pixels(emb, torch.cat([positives.index, bane.index, negatives.pool])).to(dtype)
+    index = torch.cat([positives.index, bane.index, negatives.pool])
+    rows = pixel_rows(emb).index_select(0, index).to(dtype)
     pos_rows, bane_rows, pool_rows = rows.split(sizes)
-    pos_cos = (pos_rows * anchors[positives.anchor]).sum(1)  # (Mp,) a dot with its own anchor
-    bane_cos = (bane_rows * anchors[bane.anchor]).sum(1)  # (Mb,) a pick is a negative of one anchor
+    pos_cos = (pos_rows * anchors.index_select(0, positives.anchor)).sum(1)  # (Mp,) a dot with its own anchor
+    bane_cos = (bane_rows * anchors.index_select(0, bane.anchor)).sum(1)  # (Mb,) a pick is a negative of one anchor
     pool_cos = anchors @ pool_rows.T  # (K, L)
     neg_lse = _negative_lse(bane_cos / tau, bane, pool_cos / tau, negatives.topup)  # (K,)
     per_pos = F.softplus(neg_lse[positives.anchor] - pos_cos / tau) * positives.valid
