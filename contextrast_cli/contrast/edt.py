@@ -19,6 +19,7 @@ Pixels beyond the image border do not count as "outside".
 import torch
 
 INF = float("inf")
+CHUNK_FACTOR = 8  # the second pass holds at most this many times the map's pixels at once
 
 
 def _run_distance(ids: torch.Tensor) -> torch.Tensor:
@@ -44,7 +45,7 @@ def _run_distance(ids: torch.Tensor) -> torch.Tensor:
     return torch.minimum(pos - start, end - pos)
 
 
-def region_distance(regions: torch.Tensor, row_chunk: int = 64) -> torch.Tensor:
+def region_distance(regions: torch.Tensor, row_chunk: int | None = None) -> torch.Tensor:
     """Exact Euclidean distance of every pixel to the nearest pixel of another region id.
 
     The quadratic pass runs along the shorter image axis (the distance is symmetric in the
@@ -52,11 +53,15 @@ def region_distance(regions: torch.Tensor, row_chunk: int = 64) -> torch.Tensor:
 
     Args:
         regions: (B, H, W) integer region ids (-1 = background).
-        row_chunk: lines processed at once in the second pass (memory B*chunk*L*L, L the shorter side).
+        row_chunk: lines processed at once in the second pass (memory B*chunk*L*L, L the shorter
+            side); default: as many as keep that at most CHUNK_FACTOR times the map's pixels, so the
+            pass's memory grows with the pixels, not with pixels x side.
 
     Returns:
         (B, H, W) float32 distances; inf where the image holds a single id.
     """
+    if row_chunk is None:
+        row_chunk = max(1, CHUNK_FACTOR * max(regions.shape[-2:]) // min(regions.shape[-2:]))
     if regions.shape[-1] > regions.shape[-2]:
         return _line_distance(regions.transpose(1, 2).contiguous(), row_chunk).transpose(1, 2).contiguous()
     return _line_distance(regions, row_chunk)

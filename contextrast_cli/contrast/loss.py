@@ -22,15 +22,17 @@ from contextrast_cli.contrast.sampling import choose_anchors, sample_positives, 
 from contextrast_cli.config.datasets import IGNORE_INDEX
 
 
-def resize_labels(labels: torch.Tensor, size) -> torch.Tensor:
-    """Nearest-neighbour resize of (B, H, W) ids to (B, h, w)."""
-    return F.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest")[:, 0].long()
+def resize_labels(labels: torch.Tensor, size, largest: int = 255) -> torch.Tensor:
+    """Nearest-neighbour resize of (B, H, W) ids to (B, h, w), through float16 (exact for ids up to
+    2048: a quarter of float32's memory at the input's resolution) unless ``largest`` needs more."""
+    dtype = torch.float16 if abs(largest) < 2048 else torch.float32
+    return F.interpolate(labels[:, None].to(dtype), size=tuple(size), mode="nearest")[:, 0].long()
 
 
 def predict_at(logits: torch.Tensor, size) -> torch.Tensor:
-    """The prediction resized (nearest) to ``size``: argmax of the logits sampled at the
-    nearest positions, equal to resizing the full-size argmax at a fraction of the cost."""
-    return F.interpolate(logits.detach(), size=tuple(size), mode="nearest").argmax(1)
+    """The prediction resized (nearest) to ``size``: the full-size argmax (one read of the logits, no
+    (B, K, h, w) copy at the layer's size) sampled at the nearest positions."""
+    return resize_labels(logits.detach().argmax(1), size)
 
 
 class _SettingsRepr:
@@ -109,22 +111,24 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
             ValueError: tensors whose shapes do not match the settings.
         """
         check_inputs(features, logits, target, self.num_classes, self.in_channels, self.layers)
-        group = self._group()
-        anchored, present = choose_anchors(target, self.num_classes, self.max_anchors, self.ignore_index, group)
-        terms = {"ccl_present": present.sum().float(), "ccl_anchored": anchored.sum().float()}
+        group, largest = self._group(), max(self.num_classes, abs(self.ignore_index))
         flats, labels, means, counts = [], [], [], []
         for layer, head in zip(self.layers, self.heads):
             emb = head(features[layer - 1])  # (B, D, h, w)
-            labels.append(resize_labels(target, emb.shape[-2:]))  # (B, h, w)
+            labels.append(resize_labels(target, emb.shape[-2:], largest))  # (B, h, w)
             with torch.autocast(emb.device.type, enabled=False):  # the loss runs in float32 (float64 stays)
                 flats.append(emb.flatten(2))  # (B, D, h*w), a view in the head's dtype: upcast inside
                 mean, count = class_means(flats[-1], labels[-1].flatten(1), self.num_classes, group)
             means.append(mean)
             counts.append(count)
+        present = torch.stack(counts).sum(0) > 0  # at any layer, over the global batch
+        anchored = choose_anchors(present, self.max_anchors, group)
+        terms = {"ccl_present": present.sum().float(), "ccl_anchored": anchored.sum().float()}
+        prediction = logits.detach().argmax(1)  # (B, H, W), once for every layer
         with torch.autocast(logits.device.type, enabled=False):
             anchors = contextual_anchors(means, counts, *self.anchor_weights, stop_grad=self.anchor_stop_grad)
             for index, layer in enumerate(self.layers):
-                pred = predict_at(logits, labels[index].shape[-2:])
+                pred = resize_labels(prediction, labels[index].shape[-2:], largest)
                 terms.update(self._layer_terms(layer, self.lambdas[index], flats[index], labels[index], pred,
                                                anchors[index], anchored & (counts[index] > 0)))
         return terms

@@ -24,7 +24,7 @@ from contextrast_cli.contrast.bane import BaneMaps, BanePicks, bane_picks, count
 
 POOL_FACTOR = 4  # the top-up pool holds POOL_FACTOR x max_negatives pixels (all of a smaller layer)
 
-__all__ = ["BaneMaps", "NegativeSelection", "Positives", "choose_anchors", "count_ids", "sample_positives",
+__all__ = ["BaneMaps", "NegativeSelection", "Positives", "choose_anchors", "count_ids", "present_classes", "sample_positives",
            "select_negatives", "shuffle_within_groups"]
 
 
@@ -44,32 +44,32 @@ def shuffle_within_groups(groups: torch.Tensor, num_groups: int,
     return order, count_ids(groups, num_groups)
 
 
-def choose_anchors(target: torch.Tensor, num_classes: int, cap: int | None, ignore_index: int = 255,
-                   group=None, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The classes that get an anchor: every class present in ``target`` (B, H, W) (over the global
-    batch with a process ``group``), or, when more than ``cap`` are present, ``cap`` of them drawn
-    uniformly at random (each present class equally likely, whatever its pixel count), the same on
-    every process.
+def choose_anchors(present: torch.Tensor, cap: int | None, group=None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """The classes that get an anchor: every ``present`` (K,) class, or, when more than ``cap`` are
+    present, ``cap`` of them drawn uniformly at random (each present class equally likely,
+    whatever its pixel count), the same on every process of ``group`` (the processes' random
+    priorities are summed: identical everywhere, still exchangeable).
 
     Returns:
-        anchored (K,) bool, and present (K,) bool.
+        anchored (K,) bool.
     """
-    flat = target.reshape(-1)
-    counts = count_ids(torch.where((flat >= 0) & (flat < num_classes) & (flat != ignore_index), flat, num_classes),
-                       num_classes + 1)[:num_classes].to(torch.float64)
-    capped = cap is not None and cap < num_classes
-    priority = torch.rand(num_classes, device=target.device, generator=generator, dtype=torch.float64)
-    if group is not None:  # sums of the processes' draws: identical everywhere, still exchangeable
-        both = torch.stack([counts, priority]) if capped else counts[None]
-        torch.distributed.all_reduce(both, group=group)
-        counts, priority = both[0], (both[1] if capped else priority)
-    present = counts > 0
-    if not capped:
-        return present, present
+    if cap is None or cap >= present.numel():
+        return present
+    priority = torch.rand(present.numel(), device=present.device, generator=generator, dtype=torch.float64)
+    if group is not None:
+        torch.distributed.all_reduce(priority, group=group)
     order = torch.where(present, priority, float("inf")).argsort()
     anchored = torch.zeros_like(present)
     anchored[order[:cap]] = True
-    return anchored & present, present
+    return anchored & present
+
+
+def present_classes(target: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+    """(K,) bool: the classes with a pixel in ``target``."""
+    flat = target.reshape(-1)
+    inside = (flat >= 0) & (flat < num_classes) & (flat != ignore_index)
+    return count_ids(torch.where(inside, flat, num_classes), num_classes + 1)[:num_classes] > 0
 
 
 @dataclass

@@ -157,7 +157,7 @@ def anchors_and_gradients(runtime) -> dict:
     the anchor classes a cap of 3 draws (the same on every process)."""
     import torch.distributed as dist
 
-    from contextrast_cli.contrast.sampling import choose_anchors
+    from contextrast_cli.contrast.sampling import choose_anchors, present_classes
 
     embs, labels = embeddings()
     share = slice(runtime.rank, None, runtime.world_size)
@@ -165,7 +165,10 @@ def anchors_and_gradients(runtime) -> dict:
     anchors, loss = ccl_terms(local, [l[share] for l in labels], dist.group.WORLD)
     loss.backward()
     torch.manual_seed(100 + runtime.rank)  # each process draws its own priorities
-    anchored, present = choose_anchors(labels[0][share], NUM_CLASSES, 3, group=dist.group.WORLD)
+    present = present_classes(labels[0][share], NUM_CLASSES).long()
+    dist.all_reduce(present)  # the global batch's classes, as class_means's counts give them
+    present = present > 0
+    anchored = choose_anchors(present, 3, group=dist.group.WORLD)
     return {"anchors": [a.detach() for a in anchors], "grads": [e.grad for e in local],
             "anchored": anchored, "present": present}
 
