@@ -19,7 +19,7 @@ Pixels beyond the image border do not count as "outside".
 import torch
 
 INF = float("inf")
-CHUNK_FACTOR = 8  # the second pass holds at most this many times the map's pixels at once
+CHUNK_FACTOR = 16  # the second pass holds at most this many times the map's pixels at once
 
 
 def _run_distance(ids: torch.Tensor) -> torch.Tensor:
