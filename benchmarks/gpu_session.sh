@@ -11,9 +11,14 @@
 #                            bf16 and fp16 (GradScaler) runs, a one-GPU torchrun run (two-GPU
 #                            torchrun + SyncBatchNorm where the machine has 2 GPUs), boundary
 #                            metrics and sliding-window inference equal on CPU and GPU
-#   sampling_speed.txt       the loss alone (issue 3, must-hold 3), with a profile
+#   sampling_speed.txt       the loss alone at CamVid size (K = 11), with a profile
+#   sampling_speed_k150.txt  the loss alone at ADE20K size (K = 150, B = 12, 512x512): wall and
+#                            kernel time (issue 26)
 #   overhead_r50.{json,err}  training-step time and peak memory, DeepLabV3-ResNet-50 OS8
 #   overhead_hrnet.{json,err}  the same for HRNetV2-W48 (the camvid preset's network)
+#   ablation/ablation.md     when CamVid is found (CONTEXTRAST_CAMVID or ../shared/camvid) and
+#                            time remains: camvid-lite none vs contextrast over 3 seeds on the
+#                            GPU (issue 28), the session's last step
 #   status.txt               each step's exit status
 # Runs from the source tree (PYTHONPATH). A machine image without pydantic gets it from
 # wheels in .whl/ when they were carried along.
@@ -37,8 +42,18 @@ step() {  # step NAME LIMIT_S COMMAND...: run, keep the exit status
 step pytest_gpu 180 python -m pytest -q tests/gpu > "$out/pytest_gpu.txt" 2>&1
 step sampling_speed 90 python benchmarks/sampling_speed.py --device cuda --repeats 30 --profile \
   > "$out/sampling_speed.txt" 2>&1
+step sampling_speed_k150 90 python benchmarks/sampling_speed.py --device cuda --repeats 20 --batch 12 \
+  --size 512x512 --classes 150 --spread-classes --profile > "$out/sampling_speed_k150.txt" 2>&1
 step overhead_r50 150 python benchmarks/contrast_overhead.py --device cuda --model deeplabv3 --backbone resnet50 \
   --output-stride 8 --rounds 2 --steps 10 > "$out/overhead_r50.json" 2> "$out/overhead_r50.err"
 step overhead_hrnet 150 python benchmarks/contrast_overhead.py --device cuda --preset camvid --rounds 2 --steps 10 \
   > "$out/overhead_hrnet.json" 2> "$out/overhead_hrnet.err"
+camvid="${CONTEXTRAST_CAMVID:-../shared/camvid}"
+if [ -d "$camvid" ] && [ "$SECONDS" -lt 420 ]; then  # the rest of a 10-minute call
+  python -m contextrast_cli prepare-data camvid --source "$camvid" --out "$out/camvid" --force > "$out/ablation.log" 2>&1
+  step ablation $((590 - SECONDS)) python -m contextrast_cli ablate --preset camvid-lite --methods none,contextrast \
+    --seeds 0,1,2 --data-root "$out/camvid" --out "$out/ablation" --set train.device=cuda --set data.workers=4 \
+    --no-features >> "$out/ablation.log" 2>&1
+  rm -rf "$out/camvid" "$out"/ablation/*/*.pt  # keep the tables, not the data and weights
+fi
 cat "$out/status.txt"
