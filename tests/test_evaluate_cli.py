@@ -123,3 +123,57 @@ def test_scoring_best_pt_on_its_selection_split_says_so(run, tmp_path):
     assert best["selected_on"] == "val" and "selected_on" not in last
     assert "note: this best.pt was chosen by its val mIoU" in " ".join(best_out.split())
     assert "note:" not in last_out
+
+
+def label_pixel_counts(data_root, num_classes: int) -> list[int]:
+    """Ground-truth pixels of each class over the val label PNGs, counted here (ignore left out)."""
+    counts = np.zeros(num_classes, np.int64)
+    for path in sorted((data_root / "val" / "labels").glob("*.png")):
+        label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        for c in range(num_classes):
+            counts[c] += int((label == c).sum())
+    return counts.tolist()
+
+
+def test_json_has_the_confusion_matrix_with_ground_truth_rows(run, tmp_path):
+    metrics, _ = evaluate(run, tmp_path, "confusion")
+    confusion = metrics["confusion"]
+    assert (confusion["rows"], confusion["columns"]) == ("ground truth", "prediction")
+    assert confusion["classes"] == list(metrics["IoU"])
+    matrix = np.array(confusion["matrix"])
+    data_root = run.parent.parent.parent / "synthetic"
+    assert matrix.sum(1).tolist() == label_pixel_counts(data_root, len(matrix))
+    # IoU of each class from the counts, by hand: diagonal / (row + column - diagonal)
+    for c, name in enumerate(confusion["classes"]):
+        union = matrix[c].sum() + matrix[:, c].sum() - matrix[c, c]
+        assert metrics["IoU"][name] == (None if union == 0 else round(matrix[c, c] / union, 6))
+
+
+def test_report_writes_the_per_class_table_and_the_confusion_figure(run, tmp_path):
+    import csv
+
+    metrics, output = evaluate(run, tmp_path, "report", "--report", tmp_path / "report")
+    with (tmp_path / "report" / "per_class.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["class", "IoU", "Acc", "boundary IoU", "boundary F", "pixel share"]
+    number = lambda text: None if text == "" else float(text)  # noqa: E731
+    matrix = np.array(metrics["confusion"]["matrix"])
+    assert [r["class"] for r in rows] == list(metrics["IoU"])
+    for c, row in enumerate(rows):
+        name = row["class"]
+        assert number(row["IoU"]) == metrics["IoU"][name] and number(row["Acc"]) == metrics["Acc"][name]
+        assert number(row["boundary IoU"]) == metrics["boundary"]["BIoU"][name]
+        assert number(row["boundary F"]) == metrics["boundary"]["BF"][name]
+        assert number(row["pixel share"]) == round(matrix[c].sum() / matrix.sum(), 6)
+    figure = cv2.imread(str(tmp_path / "report" / "confusion.png"))
+    assert figure is not None and 450 <= figure.shape[0] <= 700 and 550 <= figure.shape[1] <= 850  # 8 classes
+    assert figure.std() > 0
+    said = output.replace("\n", "")  # rich wraps long paths
+    assert f"{tmp_path / 'report'}/per_class.csv and {tmp_path / 'report'}/confusion.png" in said
+    assert not list((tmp_path / "report").glob(".*"))  # written through temporary names
+
+
+def test_report_into_a_file_is_one_line_before_evaluating(run, tmp_path):
+    (tmp_path / "taken").write_text("x")
+    one_line_error(invoke("evaluate", "--checkpoint", run, "--report", tmp_path / "taken"), 2,
+                   "--report " + str(tmp_path / "taken") + ": a file, not a folder")

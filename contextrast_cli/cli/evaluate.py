@@ -79,7 +79,11 @@ def features_table(features: dict) -> Table:
 
 
 SplitOpt = Annotated[Optional[str], typer.Option(help="Split to evaluate (default: the config's eval.split).")]
-JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the metrics as JSON.")]
+JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the metrics as JSON, with the "
+                                                 "confusion matrix (pixel counts, rows = ground truth).")]
+ReportOpt = Annotated[Optional[Path], typer.Option("--report", metavar="DIR", help="Also write DIR/per_class.csv "
+                                                   "(IoU, Acc, boundary IoU, boundary F, pixel share per class) and "
+                                                   "DIR/confusion.png (the confusion matrix, rows normalised).")]
 FeaturesOpt = Annotated[bool, typer.Option("--features", help="Also measure the feature space: intra-class spread A "
                                            "and inter-class separation U at every tapped layer (and of the "
                                            "projection heads of a contrastive checkpoint).")]
@@ -98,7 +102,7 @@ def evaluate(ctx: typer.Context, checkpoint: CheckpointOpt = None, split: SplitO
              mode: ModeOpt = None, crop: CropOpt = None, stride: StrideOpt = None, boundary: BoundaryOpt = None,
              features: FeaturesOpt = False, save_predictions: SavePredictionsOpt = None, device: DeviceOpt = None,
              amp: AmpOpt = False, runs_dir: RunsDirOpt = Path("runs"), onnx: OnnxFileOpt = None,
-             debug: DebugOpt = False) -> None:
+             report: ReportOpt = None, debug: DebugOpt = False) -> None:
     """Evaluate a checkpoint (or an exported ONNX graph): per-class IoU, mIoU, pixel and mean accuracy,
     boundary IoU and boundary F-score; multi-scale, flip and sliding-window inference as asked.
 
@@ -116,6 +120,7 @@ def evaluate(ctx: typer.Context, checkpoint: CheckpointOpt = None, split: SplitO
             raise ConfigError("pass either --checkpoint or --onnx, not both" if checkpoint is not None else
                               "--features reads the network's inner layers, which an ONNX graph does not expose; "
                               "pass --checkpoint instead")
+        _check_report_folder(report)
         if onnx is not None and (amp or device is not None):
             err.print("[yellow]note:[/] --amp and --device apply to checkpoints; an ONNX graph is evaluated in "
                       "float32 by onnxruntime on the CPU")
@@ -128,6 +133,7 @@ def evaluate(ctx: typer.Context, checkpoint: CheckpointOpt = None, split: SplitO
                                        features=features, **common))
         if json_out:
             atomic_write_text(json_out, json.dumps(metrics, indent=2))
+        note = _write_report(metrics, report) if report is not None else None
     if metrics.get("selected_on") == metrics["split"]:
         err.print(f"[yellow]note:[/] this best.pt was chosen by its {metrics['split']} mIoU during training, and is "
                   f"scored on {metrics['split']} again: the score is the best of the run's validations (biased up); "
@@ -137,3 +143,28 @@ def evaluate(ctx: typer.Context, checkpoint: CheckpointOpt = None, split: SplitO
         out.print(features_table(metrics["features"]))
     if save_predictions:
         out.print(f"predictions: {save_predictions}/labels/ and {save_predictions}/colour/")
+    if report is not None:
+        out.print(f"report: {report}/per_class.csv" + ("" if note else f" and {report}/confusion.png"))
+        if note:
+            err.print(f"[yellow]{note}[/]")
+
+
+def _check_report_folder(folder: Path | None) -> None:
+    """ConfigError before the evaluation when ``--report`` names a file."""
+    from contextrast_cli.errors import ConfigError
+
+    if folder is not None and folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--report {folder}: a file, not a folder; pass a folder for per_class.csv and "
+                          f"confusion.png")
+
+
+def _write_report(metrics: dict, folder: Path) -> str | None:
+    """``viz.report.write_report``; DataError when the folder cannot be written."""
+    from contextrast_cli.errors import DataError
+    from contextrast_cli.viz.report import write_report
+
+    try:
+        return write_report(metrics, folder)
+    except OSError as exc:
+        raise DataError(f"cannot write {folder}/per_class.csv: {exc.strerror or exc}; pass --report a "
+                        f"writable folder") from None

@@ -25,16 +25,17 @@ PreprocessingOpt = Annotated[bool, typer.Option("--include-preprocessing", help=
                                                 "instead of float RGB in [0, 1] (N, 3, H, W).")]
 VerifyOpt = Annotated[bool, typer.Option("--verify/--no-verify", help="Full onnx check, then onnxruntime vs PyTorch.")]
 HalfOpt = Annotated[bool, typer.Option("--half", help="Also write FILE.fp16.onnx (float16 weights and activations, "
-                                       "float32 input/output) for GPUs; verified on onnxruntime's CUDA provider, so "
-                                       "on a CPU machine it needs --no-verify.")]
+                                       "float32 input/output) for GPUs, only if it keeps its accuracy on onnxruntime's "
+                                       "CUDA provider (--max-miou-drop), so on a CPU machine it needs --no-verify.")]
 QuantizeOpt = Annotated[Optional[str], typer.Option(
     "--quantize", metavar="int8", help="int8: also write FILE.int8.onnx (onnxruntime static QDQ quantization, per-channel weights, "
     "calibrated on the dataset's images), only if it keeps its accuracy (--max-miou-drop).")]
 CalibrationSplitOpt = Annotated[str, typer.Option(help="Split whose images calibrate int8.")]
 CalibrationImagesOpt = Annotated[int, typer.Option(help="Calibration images (evenly spread over the split).")]
-VerifyImagesOpt = Annotated[Optional[int], typer.Option(help="int8 vs float on this many validation images "
-                                                        "(default: the whole split).")]
-MaxDropOpt = Annotated[float, typer.Option(help="Largest mIoU loss of int8, in points, that is written.")]
+VerifyImagesOpt = Annotated[Optional[int], typer.Option(help="int8 (or float16) vs float on this many validation "
+                                                        "images (default: the whole split).")]
+MaxDropOpt = Annotated[float, typer.Option(help="Largest mIoU loss of int8 or float16, in points, that is written "
+                                           "(measured as evaluate --onnx measures it).")]
 ExcludeOpt = Annotated[Optional[str], typer.Option(help="Nodes kept in float, comma-separated (a refused int8 export "
                                                    "names candidates).")]
 OldOutputOpt = Annotated[Optional[Path], typer.Option("--output", hidden=True)]
@@ -55,6 +56,7 @@ def export(ctx: typer.Context, onnx: OnnxFlagOpt = False, checkpoint: Checkpoint
     The graph normalises its input itself: feed RGB in [0, 1], or uint8 RGB with --include-preprocessing.
     """
     from contextrast_cli.export import ExportOptions
+    from contextrast_cli.export.gate import GateOptions
     from contextrast_cli.export.pipeline import export_all
 
     del onnx  # the only format
@@ -65,9 +67,10 @@ def export(ctx: typer.Context, onnx: OnnxFlagOpt = False, checkpoint: Checkpoint
                                 preprocessing=include_preprocessing, verify=verify)
         quant = _quantize_options(quantize, calibration_split, calibration_images, verify_images, max_miou_drop,
                                   exclude_nodes, data_root)
+        gate = GateOptions(images=verify_images, max_miou_drop=max_miou_drop, data_root=data_root)
         path = pick_checkpoint(checkpoint, runs_dir)
         with err.status("exporting") as status:
-            report = export_all(path, out_file, options, half, quant, status=status.update)
+            report = export_all(path, out_file, options, half, quant, status=status.update, half_gate=gate)
     _print_report(report)
 
 
@@ -95,12 +98,20 @@ def _print_report(report) -> None:
     out.print(f"[bold green]wrote[/] {escape(str(result.path))} and {escape(result.sidecar.name)}")
     if report.fp16 is not None:
         fp16 = report.fp16
-        checked = (f"verified on CUDA: argmax agreement {fp16['verification']['agreement']:.2%}"
-                   if fp16["verification"] else "[yellow]not verified[/] (--no-verify)")
+        checked = _half_check(fp16["verification"])
         out.print(f"[bold green]wrote[/] {escape(str(fp16['path']))} and {escape(fp16['path'].name)}.json; {checked}")
     if report.int8 is not None:
         out.print(_int8_table(report.int8))
         out.print(f"[bold green]wrote[/] {escape(str(report.int8['path']))} and {escape(report.int8['path'].name)}.json")
+
+
+def _half_check(report: dict | None) -> str:
+    if report is None:
+        return "[yellow]not verified[/] (--no-verify)"
+    where = report.get("providers", ["CUDA"])[0].removesuffix("ExecutionProvider")
+    return (f"verified on {where} on {report['images']} {report['split']} images: mIoU {report['float']['mIoU'] * 100:.2f} "
+            f"-> {report['fp16']['mIoU'] * 100:.2f} (drop {report['miou_drop']:.2f} points), pixel agreement "
+            f"{report['pixel_agreement']:.2%}")
 
 
 def _quantize_options(quantize, split, images, verify_images, max_drop, exclude, data_root):
@@ -121,9 +132,12 @@ def _int8_table(report: dict) -> Table:
                   title="int8 vs float")
     for key in ("float", "int8"):
         table.add_row(key, f"{report[key]['mIoU'] * 100:.2f}", f"{report[key]['latency_ms']:.1f} ms")
+    protocol = report["eval"]
+    how = (f"scales {','.join(map(str, protocol['scales']))}{' + flip' if protocol['flip'] else ''}, "
+           f"{protocol['mode']}")
     table.caption = (f"drop {report['miou_drop']:.2f} points, pixel agreement {report['pixel_agreement']:.2%}, "
                      f"int8 {report['speedup']:.2f}x faster; calibrated on {report['calibration_images']} "
-                     f"{report['calibration_split']} images")
+                     f"{report['calibration_split']} images; evaluated as evaluate --onnx does ({how})")
     return table
 
 

@@ -1,13 +1,16 @@
 """Evaluation over a split: confusion-matrix metrics, boundary metrics, feature-space measures.
 
-``evaluate_split`` is the one evaluation of validation during training, ``evaluate`` and the
-ONNX checks; its predictions come from ``evaluation.inference.predict_probs``.
+``evaluate_split`` is the one evaluation of validation during training, ``evaluate``,
+``evaluate --onnx`` and the accuracy gates of ``export --quantize int8`` and ``--half`` (which
+score two graphs in one pass, with their pixel agreement); its predictions come from
+``evaluation.inference.predict_probs``.
 """
 
 import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Subset
 
@@ -67,6 +70,8 @@ class SplitMeters:
             raise DataError(f"split {split!r} has no labelled pixels (every label is {IGNORE_INDEX}, ignore): "
                             f"nothing to score; check its labels, or evaluate another split (eval.split, --split)")
         metrics = confusion_scores(conf, self.classes)
+        metrics["confusion"] = {"rows": "ground truth", "columns": "prediction", "counts": "pixels",
+                                "classes": list(self.classes), "matrix": conf.tolist()}
         if self.edges is not None:
             metrics["boundary"] = self.edges.compute(self.classes)
         if self.probe is not None:
@@ -77,7 +82,7 @@ class SplitMeters:
 @contextlib.contextmanager
 def eval_mode(model: Segmenter):
     """A network in eval mode for the block, its own mode restored after (a callable as it is)."""
-    network = model if isinstance(model, torch.nn.Module) else None
+    network = model if isinstance(model, torch.nn.Module) else None  # None: nothing to switch
     was_training = network is not None and network.training
     if network is not None:
         network.eval()
@@ -88,9 +93,17 @@ def eval_mode(model: Segmenter):
             network.train(was_training)
 
 
+def spread(count: int, images: int | None) -> list[int]:
+    """``images`` indices evenly spread over ``range(count)`` (all of them when None or more)."""
+    if images is None or images >= count:
+        return list(range(count))
+    return [int(i) for i in np.linspace(0, count - 1, images).round().astype(int)]
+
+
 def evaluate_split(model: Segmenter, dataset: PreparedDataset, split: str, cfg: EvalConfig,
                    runtime: Runtime, workers: int = 0, on_batch: Callable[[int, int], None] | None = None,
-                   probe: FeatureProbe | None = None, save_dir: Path | None = None) -> dict:
+                   probe: FeatureProbe | None = None, save_dir: Path | None = None, images: int | None = None,
+                   reference: Segmenter | None = None) -> dict:
     """Metrics of ``model`` (a network, or a callable as in ``predict_probs``) on one split,
     under ``runtime``'s precision (float32 unless it has an autocast dtype). With several
     processes each takes every ``world_size``-th image and the counts are summed: every
@@ -99,33 +112,66 @@ def evaluate_split(model: Segmenter, dataset: PreparedDataset, split: str, cfg: 
     Args:
         probe: measure the feature space too (single process).
         save_dir: write each prediction as ``labels/<stem>.png`` and ``colour/<stem>.png`` there.
+        images: evaluate this many images evenly spread over the split (default: all of them).
+        reference: a second model scored on the same images in the same pass (an accuracy gate:
+            float graph against int8 or float16).
 
     Returns:
-        ``confusion_scores`` output plus ``split``, ``num_images``, ``boundary`` (with
-        ``cfg.boundary``: ``BoundaryMeter.compute``) and ``features`` (with ``probe``:
-        ``FeatureSpaceMeter.compute``).
+        ``confusion_scores`` output plus ``split``, ``num_images``, ``confusion`` (the counts,
+        rows = ground truth, columns = prediction), ``boundary`` (with ``cfg.boundary``:
+        ``BoundaryMeter.compute``) and ``features`` (with ``probe``: ``FeatureSpaceMeter.compute``);
+        with ``reference``, also ``reference`` (its own metrics, the same keys) and
+        ``pixel_agreement`` (the share of all pixels, labelled or not, where both predict the same class).
     """
     folder = SegmentationFolder(dataset.root, split, eval_transform())
-    indices = range(runtime.rank, len(folder), runtime.world_size)
+    picked = spread(len(folder), images)
+    indices = picked[runtime.rank::runtime.world_size]
     loader = eval_loader(Subset(folder, indices), cfg.batch_size, workers, pin_memory=runtime.device.type == "cuda")
     writer = PredictionWriter(save_dir, dataset.palette) if save_dir is not None else None
-    meters, seen = SplitMeters(dataset, cfg, runtime.device, probe, writer), 0
-    with eval_mode(model):
-        for index, (images, labels) in enumerate(loader):
-            images = images.to(runtime.device, non_blocking=True)
+    meters = SplitMeters(dataset, cfg, runtime.device, probe, writer)
+    second = SplitMeters(dataset, cfg, runtime.device) if reference is not None else None
+    agreement = torch.zeros(2, dtype=torch.int64, device=runtime.device)  # pixels agreeing, pixels
+    seen = 0
+    with eval_mode(model), eval_mode(reference):
+        for index, (batch, labels) in enumerate(loader):
+            batch = batch.to(runtime.device, non_blocking=True)
             labels = labels.to(runtime.device, non_blocking=True)
-            with runtime.autocast():
-                pred = predict_probs(model, images, cfg).argmax(1)
-                if probe is not None:
-                    probe.update(images, labels)
-            names = [folder.pairs[indices[seen + i]][0].stem for i in range(len(images))]
-            meters.update(pred, labels, names)
-            seen += len(images)
+            names = [folder.pairs[indices[seen + i]][0].stem for i in range(len(batch))]
+            pred = _count(model, batch, labels, names, cfg, runtime, meters, probe)
+            if second is not None:
+                other = _count(reference, batch, labels, names, cfg, runtime, second)
+                agreement += torch.stack([(pred == other).sum(), torch.tensor(pred.numel(), device=pred.device)])
+            seen += len(batch)
             if on_batch:
                 on_batch(index + 1, len(loader))
-    if runtime.distributed:  # each process evaluated every world_size-th image: sum the counts
+    return _results(split, len(picked), runtime, meters, second, agreement)
+
+
+def _count(model: Segmenter, images: torch.Tensor, labels: torch.Tensor, names: list[str], cfg: EvalConfig,
+           runtime: Runtime, meters: SplitMeters, probe: FeatureProbe | None = None) -> torch.Tensor:
+    """Predict a batch, count it into ``meters`` (and ``probe``); the (B, H, W) prediction."""
+    with runtime.autocast():
+        pred = predict_probs(model, images, cfg).argmax(1)
+        if probe is not None:
+            probe.update(images, labels)
+    meters.update(pred, labels, names)
+    return pred
+
+
+def _results(split: str, num_images: int, runtime: Runtime, meters: SplitMeters, second: SplitMeters | None,
+             agreement: torch.Tensor) -> dict:
+    """The split's metrics, with each process's counts summed first (each evaluated a share)."""
+    if runtime.distributed:
         meters.all_reduce()
-    return {"split": split, "num_images": len(folder), **meters.compute(split)}
+        if second is not None:
+            second.all_reduce()
+            torch.distributed.all_reduce(agreement)
+    metrics = {"split": split, "num_images": num_images, **meters.compute(split)}
+    if second is not None:
+        agreed, total = agreement.tolist()
+        metrics.update(reference={"split": split, "num_images": num_images, **second.compute(split)},
+                       pixel_agreement=agreed / total)
+    return metrics
 
 
 def evaluate_checkpoint(checkpoint: Path, *, split: str | None = None, data_root: Path | None = None,

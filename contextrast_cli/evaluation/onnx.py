@@ -38,9 +38,11 @@ def read_sidecar(path: Path) -> dict:
     return meta
 
 
-def open_session(path: Path, threads: int | None = None, profile_prefix: str | None = None):
-    """A CPUExecutionProvider session using ``threads`` (default: torch's thread count);
-    with ``profile_prefix``, onnxruntime's profiler on (``session.end_profiling()`` names the file).
+def open_session(path: Path, threads: int | None = None, profile_prefix: str | None = None,
+                 providers: tuple[str, ...] = ("CPUExecutionProvider",)):
+    """An onnxruntime session on ``providers`` (default: the CPU) using ``threads`` (default:
+    torch's thread count); with ``profile_prefix``, onnxruntime's profiler on
+    (``session.end_profiling()`` names the file).
 
     Raises:
         ExportError: onnxruntime cannot load the graph (e.g. an opset it does not know yet).
@@ -55,9 +57,32 @@ def open_session(path: Path, threads: int | None = None, profile_prefix: str | N
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=list(providers))
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ExportError(f"onnxruntime {ort.__version__} cannot load {path}: {first_line(exc)}") from None
+
+
+def onnx_eval_settings(meta: dict, overrides: dict | None = None):
+    """The ``EvalConfig`` a graph is evaluated under: the sidecar's (the checkpoint's ``eval``) with
+    ``overrides`` laid over; ``--argmax`` graphs at a single scale without flip, as whole images.
+
+    Raises:
+        ConfigError: an invalid override.
+    """
+    from contextrast_cli.config import eval_settings
+
+    settings = {**meta["eval"], **(overrides or {})}
+    if meta["argmax"]:
+        settings.update(scales=(1.0,), flip=False, mode="whole")
+    return eval_settings(settings)
+
+
+def graph_sized(images: torch.Tensor, meta: dict) -> torch.Tensor:
+    """(B, 3, H, W) images as the graph of ``meta`` takes them: resized (bilinear) to the export
+    size for a static graph, unchanged for a dynamic one."""
+    if meta["dynamic"] or list(images.shape[-2:]) == list(meta["export_size"]):
+        return images
+    return F.interpolate(images, size=tuple(meta["export_size"]), mode="bilinear", align_corners=False)
 
 
 def graph_input(images: torch.Tensor, meta: dict):
@@ -78,37 +103,67 @@ class OnnxSegmentor:
     Takes (B, 3, H, W) RGB float images in [0, 1] (the graph normalises), returns
     ``{"out": (B, K, H, W)}``: logits, or one-hot scores for ``--argmax`` graphs (their
     labels, exactly, at a single scale). ``--include-preprocessing`` graphs get the images
-    mapped back to uint8 NHWC (rounding recovers the stored pixels exactly).
+    mapped back to uint8 NHWC (rounding recovers the stored pixels exactly). A static graph
+    (one fixed export size) takes each image resized to that size (bilinear); its logits are
+    resized back to the image's size (bilinear; labels of ``--argmax`` graphs: nearest), so that
+    labels are scored at their own size.
+
+    Args:
+        providers: onnxruntime execution providers (default: the CPU).
     """
 
-    def __init__(self, path: Path, meta: dict, threads: int | None = None) -> None:
+    def __init__(self, path: Path, meta: dict, threads: int | None = None,
+                 providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> None:
         self.path = path
-        self.session = open_session(path, threads)
+        self.session = open_session(path, threads, providers=providers)
         self.meta = meta
         self.num_classes = len(meta["dataset"]["classes"])
 
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         device = images.device
         images = images.float().cpu()
-        if not self.meta["dynamic"]:
-            self._check_static(images)
-            out = torch.cat([self._run(image[None]) for image in images])
+        if not self.meta["dynamic"]:  # one image at a time, at the export size and back
+            out = torch.cat([self._run_static(image[None]) for image in images])
         else:
             out = self._run(images)
         return {"out": out.to(device)}
 
+    def _run_static(self, image: torch.Tensor) -> torch.Tensor:
+        size = tuple(image.shape[-2:])
+        out = self._labels_or_logits(graph_sized(image, self.meta))
+        if tuple(out.shape[-2:]) == size:
+            return self._scores(out)
+        if self.meta["argmax"]:
+            return self._scores(F.interpolate(out[:, None].float(), size=size, mode="nearest")[:, 0].long())
+        return F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+
     def _run(self, images: torch.Tensor) -> torch.Tensor:
-        out = torch.from_numpy(self.session.run(None, {"image": graph_input(images, self.meta)})[0])
+        return self._scores(self._labels_or_logits(images))
+
+    def _labels_or_logits(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.session.run(None, {"image": graph_input(images, self.meta)})[0])
+
+    def _scores(self, out: torch.Tensor) -> torch.Tensor:
+        """Logits as they are; labels (B, H, W) as one-hot (B, K, H, W)."""
         if self.meta["argmax"]:
             return F.one_hot(out, self.num_classes).permute(0, 3, 1, 2).float()
         return out
 
-    def _check_static(self, images: torch.Tensor) -> None:
-        size = list(images.shape[-2:])
-        if size != self.meta["export_size"]:
-            height, width = self.meta["export_size"]
-            raise ExportError(f"{self.path} was exported with --static for {height}x{width} inputs but got "
-                              f"{size[0]}x{size[1]} images; re-export with --dynamic")
+
+def graph_dataset(path: Path, meta: dict, data_root: Path | None = None):
+    """The prepared dataset a graph (``meta``: its sidecar) is evaluated on: ``data_root``, or
+    where its dataset is prepared by default.
+
+    Raises:
+        DataError: the dataset is not prepared, or it has other classes than the graph.
+    """
+    from contextrast_cli.data.prepared import read_prepared, resolve_root
+    from contextrast_cli.evaluation.evaluator import check_classes
+
+    name = meta["dataset"]["name"]
+    dataset = read_prepared(resolve_root(name, data_root), name)
+    check_classes(dataset, meta["dataset"]["classes"], path)
+    return dataset
 
 
 def evaluate_onnx(path: Path, *, split: str | None = None, data_root: Path | None = None,
@@ -118,27 +173,21 @@ def evaluate_onnx(path: Path, *, split: str | None = None, data_root: Path | Non
 
     Eval settings (split, batch size, scales, flip, mode) come from the sidecar (the
     checkpoint's config) with ``eval_overrides`` laid over them; ``--argmax`` graphs are
-    evaluated at a single scale without flip, as one whole image.
+    evaluated at a single scale without flip, as one whole image. A static graph sees each image
+    resized to its export size; the labels are scored at their own size (``OnnxSegmentor``).
 
     Raises:
         ExportError: missing graph or sidecar. DataError: missing data or other classes.
     """
-    from contextrast_cli.config import eval_settings
-    from contextrast_cli.data.prepared import read_prepared, resolve_root
     from contextrast_cli.runtime.device import Runtime
-    from contextrast_cli.evaluation.evaluator import check_classes, evaluate_split
+    from contextrast_cli.evaluation.evaluator import evaluate_split
 
     path = Path(path)
     meta = read_sidecar(path)
-    name = meta["dataset"]["name"]
-    dataset = read_prepared(resolve_root(name, data_root), name)
-    check_classes(dataset, meta["dataset"]["classes"], path)
-    settings = {**meta["eval"], **(eval_overrides or {})}
-    if meta["argmax"]:
-        settings.update(scales=(1.0,), flip=False, mode="whole")
-    cfg = eval_settings(settings)
+    dataset = graph_dataset(path, meta, data_root)
+    cfg = onnx_eval_settings(meta, eval_overrides)
     model = OnnxSegmentor(path, meta, threads)
     metrics = evaluate_split(model, dataset, split or cfg.split, cfg, Runtime(torch.device("cpu")),
                              on_batch=on_batch, save_dir=save_dir)
     return {"onnx": str(path), "checkpoint": meta["checkpoint"]["path"], "dataset": str(dataset.root),
-            "scales": list(cfg.scales), "flip": cfg.flip, **metrics}
+            "scales": list(cfg.scales), "flip": cfg.flip, "eval": cfg.model_dump(mode="json"), **metrics}

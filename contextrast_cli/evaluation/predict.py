@@ -56,19 +56,13 @@ def load_predictor(checkpoint: Path | None, onnx: Path | None, device: str = "au
     Raises:
         CheckpointError / ExportError: unreadable model files. ConfigError: bad evaluation options.
     """
-    from contextrast_cli.config import eval_settings
-
     overrides = eval_overrides or {}
     if onnx is not None:
-        from contextrast_cli.evaluation.onnx import OnnxSegmentor
-        from contextrast_cli.evaluation.onnx import read_sidecar
+        from contextrast_cli.evaluation.onnx import OnnxSegmentor, onnx_eval_settings, read_sidecar
 
         meta = read_sidecar(onnx)
-        settings = {**meta["eval"], **overrides}
-        if meta["argmax"]:
-            settings.update(scales=(1.0,), flip=False, mode="whole")
-        return Predictor(OnnxSegmentor(Path(onnx), meta), eval_settings(settings), meta["dataset"]["palette"],
-                         meta["dataset"]["classes"], torch.device("cpu"), str(onnx))
+        return Predictor(OnnxSegmentor(Path(onnx), meta), onnx_eval_settings(meta, overrides),
+                         meta["dataset"]["palette"], meta["dataset"]["classes"], torch.device("cpu"), str(onnx))
     from contextrast_cli.config import with_eval
     from contextrast_cli.models.checkpoint import config_from_checkpoint, load_checkpoint, model_from_checkpoint
     from contextrast_cli.runtime.device import setup_runtime

@@ -1,19 +1,22 @@
 """float16 graphs for GPUs (``export --half``): the verified float graph converted with
 onnxruntime's ``convert_float_to_float16`` (weights and activations in float16, the input and
-output kept float32 so that consumers feed and read the same tensors), then verified against
-the float graph on onnxruntime's CUDA provider. Where onnxruntime has no CUDA provider (this
-project's CPU machines), the graph cannot be verified: nothing is written unless verification
-is turned off.
+output kept float32 so that consumers feed and read the same tensors), then gated like int8
+(``export.gate``): the float16 graph on onnxruntime's CUDA provider and the float graph on the
+CPU are scored on the validation images under the sidecar's evaluation settings, and the float16
+graph is kept only if it loses at most ``--max-miou-drop`` mIoU points. Where onnxruntime has no
+CUDA provider (this project's CPU machines), the graph cannot be verified: nothing is written
+unless verification is turned off. ``verify_half`` takes the providers, so that the gate runs on
+a CPU too (tests).
 """
 
 import json
 from pathlib import Path
 
-import numpy as np
+from contextrast_cli.errors import ExportError
+from contextrast_cli.export.gate import GateOptions, refusal, score_pair
 
-from contextrast_cli.errors import ExportError, VerificationError
-
-MIN_AGREEMENT = 0.99  # float16 argmax agreement with float32
+CUDA = ("CUDAExecutionProvider",)
+"""Where ``half_graph`` runs the float16 graph it verifies."""
 
 
 def half_path(float_path: Path) -> Path:
@@ -32,15 +35,19 @@ def require_cuda() -> None:
                           f"with onnxruntime-gpu, or pass --no-verify to write it unverified")
 
 
-def half_graph(float_path: Path, verify: bool = True) -> dict:
+def half_graph(float_path: Path, verify: bool = True, gate: GateOptions | None = None) -> dict:
     """Write ``half_path(float_path)`` and its sidecar.
 
+    Args:
+        gate: the verification images and the largest mIoU drop (default: the whole val split, 1 point).
+
     Returns:
-        ``{"path", "verification"}`` (verification None when turned off).
+        ``{"path", "verification"}`` (verification: ``verify_half``'s report, None when turned off).
 
     Raises:
-        ExportError: ``verify`` without a CUDA provider (nothing written).
-        VerificationError: float16 disagrees with float32 beyond ``MIN_AGREEMENT``.
+        ExportError: ``verify`` without a CUDA provider (nothing written). DataError: ``verify``
+            without the dataset prepared.
+        VerificationError: float16 loses more than ``gate.max_miou_drop`` (nothing written).
     """
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -58,8 +65,8 @@ def half_graph(float_path: Path, verify: bool = True) -> dict:
     verification = None
     if verify:
         try:
-            verification = compare_on_cuda(float_path, target, meta)
-        except VerificationError:
+            verification = verify_half(float_path, target, meta, gate or GateOptions(), providers=CUDA)
+        except Exception:
             target.unlink(missing_ok=True)
             raise
     sidecar = {**meta, "onnx": target.name, "precision": "float16 (input and output float32)",
@@ -69,24 +76,32 @@ def half_graph(float_path: Path, verify: bool = True) -> dict:
     return {"path": target, "verification": verification}
 
 
-def compare_on_cuda(float_path: Path, half_file: Path, meta: dict) -> dict:
-    """float32 (CPU) against float16 (CUDA) on random inputs at the export size."""
-    import onnxruntime as ort
+def verify_half(float_path: Path, half_file: Path, meta: dict, gate: GateOptions,
+                providers: tuple[str, ...]) -> dict:
+    """The float graph (CPU) and the float16 graph (on ``providers``) scored by ``export.gate``.
 
-    height, width = meta["export_size"]
-    rng = np.random.default_rng(0)
-    shape = (1, height, width, 3) if meta["preprocessing"] else (1, 3, height, width)
-    feed = rng.integers(0, 256, shape).astype(np.uint8) if meta["preprocessing"] else \
-        rng.random(shape, dtype=np.float32)
-    ref = ort.InferenceSession(str(float_path), providers=["CPUExecutionProvider"]).run(None, {"image": feed})[0]
-    got = ort.InferenceSession(str(half_file), providers=["CUDAExecutionProvider"]).run(None, {"image": feed})[0]
-    if meta["argmax"]:
-        agreement = float((ref == got).mean())
-    else:
-        agreement = float((ref.argmax(1) == got.argmax(1)).mean())
-    result = {"agreement": agreement, "max_abs_diff": None if meta["argmax"] else float(np.abs(ref - got).max()),
-              "shape": list(shape)}
-    if agreement < MIN_AGREEMENT:
-        raise VerificationError(f"float16 graph agrees with float32 on {agreement:.2%} of pixels (< "
-                                f"{MIN_AGREEMENT:.0%}); nothing written; keep the float graph")
-    return result
+    Returns:
+        ``score_pair``'s report (``float`` and ``fp16`` scores, ``miou_drop``, ``pixel_agreement``)
+        with ``providers``.
+
+    Raises:
+        DataError: the dataset is not prepared. VerificationError: a drop over ``gate.max_miou_drop``.
+    """
+    from contextrast_cli.evaluation.onnx import OnnxSegmentor, graph_dataset
+
+    dataset = graph_dataset(float_path, meta, gate.data_root)
+    reference, candidate = OnnxSegmentor(float_path, meta), OnnxSegmentor(half_file, meta, providers=providers)
+    return {**half_gate(candidate, reference, meta, dataset, gate), "providers": list(providers)}
+
+
+def half_gate(candidate, reference, meta: dict, dataset, gate: GateOptions) -> dict:
+    """``score_pair`` of two graph runners (float16, float), refused over ``gate.max_miou_drop``.
+
+    Raises:
+        VerificationError: float16 loses more than ``gate.max_miou_drop`` mIoU points.
+    """
+    report = score_pair(candidate, reference, meta, dataset, gate, "fp16")
+    if (error := refusal(report, "fp16", gate, "keep the float graph")) is not None:
+        raise error
+    return report
+

@@ -5,6 +5,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from contextrast_cli.export.gate import GateOptions
 from contextrast_cli.export.graph import ExportOptions, ExportResult
 from contextrast_cli.export.quantize import QuantizeOptions
 
@@ -20,23 +21,31 @@ class ExportReport:
 
 def export_all(checkpoint: Path, out_file: Path | None, options: ExportOptions, half: bool = False,
                quantize: QuantizeOptions | None = None,
-               status: Callable[[str], None] = lambda _: None) -> ExportReport:
+               status: Callable[[str], None] = lambda _: None,
+               half_gate: GateOptions | None = None) -> ExportReport:
     """Export ``checkpoint`` to ONNX (verified), then ``FILE.fp16.onnx`` with ``half`` and
     ``FILE.int8.onnx`` with ``quantize``.
 
+    Args:
+        half_gate: the images the float16 graph is verified on and its largest mIoU drop
+            (default: the whole val split, 1 point).
+
     Raises:
-        DataError: ``quantize`` without the checkpoint's prepared dataset. ExportError: ``half`` with
-            verification where onnxruntime has no CUDA provider. Both before the slow export.
-        VerificationError: a graph that disagrees with PyTorch, or int8 over its accuracy gate.
+        DataError: ``quantize``, or ``half`` with verification, without the checkpoint's prepared
+            dataset. ExportError: ``half`` with verification where onnxruntime has no CUDA provider.
+            Both before the slow export.
+        VerificationError: a graph that disagrees with PyTorch, or int8 / float16 over its accuracy gate.
     """
     from contextrast_cli.export.write import export_checkpoint
 
-    if quantize is not None:  # the dataset is needed: say so before the slow export
-        _check_prepared(checkpoint, quantize.data_root)
+    half_gate = half_gate or GateOptions()
     if half and options.verify:  # before the slow export: can it be verified here?
         from contextrast_cli.export.half import require_cuda
 
         require_cuda()
+        _check_prepared(checkpoint, half_gate.data_root)
+    if quantize is not None:  # the dataset is needed: say so before the slow export
+        _check_prepared(checkpoint, quantize.data_root)
     status("exporting to ONNX (torch.onnx, dynamo)")
     result = export_checkpoint(checkpoint, out_file, options)
     fp16 = int8 = None
@@ -44,7 +53,7 @@ def export_all(checkpoint: Path, out_file: Path | None, options: ExportOptions, 
         from contextrast_cli.export.half import half_graph
 
         status("float16 graph")
-        fp16 = half_graph(result.path, verify=options.verify)
+        fp16 = half_graph(result.path, verify=options.verify, gate=half_gate)
     if quantize is not None:
         from contextrast_cli.export.quantize import quantize_graph
 

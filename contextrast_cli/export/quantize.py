@@ -3,9 +3,11 @@
 onnxruntime's static quantization: ORT's pre-processing step (``quant_pre_process``: shape
 inference and graph optimisation), then ``quantize_static`` in QDQ format with per-channel
 int8 weights and uint8 activations whose ranges are calibrated (MinMax) on real images of the
-checkpoint's dataset. The int8 graph is compared with the float one on the validation split
-(mIoU of each, the share of pixels where they agree, onnxruntime latency of each at batch 1);
-it is written, with its sidecar, only if it loses at most ``max_miou_drop`` mIoU points.
+checkpoint's dataset. The int8 graph is compared with the float one on the validation split by
+``export.gate`` (mIoU and the other scores of each under the sidecar's evaluation settings, as
+``evaluate --onnx`` measures them; the share of pixels where they agree), and onnxruntime's
+latency of each at batch 1 is measured apart; it is written, with its sidecar, only if it loses
+at most ``max_miou_drop`` mIoU points.
 Otherwise nothing is written and the message names the layers whose int8 outputs are furthest
 from float (onnxruntime's QDQ debugging helpers), to keep in float with ``exclude_nodes``.
 """
@@ -17,11 +19,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from onnxruntime.quantization import CalibrationDataReader
 
-from contextrast_cli.errors import ConfigError, VerificationError
+from contextrast_cli.errors import ConfigError
+from contextrast_cli.export.gate import GateOptions, refusal, score_pair
 
 
 @dataclass(frozen=True)
@@ -41,11 +43,12 @@ class QuantizeOptions:
         if self.calibration_images < 1:
             raise ConfigError(f"--calibration-images {self.calibration_images}: calibration needs at least one "
                               f"image; 64 is a good default")
-        if self.verify_images is not None and self.verify_images < 1:
-            raise ConfigError(f"--verify-images {self.verify_images}: give at least one image, or leave it out "
-                              f"for the whole split")
-        if self.max_miou_drop < 0:
-            raise ConfigError(f"--max-miou-drop {self.max_miou_drop}: give a drop in mIoU points >= 0")
+        _ = self.gate  # validates --verify-images and --max-miou-drop
+
+    @property
+    def gate(self) -> GateOptions:
+        """The accuracy gate's options (the verification images, the largest drop)."""
+        return GateOptions(self.verify_split, self.verify_images, self.max_miou_drop, self.data_root)
 
 
 def int8_path(float_path: Path) -> Path:
@@ -55,9 +58,9 @@ def int8_path(float_path: Path) -> Path:
 
 def spaced(items: list, count: int | None) -> list:
     """``count`` items evenly spread over ``items`` (all of them when None or more than there are)."""
-    if count is None or count >= len(items):
-        return list(items)
-    return [items[i] for i in np.linspace(0, len(items) - 1, count).round().astype(int)]
+    from contextrast_cli.evaluation.evaluator import spread
+
+    return [items[i] for i in spread(len(items), count)]
 
 
 class CalibrationImages(CalibrationDataReader):
@@ -79,16 +82,12 @@ class CalibrationImages(CalibrationDataReader):
 
 
 def load_image(path: Path, meta: dict) -> torch.Tensor:
-    """(1, 3, H, W) float RGB in [0, 1]; resized to the export size for a static graph."""
-    import cv2
-
+    """(1, 3, H, W) float RGB in [0, 1]; resized to the export size for a static graph, as
+    ``OnnxSegmentor`` resizes the images it evaluates."""
     from contextrast_cli.data.loading import read_rgb
+    from contextrast_cli.evaluation.onnx import graph_sized
 
-    rgb = read_rgb(path)
-    if not meta["dynamic"]:
-        height, width = meta["export_size"]
-        rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
-    return torch.from_numpy(rgb).permute(2, 0, 1).float().div(255)[None]
+    return graph_sized(torch.from_numpy(read_rgb(path)).permute(2, 0, 1).float().div(255)[None], meta)
 
 
 def quantize_graph(float_path: Path, options: QuantizeOptions, on_step=lambda _: None) -> dict:
@@ -107,18 +106,14 @@ def quantize_graph(float_path: Path, options: QuantizeOptions, on_step=lambda _:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from contextrast_cli.atomic import atomic_write, atomic_write_text
-    from contextrast_cli.data.prepared import list_pairs, read_prepared, resolve_root
-    from contextrast_cli.evaluation.evaluator import check_classes
-    from contextrast_cli.evaluation.onnx import read_sidecar
+    from contextrast_cli.data.prepared import list_pairs
+    from contextrast_cli.evaluation.onnx import graph_dataset, read_sidecar
 
     float_path = Path(float_path)
     meta = read_sidecar(float_path)
-    name = meta["dataset"]["name"]
-    dataset = read_prepared(resolve_root(name, options.data_root), name)
-    check_classes(dataset, meta["dataset"]["classes"], float_path)
+    dataset = graph_dataset(float_path, meta, options.data_root)
     calibration = spaced([image for image, _ in list_pairs(dataset.root, options.calibration_split)],
                          options.calibration_images)
-    checks = spaced(list_pairs(dataset.root, options.verify_split), options.verify_images)
     target = int8_path(float_path)
     with tempfile.TemporaryDirectory(dir=float_path.parent, prefix=".quantize-") as work:
         pre, candidate = Path(work) / "pre.onnx", Path(work) / "int8.onnx"
@@ -128,15 +123,12 @@ def quantize_graph(float_path: Path, options: QuantizeOptions, on_step=lambda _:
         quantize_static(str(pre), str(candidate), CalibrationImages(calibration, meta), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(options.exclude_nodes))
-        on_step(f"comparing int8 with float on {len(checks)} {options.verify_split} images")
-        report = compare(float_path, candidate, meta, checks, dataset, options)
+        on_step(f"comparing int8 with float on the {options.verify_split} images")
+        report = compare(float_path, candidate, meta, dataset, options)
         if report["miou_drop"] > options.max_miou_drop:
             worst = sensitive_nodes(pre, candidate, CalibrationImages(calibration[:4], meta))
-            raise VerificationError(
-                f"int8 loses {report['miou_drop']:.2f} mIoU points on {len(checks)} {options.verify_split} images "
-                f"({report['float']['mIoU'] * 100:.2f} -> {report['int8']['mIoU'] * 100:.2f}; more than "
-                f"--max-miou-drop {options.max_miou_drop:g}); nothing written; keep the layers furthest from "
-                f"float in float with --exclude-nodes {','.join(worst)} (or calibrate on more images)")
+            raise refusal(report, "int8", options.gate, f"keep the layers furthest from float in float with "
+                          f"--exclude-nodes {','.join(worst)} (or calibrate on more images)")
         atomic_write(target, lambda tmp: os.replace(candidate, tmp))
     sidecar = {**meta, "onnx": target.name, "quantization": {
         "format": "QDQ", "weights": "int8 per channel", "activations": "uint8 per tensor", "calibration": "MinMax",
@@ -146,36 +138,19 @@ def quantize_graph(float_path: Path, options: QuantizeOptions, on_step=lambda _:
     return {"path": target, **sidecar["quantization"]}
 
 
-def compare(float_path: Path, int8_file: Path, meta: dict, pairs: list, dataset, options: QuantizeOptions) -> dict:
-    """mIoU of both graphs, their pixel agreement and latency, over ``pairs`` (image, label)."""
-    from contextrast_cli.config import eval_settings
-    from contextrast_cli.data.loading import read_label
-    from contextrast_cli.evaluation.inference import predict_probs
-    from contextrast_cli.evaluation.metrics import confusion_matrix, confusion_scores
+def compare(float_path: Path, int8_file: Path, meta: dict, dataset, options: QuantizeOptions) -> dict:
+    """``export.gate.score_pair`` of both graphs (the scores ``evaluate --onnx`` gives each), plus
+    each graph's latency and the speed-up."""
+    from contextrast_cli.data.prepared import list_pairs
     from contextrast_cli.evaluation.onnx import OnnxSegmentor
 
     graphs = {"float": OnnxSegmentor(float_path, meta), "int8": OnnxSegmentor(int8_file, meta)}
-    single = eval_settings({"scales": (1.0,), "flip": False, "mode": "whole", "boundary": False})
-    k = dataset.num_classes
-    conf = {key: torch.zeros(k, k, dtype=torch.int64) for key in graphs}
-    agree = total = 0
-    for image_path, label_path in pairs:
-        image, label = load_image(image_path, meta), torch.from_numpy(read_label(label_path)).long()[None]
-        if tuple(image.shape[-2:]) != tuple(label.shape[-2:]):  # a static graph: labels at the export size
-            label = torch.nn.functional.interpolate(label[:, None].float(), size=image.shape[-2:],
-                                                    mode="nearest")[:, 0].long()
-        preds = {key: predict_probs(g, image, single).argmax(1) for key, g in graphs.items()}
-        for key, pred in preds.items():
-            conf[key] += confusion_matrix(pred, label, k)
-        agree += int((preds["float"] == preds["int8"]).sum())
-        total += preds["float"].numel()
-    scores = {key: confusion_scores(c, dataset.classes) for key, c in conf.items()}
-    latency = {key: latency_ms(g, load_image(pairs[0][0], meta), options.latency_runs) for key, g in graphs.items()}
-    return {"images": len(pairs), "split": options.verify_split,
-            "float": {"mIoU": scores["float"]["mIoU"], "latency_ms": latency["float"]},
-            "int8": {"mIoU": scores["int8"]["mIoU"], "latency_ms": latency["int8"]},
-            "miou_drop": round((scores["float"]["mIoU"] - scores["int8"]["mIoU"]) * 100, 4),
-            "pixel_agreement": agree / total, "speedup": latency["float"] / latency["int8"]}
+    report = score_pair(graphs["int8"], graphs["float"], meta, dataset, options.gate, "int8")
+    image = load_image(list_pairs(dataset.root, options.verify_split)[0][0], meta)
+    for key, graph in graphs.items():
+        report[key]["latency_ms"] = latency_ms(graph, image, options.latency_runs)
+    report["speedup"] = report["float"]["latency_ms"] / report["int8"]["latency_ms"]
+    return report
 
 
 def latency_ms(graph, image: torch.Tensor, runs: int) -> float:

@@ -1,5 +1,6 @@
-"""A run's record of itself: ``metrics.jsonl`` (every logged line and validation), ``curves.png``
-(redrawn at each validation) and, with ``train.tensorboard``, TensorBoard event files in
+"""A run's record of itself: ``metrics.jsonl`` (every logged line and validation, without the
+confusion matrix), ``curves.png``, ``per_class.csv`` and ``confusion.png`` (redrawn at each
+validation: the latest validation's) and, with ``train.tensorboard``, TensorBoard event files in
 ``tensorboard/``. Written by the main process only."""
 
 import json
@@ -99,6 +100,24 @@ class RunLog:
         except Exception as exc:  # noqa: BLE001
             return f"note: curves.png not drawn: {type(exc).__name__}: {exc}"
         return None
+
+    def validation(self, iteration: int, metrics: dict) -> list[str]:
+        """Log a validation (``evaluate_split``'s metrics): its record (the confusion matrix left
+        out: ``confusion.png`` and the checkpoints hold it), then redraw ``curves.png`` and rewrite
+        ``per_class.csv`` and ``confusion.png``. Returns notes of what could not be drawn or written."""
+        self.write({"iteration": iteration, **{k: v for k, v in metrics.items() if k != "confusion"}})
+        return [note for note in (self.plot(), self.report(iteration, metrics)) if note]
+
+    def report(self, iteration: int, metrics: dict) -> str | None:
+        """Rewrite ``per_class.csv`` and ``confusion.png``; a note when they could not be written
+        (as ``plot``: it costs the files, not the run)."""
+        from contextrast_cli.viz.report import write_report
+
+        try:
+            title = f"{metrics['split']} ({metrics['num_images']} images), iteration {iteration}"
+            return write_report(metrics, self.run_dir, f"{self.title}: {title}" if self.title else title)
+        except Exception as exc:  # noqa: BLE001
+            return f"note: per_class.csv not written: {type(exc).__name__}: {exc}"
 
     def close(self) -> None:
         if self.writer is not None:

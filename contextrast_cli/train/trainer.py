@@ -283,8 +283,7 @@ class Trainer:
         self.objective.train()
         self.last_metrics = metrics
         if self.runtime.is_main:
-            self.log.write({"iteration": self.iteration, **metrics})
-            if note := self.log.plot():
+            for note in self.log.validation(self.iteration, metrics):
                 self.reporter.message(note)
         miou = metrics["mIoU"]
         self.reporter.message(f"iteration {self.iteration}: {cfg.eval.split} mIoU {miou:.4f}  "

@@ -4,7 +4,8 @@ ablations.
 Owns: ``bane_view`` (BANE's maps and picks for one image, computed with the loss's own
 ``select_negatives``), ``boundaries`` (the command's library call: checkpoints -> figures),
 and the drawing, which takes plain arrays and imports no torch: ``panels``, ``layout``,
-``figures`` (the BANE figures), ``charts`` (training curves, ablation bars).
+``figures`` (the BANE figures), ``charts`` (training curves, ablation bars, confusion matrices),
+and ``report`` (an evaluation's ``per_class.csv`` and ``confusion.png``).
 
 May import: evaluation, contrast, models, data, runtime, config, errors, atomic (never train,
 experiments, export or cli).

@@ -1,10 +1,14 @@
-"""Plots with matplotlib (Agg, no screen): a run's training curves and an ablation's bar chart.
+"""Plots with matplotlib (Agg, no screen): a run's training curves, an ablation's bar chart and
+an evaluation's confusion matrix.
 
-Both take plain records (``metrics.jsonl`` lines, an ablation summary) and write a PNG atomically.
+Each takes plain records (``metrics.jsonl`` lines, an ablation summary, a matrix of counts) and
+writes a PNG atomically.
 """
 
 from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from contextrast_cli.atomic import atomic_write
 
@@ -86,3 +90,41 @@ def ablation_chart(summary: dict, scores: Sequence[tuple[str, str]], path: Path)
     fig.suptitle(f"{summary['split']}, seeds {', '.join(map(str, summary['seeds']))} (mean +- std)")
     fig.tight_layout()
     return _save(fig, path)
+
+
+NUMBERS_UP_TO = 30
+"""A confusion matrix of at most this many classes has its percentages written in the cells."""
+
+
+def confusion_figure(matrix: Sequence[Sequence[int]], classes: Sequence[str], title: str = ""):
+    """The figure of a confusion matrix of counts (rows = ground truth, columns = prediction),
+    each row normalised to the share of its ground-truth pixels; class names on both axes. Its
+    side grows with the class count (150 classes: about 2700 pixels at 100 dpi) and the names
+    shrink to fit; above ``NUMBERS_UP_TO`` classes the cells carry no numbers, only colour."""
+    plt = _pyplot()
+    counts = np.asarray(matrix, dtype=np.float64)
+    k = len(classes)
+    rows = counts.sum(1, keepdims=True)
+    share = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+    side = min(max(5.0, 0.16 * k + 2.5), 30.0)  # inches: 150 classes, a cell of ~15 pixels at 100 dpi
+    size = 8.0 if k <= NUMBERS_UP_TO else max(4.0, min(8.0, 900 / k))  # points: 150 classes, 6
+    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_xticks(range(k), list(classes), rotation=90, fontsize=size)
+    ax.set_yticks(range(k), list(classes), fontsize=size)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("ground truth")
+    if k <= NUMBERS_UP_TO:
+        for i, j in zip(*np.nonzero(share >= 0.005)):
+            ax.text(j, i, f"{share[i, j] * 100:.0f}", ha="center", va="center", fontsize=size - 1,
+                    color="white" if share[i, j] > 0.5 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02, label="share of the ground-truth class's pixels")
+    what = "confusion matrix, each row normalised" + ("; cells in %" if k <= NUMBERS_UP_TO else "")
+    ax.set_title(f"{title}\n{what}" if title else what, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_chart(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: Path, title: str = "") -> Path:
+    """``confusion.png``: ``confusion_figure`` written atomically."""
+    return _save(confusion_figure(matrix, classes, title), path)

@@ -31,10 +31,18 @@ def test_run_writes_self_describing_outputs(tiny_config):
     result = Trainer(tiny_config).run()
     files = {p.name for p in result.run_dir.iterdir()}
     assert files == {"config.yaml", "metrics.jsonl", "curves.png", "last.pt", "best.pt", "iter_000002.pt",
-                     "iter_000004.pt"}
+                     "iter_000004.pt", "per_class.csv", "confusion.png"}
     curves = cv2.imread(str(result.run_dir / "curves.png"))
     assert curves is not None and curves.shape[0] > 400 and curves.std() > 0
+    confusion = cv2.imread(str(result.run_dir / "confusion.png"))
+    assert confusion is not None and confusion.shape[0] >= 450 and confusion.std() > 0
     records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    # the table of the last validation, beside the curves; the matrix is in the checkpoint, not the log
+    table = (result.run_dir / "per_class.csv").read_text().splitlines()
+    last_iou = load_checkpoint(result.run_dir / "last.pt")["metrics"]["IoU"]
+    assert [line.split(",")[0] for line in table[1:]] == list(last_iou)
+    assert [line.split(",")[1] for line in table[1:]] == ["" if v is None else str(v) for v in last_iou.values()]
+    assert all("confusion" not in r for r in records)
     assert [r["iteration"] for r in records if "loss" in r] == [1, 2, 3, 4]
     assert [r["iteration"] for r in records if "mIoU" in r] == [2, 4]
     payload = load_checkpoint(result.run_dir / "last.pt")
