@@ -34,17 +34,55 @@ def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int,
     Returns:
         means (K, D) (zero rows for absent classes) and counts (K,) int64.
     """
-    batch, dim, pixels = emb.shape
-    bins = torch.where((labels >= 0) & (labels < num_classes), labels, num_classes)  # (B, N), K = ignored
-    dtype = torch.promote_types(emb.dtype, torch.float32)
-    sums = emb.new_zeros(batch, dim, num_classes + 1, dtype=dtype)
-    sums = sums.scatter_add(2, bins[:, None, :].expand(batch, dim, pixels), emb.to(dtype))
-    sums = sums.sum(0)[:, :num_classes].T  # (K, D)
+    bins = pixel_bins(labels, num_classes)
+    sums, _ = sampled_layer(emb, bins, bins.new_zeros(0), num_classes)
     counts = count_ids(bins, num_classes + 1)[:num_classes]
+    return means_of(sums, counts, group)
+
+
+def pixel_bins(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(P,) each pixel's class, ``num_classes`` for ignored ones (labels (B, N) flattened)."""
+    flat = labels.reshape(-1)
+    return torch.where((flat >= 0) & (flat < num_classes), flat, num_classes)
+
+
+def means_of(sums: torch.Tensor, counts: torch.Tensor, group=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class means from class sums (K, D) and counts (K,), both over the global batch with ``group``."""
     if group is not None:  # counts ride along as one more column (exact in float32 below 2**24)
         both = global_sum(torch.cat([sums, counts[:, None].to(sums.dtype)], 1), group)
         sums, counts = both[:, :-1], both[:, -1].round().long()
     return sums / counts.clamp_min(1)[:, None].to(sums.dtype), counts
+
+
+def sampled_layer(emb: torch.Tensor, bins: torch.Tensor, index: torch.Tensor,
+                  num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer's class sums (K, D) and the embeddings of the sampled pixels ``index`` (M,) as rows
+    (M, D), in float32 at least, from ``emb`` (B, D, N) and each pixel's class ``bins`` (P,) (K:
+    ignored). One copy of the map with each pixel's channels contiguous serves both; the backward
+    writes dL/demb once: each pixel's class-sum gradient, plus the sampled rows' gradients added
+    in place (``_SampledLayer``)."""
+    return _SampledLayer.apply(emb, bins, index, num_classes)
+
+
+class _SampledLayer(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, emb, bins, index, num_classes):
+        batch, dim, pixels = emb.shape
+        dtype = torch.promote_types(emb.dtype, torch.float32)
+        rows = emb.permute(0, 2, 1).reshape(batch * pixels, dim).to(dtype)  # (P, D), one copy
+        sums = rows.new_zeros(num_classes + 1, dim).index_add_(0, bins, rows)[:num_classes]
+        ctx.save_for_backward(bins, index)
+        ctx.spec = (emb.shape, emb.dtype)
+        return sums, rows.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad_sums, grad_rows):
+        bins, index = ctx.saved_tensors
+        (batch, dim, pixels), dtype = ctx.spec
+        table = torch.cat([grad_sums, grad_sums.new_zeros(1, dim)])  # ignored pixels: no gradient
+        grad = table.index_select(0, bins)  # (P, D): every pixel's share of its class sum
+        grad.index_add_(0, index, grad_rows.to(grad.dtype))  # the sampled pixels' own terms
+        return grad.view(batch, pixels, dim).permute(0, 2, 1).to(dtype), None, None, None
 
 
 def process_group():
@@ -102,14 +140,6 @@ def contextual_anchors(means: list[torch.Tensor], counts: list[torch.Tensor], w_
     return anchors
 
 
-def pixel_rows(emb: torch.Tensor) -> torch.Tensor:
-    """(B, D, N) -> (B*N, D): one copy of the layer with each pixel's channels contiguous, so that
-    gathering the sampled pixels is a fast row selection (and its backward a row scatter-add);
-    the backward hands the gradient back as a view in the map's layout."""
-    batch, dim, pixels = emb.shape
-    return emb.permute(0, 2, 1).reshape(batch * pixels, dim)
-
-
 def pixel_anchor_loss(anchors: torch.Tensor, emb: torch.Tensor, positives: Positives,
                       negatives: NegativeSelection, tau: float) -> dict[str, torch.Tensor]:
     """L_i of METHOD.md: mean over the classes with positives of the mean positive InfoNCE term
@@ -126,13 +156,23 @@ def pixel_anchor_loss(anchors: torch.Tensor, emb: torch.Tensor, positives: Posit
         ``loss`` (scalar; 0 when no class has a positive), ``pos_sim`` and ``neg_sim`` (mean
         cosine similarity of the positives and negatives used, detached).
     """
-    dtype = torch.promote_types(emb.dtype, torch.float32)
+    batch, dim, pixels = emb.shape
+    rows = emb.permute(0, 2, 1).reshape(batch * pixels, dim).index_select(0, sample_index(positives, negatives))
+    return sampled_loss(anchors, rows, positives, negatives, tau)
+
+
+def sample_index(positives: Positives, negatives: NegativeSelection) -> torch.Tensor:
+    """The pixels ``sampled_loss`` reads, in its order: positives, BANE picks, the pool."""
+    return torch.cat([positives.index, negatives.bane.index, negatives.pool])
+
+
+def sampled_loss(anchors: torch.Tensor, rows: torch.Tensor, positives: Positives, negatives: NegativeSelection,
+                 tau: float) -> dict[str, torch.Tensor]:
+    """``pixel_anchor_loss`` from the embeddings of ``sample_index``'s pixels as rows (M, D)."""
+    dtype = torch.promote_types(rows.dtype, torch.float32)
     anchors, bane = anchors.to(dtype), negatives.bane
     sizes = (positives.index.numel(), bane.index.numel(), negatives.pool.numel())
-    # one gather for every sampled pixel: positives, BANE picks, the pool
-    index = torch.cat([positives.index, bane.index, negatives.pool])
-    rows = pixel_rows(emb).index_select(0, index).to(dtype)
-    pos_rows, bane_rows, pool_rows = rows.split(sizes)
+    pos_rows, bane_rows, pool_rows = rows.to(dtype).split(sizes)
     pos_cos = (pos_rows * anchors.index_select(0, positives.anchor)).sum(1)  # (Mp,) a dot with its own anchor
     bane_cos = (bane_rows * anchors.index_select(0, bane.anchor)).sum(1)  # (Mb,) a pick is a negative of one anchor
     pool_cos = anchors @ pool_rows.T  # (K, L)

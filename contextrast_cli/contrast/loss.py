@@ -11,11 +11,14 @@ import inspect
 from collections.abc import Sequence
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from contextrast_cli.contrast.arguments import check, check_common, check_contextrast, check_inputs
-from contextrast_cli.contrast.ccl import class_means, contextual_anchors, pixel_anchor_loss, process_group
+from contextrast_cli.contrast.bane import count_ids
+from contextrast_cli.contrast.ccl import (contextual_anchors, means_of, pixel_bins, process_group, sample_index,
+                                          sampled_layer, sampled_loss)
 from contextrast_cli.contrast.heads import build_heads
 from contextrast_cli.contrast.pixel_contrast import pixel_contrast_loss
 from contextrast_cli.contrast.sampling import choose_anchors, sample_positives, select_negatives
@@ -111,44 +114,56 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
             ValueError: tensors whose shapes do not match the settings.
         """
         check_inputs(features, logits, target, self.num_classes, self.in_channels, self.layers)
-        group, largest = self._group(), max(self.num_classes, abs(self.ignore_index))
-        flats, labels, means, counts = [], [], [], []
-        for layer, head in zip(self.layers, self.heads):
-            emb = head(features[layer - 1])  # (B, D, h, w)
-            labels.append(resize_labels(target, emb.shape[-2:], largest))  # (B, h, w)
-            with torch.autocast(emb.device.type, enabled=False):  # the loss runs in float32 (float64 stays)
-                flats.append(emb.flatten(2))  # (B, D, h*w), a view in the head's dtype: upcast inside
-                mean, count = class_means(flats[-1], labels[-1].flatten(1), self.num_classes, group)
-            means.append(mean)
-            counts.append(count)
-        present = torch.stack(counts).sum(0) > 0  # at any layer, over the global batch
+        group, largest, k = self._group(), max(self.num_classes, abs(self.ignore_index)), self.num_classes
+        embs = [head(features[layer - 1]) for layer, head in zip(self.layers, self.heads)]  # (B, D, h, w) each
+        labels = [resize_labels(target, emb.shape[-2:], largest) for emb in embs]
+        bins = [pixel_bins(lab, k) for lab in labels]
+        local = torch.stack([count_ids(b, k + 1)[:k] for b in bins])  # (I, K): this process's pixels
+        counts = local
+        if group is not None:  # every process samples for the classes of the global batch
+            counts = local.clone()
+            dist.all_reduce(counts, group=group)
+        present = counts.sum(0) > 0
         anchored = choose_anchors(present, self.max_anchors, group)
         terms = {"ccl_present": present.sum().float(), "ccl_anchored": anchored.sum().float()}
-        prediction = logits.detach().argmax(1)  # (B, H, W), once for every layer
-        with torch.autocast(logits.device.type, enabled=False):
-            anchors = contextual_anchors(means, counts, *self.anchor_weights, stop_grad=self.anchor_stop_grad)
+        used = [anchored & (c > 0) for c in counts]  # per layer: the anchors the loss computes
+        samples = self._sample(logits, labels, used, largest)
+        means, rows = [], []
+        with torch.autocast(logits.device.type, enabled=False):  # the loss runs in float32 (float64 stays)
+            for emb, pixel_class, own, (positives, negatives) in zip(embs, bins, local, samples):
+                sums, taken = sampled_layer(emb.flatten(2), pixel_class, sample_index(positives, negatives), k)
+                means.append(means_of(sums, own, group)[0])
+                rows.append(taken)
+            anchors = contextual_anchors(means, list(counts), *self.anchor_weights, stop_grad=self.anchor_stop_grad)
             for index, layer in enumerate(self.layers):
-                pred = resize_labels(prediction, labels[index].shape[-2:], largest)
-                terms.update(self._layer_terms(layer, self.lambdas[index], flats[index], labels[index], pred,
-                                               anchors[index], anchored & (counts[index] > 0)))
+                out = sampled_loss(anchors[index], rows[index], *samples[index], self.tau)
+                terms.update(self._layer_terms(layer, self.lambdas[index], out, used[index], samples[index][1]))
         return terms
 
     def _group(self):
         """The default process group when anchors are synchronised over several processes, else None."""
         return process_group() if self.sync_anchors else None
 
-    def _layer_terms(self, layer: int, weight: float, flat: torch.Tensor, labels: torch.Tensor,
-                     pred: torch.Tensor, anchor: torch.Tensor, anchored: torch.Tensor) -> dict[str, torch.Tensor]:
-        num_classes = anchor.shape[0]
-        positives = sample_positives(labels.reshape(-1), num_classes, self.max_positives, anchored)
-        negatives = select_negatives(pred, labels, num_classes, self.max_negatives, self.bane_ratio,
-                                     self.ignore_index, anchored=anchored)
-        out = pixel_anchor_loss(anchor, flat, positives, negatives, self.tau)
-        classes = anchored.sum().float().clamp_min(1)
+    def _sample(self, logits: torch.Tensor, labels: list[torch.Tensor], anchored: list[torch.Tensor],
+                largest: int) -> list[tuple]:
+        """Each layer's positives and negatives (``sample_positives``, ``select_negatives``)."""
+        prediction = logits.detach().argmax(1)  # (B, H, W), once for every layer
+        samples = []
+        for lab, classes in zip(labels, anchored):
+            positives = sample_positives(lab.reshape(-1), self.num_classes, self.max_positives, classes)
+            pred = resize_labels(prediction, lab.shape[-2:], largest)
+            negatives = select_negatives(pred, lab, self.num_classes, self.max_negatives, self.bane_ratio,
+                                         self.ignore_index, anchored=classes)
+            samples.append((positives, negatives))
+        return samples
+
+    def _layer_terms(self, layer: int, weight: float, out: dict, used: torch.Tensor,
+                     negatives) -> dict[str, torch.Tensor]:
+        classes = used.sum().float()
         return {f"loss_ccl_l{layer}": self.alpha * weight * out["loss"],
-                f"ccl_l{layer}_classes": anchored.sum().float(),
-                f"ccl_l{layer}_bane": negatives.bane.valid.sum().float() / classes,
-                f"ccl_l{layer}_topup": negatives.topup.sum().float() / classes,
+                f"ccl_l{layer}_classes": classes,
+                f"ccl_l{layer}_bane": negatives.bane.valid.sum().float() / classes.clamp_min(1),
+                f"ccl_l{layer}_topup": negatives.topup.sum().float() / classes.clamp_min(1),
                 f"ccl_l{layer}_pos_sim": out["pos_sim"],
                 f"ccl_l{layer}_neg_sim": out["neg_sim"]}
 
