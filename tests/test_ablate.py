@@ -151,12 +151,17 @@ def test_vary_a_list_valued_key_and_a_grid_resumes_and_tabulates(tmp_path, monke
             os.kill(os.getpid(), signal.SIGTERM)
         return terms
 
-    sets = [a for o in [*tiny_overrides(tmp_path), "contrast.method=contextrast"] for a in ("--set", o)]
+    pytest.importorskip("mlflow")
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # MLflow's local store: ./mlruns/
+    sets = [a for o in [*tiny_overrides(tmp_path), "contrast.method=contextrast", "train.loggers=[mlflow]"]
+            for a in ("--set", o)]
     args = ["ablate", "--preset", "toy", "--vary", "contrast.layers=[4],[3,4]", "--vary",
             "contrast.bane.ratio=0.25,1.0", "--seeds", "0", "--out", tmp_path / "abl", "--no-features", *sets]
     monkeypatch.setattr(Trainer, "_step", sigterm_in_the_last_run)
     assert invoke(*args).exit_code == 143
-    monkeypatch.undo()
+    monkeypatch.setattr(Trainer, "_step", original)
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     assert "2 variant(s) x 1 seed(s)" not in result.output and "4 variant(s) x 1 seed(s) = 4 runs" in result.output
@@ -179,6 +184,14 @@ def test_vary_a_list_valued_key_and_a_grid_resumes_and_tabulates(tmp_path, monke
     assert f"| {labels[3]} | mIoU | {diff * 100:+.2f} |" in table
     trained = __import__("contextrast_cli.models.checkpoint", fromlist=["x"]).load_checkpoint(folder / names[2] / "last.pt")
     assert trained["config"]["contrast"]["layers"] == [3, 4] and trained["config"]["contrast"]["lambdas"] == [0.7, 1.0]
+    # every run is one MLflow run (the interrupted one continued), tagged with its axis values and seed
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    tracked = client.search_runs([client.get_experiment_by_name("toy").experiment_id])
+    tags = sorted((r.data.tags["axis.contrast.layers"], r.data.tags["axis.contrast.bane.ratio"], r.data.tags["seed"],
+                   r.data.tags["ablation"], r.info.status) for r in tracked)
+    assert tags == sorted((layers, ratio, "0", "abl", "FINISHED") for layers in ("[4]", "[3,4]") for ratio in ("0.25", "1.0"))
 
 
 def test_an_invalid_axis_value_or_a_biased_selection_is_refused_before_training(tmp_path):

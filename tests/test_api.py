@@ -113,7 +113,7 @@ def test_a_timm_features_only_backbone_with_its_own_head_trains():
 # defaults for the rest), not read from the code under test
 PAPER = dict(layers=(1, 2, 3, 4), lambdas=(0.1, 0.4, 0.7, 1.0), alpha=0.1, tau=0.1, embed_dim=256, hidden_cap=512,
              anchor_weights=(0.7, 0.3), anchor_stop_grad=False, max_positives=1024, max_negatives=2048,
-             bane_ratio=0.5, max_anchors=64, sync_anchors=True)
+             bane_ratio=0.5, max_anchors=None, sync_anchors=True)  # None: every present class
 
 
 def test_the_trainer_uses_the_public_loss_with_the_papers_defaults(tiny_config):

@@ -173,8 +173,11 @@ def test_resume_with_a_preset_that_changes_the_network_is_one_line(run, tmp_path
 
 def test_a_run_folder_means_best_pt_or_last_pt_with_a_note(run, tmp_path):
     evaluated = invoke("evaluate", "--checkpoint", run, "--device", "cpu", "--json", tmp_path / "a.json")
-    assert evaluated.exit_code == 0 and "note" not in evaluated.output, evaluated.output
-    assert json.loads((tmp_path / "a.json").read_text())["checkpoint"] == str(run / "best.pt")
+    assert evaluated.exit_code == 0 and "using its last.pt" not in evaluated.output, evaluated.output
+    # best.pt was chosen on val and is scored on val again: said, and recorded in the JSON
+    assert "this best.pt was chosen by its val mIoU during training" in evaluated.output
+    scored = json.loads((tmp_path / "a.json").read_text())
+    assert scored["checkpoint"] == str(run / "best.pt") and scored["selected_on"] == "val"
     early = tmp_path / "early"  # a run stopped before its first validation has no best.pt
     shutil.copytree(run, early)
     (early / "best.pt").unlink()

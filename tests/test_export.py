@@ -105,18 +105,22 @@ def test_export_matches_pytorch_and_holds_only_the_network(name, tmp_path):
         assert float((got - ref).abs().max()) <= 1e-3
         assert float((got.argmax(1) == ref.argmax(1)).double().mean()) >= 0.999
     # a second, independent runtime: the onnx package's reference implementation, at a small size
-    small = torch.rand(1, 3, 32, 40, generator=generator).numpy()
-    by_reference = ReferenceEvaluator(str(result.path)).run(None, {"image": small})[0]
-    by_ort = ort_session.run(None, {"image": small})[0]
-    assert by_reference.shape == by_ort.shape == (1, 5, 32, 40)
-    assert float(np.abs(by_reference - by_ort).max()) <= 1e-3
+    # (the slow pure-Python runtime once here; the export's own check below runs it for every network)
+    if name == "deeplabv3plus":
+        small = torch.rand(1, 3, 32, 40, generator=generator).numpy()
+        by_reference = ReferenceEvaluator(str(result.path)).run(None, {"image": small})[0]
+        by_ort = ort_session.run(None, {"image": small})[0]
+        assert by_reference.shape == by_ort.shape == (1, 5, 32, 40)
+        assert float(np.abs(by_reference - by_ort).max()) <= 1e-3
     assert result.reference["runtime"] == "onnx.reference.ReferenceEvaluator"  # the export's own check ran
     assert result.reference["max_abs_diff"] <= 1e-3
-    # the dynamic graph computes its Resize sizes at run time; a --static one must not
+    # the dynamic graph computes its Resize sizes at run time; a --static one must not (checked on
+    # the network that pads and on one that does not: a second export of each network costs ~10 s)
     assert shape_chains(onnx.load(str(result.path)))
-    fixed = export_checkpoint(tmp_path / "best.pt", tmp_path / "static.onnx",
-                              ExportOptions(height=45, width=77, dynamic=False, verify=False))
-    assert shape_chains(onnx.load(str(fixed.path))) == []
+    if name in ("hrnet", "deeplabv3plus"):
+        fixed = export_checkpoint(tmp_path / "best.pt", tmp_path / "static.onnx",
+                                  ExportOptions(height=45, width=77, dynamic=False, verify=False))
+        assert shape_chains(onnx.load(str(fixed.path))) == []
     # before optimisation the graph's tensors are exactly the network's: parameters + BN statistics
     state = model.state_dict()
     assert result.graph_tensors == {k: tuple(v.shape) for k, v in state.items()

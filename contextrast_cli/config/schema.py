@@ -250,18 +250,28 @@ class TrainConfig(_Section):
     """Run folders are created as <output_dir>/<preset name>/<timestamp>/ (``--runs-dir``)."""
     keep_checkpoints: Annotated[int, Field(ge=0)] = 2
     """Interval checkpoints (iter_000500.pt ...) kept besides last.pt and best.pt; 0 keeps none."""
-    tensorboard: bool = False
-    """Also write TensorBoard event files to <run>/tensorboard/ (pip install 'contextrast[tensorboard]')."""
+    loggers: list[Literal["tensorboard", "mlflow", "wandb"]] = []
+    """Experiment trackers beside metrics.jsonl and curves.png (any subset): tensorboard
+    (<run>/tensorboard/), mlflow (MLFLOW_TRACKING_URI, else a local store in ./mlruns/), wandb
+    (WANDB_MODE=offline works without a network). Extras: pip install 'contextrast[mlflow]' ..."""
 
     @model_validator(mode="before")
     @classmethod
-    def _amp_alias(cls, data: Any) -> Any:
-        """``train.amp``, the older name (old checkpoints, scripts): true -> auto, false -> fp32."""
-        if isinstance(data, dict) and "amp" in data:
+    def _aliases(cls, data: Any) -> Any:
+        """Older names (old checkpoints, scripts): ``train.amp`` true -> precision auto, false ->
+        fp32; ``train.tensorboard: true`` -> ``tensorboard`` in ``loggers``."""
+        if isinstance(data, dict) and ("amp" in data or "tensorboard" in data):
             data = dict(data)
-            amp = data.pop("amp")
-            data.setdefault("precision", "auto" if amp in (True, "true", "True", 1) else "fp32")
+            if "amp" in data:
+                data.setdefault("precision", "auto" if data.pop("amp") in (True, "true", "True", 1) else "fp32")
+            if data.pop("tensorboard", False) in (True, "true", "True", 1):
+                data["loggers"] = [*data.get("loggers", []), "tensorboard"]
         return data
+
+    @field_validator("loggers")
+    @classmethod
+    def _each_logger_once(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
 
     @field_validator("device")
     @classmethod

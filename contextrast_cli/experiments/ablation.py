@@ -195,7 +195,7 @@ def _train(cfg: Config, run_dir: Path, reporter: Reporter, say: Callable[[str], 
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         say(f"{name}: training {cfg.train.iterations} iterations")
-    trainer = Trainer(cfg, resume=payload, run_dir=run_dir, reporter=reporter)
+    trainer = Trainer(cfg, resume=payload, run_dir=run_dir, reporter=reporter, tags=tags)
     try:
         trainer.run()
     except Interrupted as exc:  # the advice is the ablation's, not one run's

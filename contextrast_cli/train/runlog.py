@@ -1,13 +1,16 @@
 """A run's record of itself: ``metrics.jsonl`` (every logged line and validation, without the
-confusion matrix), ``curves.png``, ``per_class.csv`` and ``confusion.png`` (redrawn at each
-validation: the latest validation's) and, with ``train.tensorboard``, TensorBoard event files in
-``tensorboard/``. Written by the main process only."""
+confusion matrix), ``curves.png``, ``per_class.csv``, ``confusion.png`` and ``validation.json``
+(rewritten at each validation: the latest validation's) and the trackers of ``train.loggers``
+(``trackers``: TensorBoard, MLflow, W&B). Written by the main process only."""
 
 import json
 from pathlib import Path
 
 from contextrast_cli.atomic import atomic_write_text
-from contextrast_cli.errors import ConfigError
+from contextrast_cli.train.trackers import Trackers
+
+RUN_FILES = ("config.yaml", "curves.png", "validation.json", "per_class.csv", "confusion.png")
+"""What the trackers receive as artifacts when a run ends."""
 
 
 class MetricsLog:
@@ -53,42 +56,41 @@ def scalars(record: dict, prefix: str = "") -> dict[str, float]:
 
 
 class RunLog:
-    """``metrics.jsonl`` + ``curves.png`` + optional TensorBoard events of one run folder.
+    """``metrics.jsonl`` + ``curves.png`` + the validation report + the trackers of one run folder.
 
     Args:
         resumed_at: the iteration a resumed run continues from: the records after it are dropped
             (``validation_redone``: its validation record too), so none is logged twice.
+        trackers: ``Trackers``' keywords (``kinds``, ``name``, ``config``, ``tags``, ``ids``,
+            ``warn``) on the main process; None logs to the run folder only.
 
     Raises:
-        ConfigError: ``tensorboard`` asked for without the tensorboard package installed.
+        ConfigError: a tracker's package is not installed.
     """
 
-    def __init__(self, run_dir: Path, tensorboard: bool = False, title: str = "", resumed_at: int | None = None,
-                 validation_redone: bool = False) -> None:
+    def __init__(self, run_dir: Path, title: str = "", resumed_at: int | None = None,
+                 validation_redone: bool = False, trackers: dict | None = None) -> None:
         self.run_dir, self.title = Path(run_dir), title
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
         if resumed_at is not None:  # records after the resumed iteration are logged again
             self.metrics.truncate(resumed_at, validation_redone)
-        self.writer = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise ConfigError("train.tensorboard: true needs the tensorboard package: "
-                                  "pip install 'contextrast[tensorboard]' (or set train.tensorboard=false)") from None
-            # purge_step hides the events a resumed run writes again (TensorBoard's own mechanism)
-            purge = None if resumed_at is None else resumed_at + (0 if validation_redone else 1)
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=purge)
+        # purge_step hides the TensorBoard events a resumed run writes again (TensorBoard's own mechanism)
+        purge = None if resumed_at is None else resumed_at + (0 if validation_redone else 1)
+        self.trackers = Trackers(run_dir=self.run_dir, purge_step=purge, **trackers) if trackers else None
+
+    @property
+    def tracker_ids(self) -> dict[str, str]:
+        """The MLflow / W&B run ids, for ``last.pt`` (a resumed run continues them)."""
+        return self.trackers.ids if self.trackers is not None else {}
 
     def write(self, record: dict) -> None:
-        """Append ``record`` (it has an ``iteration``); validation records (with ``split``) go to
-        TensorBoard under ``<split>/``, training ones under ``train/``."""
+        """Append ``record`` (it has an ``iteration``); the trackers get its numbers, validation
+        records (with ``split``) under ``<split>/``, training ones under ``train/``."""
         self.metrics.write(record)
-        if self.writer is not None:
+        if self.trackers is not None:
             group = record.get("split", "train")
-            for key, value in scalars({k: v for k, v in record.items() if k != "num_images"}).items():
-                self.writer.add_scalar(f"{group}/{key}", value, record["iteration"])
-            self.writer.flush()
+            values = scalars({k: v for k, v in record.items() if k != "num_images"})
+            self.trackers.metrics({f"{group}/{key}": value for key, value in values.items()}, record["iteration"])
 
     def plot(self) -> str | None:
         """Redraw ``curves.png`` from everything logged so far; a note when it could not be drawn
@@ -109,16 +111,19 @@ class RunLog:
         return [note for note in (self.plot(), self.report(iteration, metrics)) if note]
 
     def report(self, iteration: int, metrics: dict) -> str | None:
-        """Rewrite ``per_class.csv`` and ``confusion.png``; a note when they could not be written
-        (as ``plot``: it costs the files, not the run)."""
+        """Rewrite ``validation.json``, ``per_class.csv`` and ``confusion.png``; a note when they
+        could not be written (as ``plot``: it costs the files, not the run)."""
         from contextrast_cli.viz.report import write_report
 
         try:
+            atomic_write_text(self.run_dir / "validation.json", json.dumps({"iteration": iteration, **metrics}))
             title = f"{metrics['split']} ({metrics['num_images']} images), iteration {iteration}"
             return write_report(metrics, self.run_dir, f"{self.title}: {title}" if self.title else title)
         except Exception as exc:  # noqa: BLE001
             return f"note: per_class.csv not written: {type(exc).__name__}: {exc}"
 
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+    def close(self, status: str = "FINISHED") -> None:
+        """End the trackers' runs: a finished run (``FINISHED``) uploads ``RUN_FILES`` first; a
+        stopped one (``KILLED``: it resumes later) or a failed one (``FAILED``) does not."""
+        if self.trackers is not None:
+            self.trackers.finish([self.run_dir / name for name in RUN_FILES] if status == "FINISHED" else [], status)

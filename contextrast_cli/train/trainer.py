@@ -59,11 +59,13 @@ class Trainer:
         run_dir: the run folder to continue in (with ``resume``).
         init: a loaded checkpoint whose network (and heads) start a new run (``--init-from``).
         reporter: progress display (rank 0's; the other processes report nothing).
+        tags: tags for the trackers of ``train.loggers`` (an ablation's axis values and seed).
     """
 
     def __init__(self, cfg: Config, *, resume: dict | None = None, run_dir: Path | None = None,
-                 init: tuple[dict, Path] | None = None, reporter: Reporter | None = None) -> None:
-        self.cfg = cfg
+                 init: tuple[dict, Path] | None = None, reporter: Reporter | None = None,
+                 tags: dict[str, str] | None = None) -> None:
+        self.cfg, self.tags = cfg, tags
         if resume is not None:
             check_same_run(resume, cfg)
         self.runtime = rt = setup_runtime(cfg.train.device, cfg.train.precision, cfg.train.seed,
@@ -106,8 +108,8 @@ class Trainer:
         # DDP starts every process from rank 0's weights
         folder, self.best_miou = ddp.broadcast(self._run_folder(run_dir) if rt.is_main else None, rt)
         self.run_dir = Path(folder)
-        self.log = RunLog(self.run_dir, cfg.train.tensorboard and rt.is_main, f"{cfg.name}: {cfg.contrast.method}",
-                          **(self._resumed_at(resume) if rt.is_main else {}))
+        self.log = RunLog(self.run_dir, f"{cfg.name}: {cfg.contrast.method}", **(self._resumed_at(resume) if
+                          rt.is_main else {}), trackers=self._trackers(resume) if rt.is_main else None)
         self.meta = describe(cfg, self.dataset)
         if note:
             self.reporter.message(note)
@@ -127,6 +129,11 @@ class Trainer:
         if resume is None:
             return {}
         return {"resumed_at": self.iteration, "validation_redone": self.pending_validation}
+
+    def _trackers(self, resume: dict | None) -> dict:
+        """``RunLog``'s tracker keywords (rank 0): a resumed run continues its trackers' runs."""
+        return dict(kinds=self.cfg.train.loggers, name=self.cfg.name, config=self.cfg.to_dict(), tags=self.tags,
+                    ids=(resume or {}).get("trackers"), warn=self.reporter.message)
 
     def _restore(self, payload: dict) -> None:
         if payload["dataset"]["classes"] != list(self.dataset.classes):
@@ -183,17 +190,22 @@ class Trainer:
         self.reporter.message(f"run folder: {self.run_dir}  (device {rt.device}{procs}, precision {rt.precision}, "
                               f"{self.dataset.name}: {self.dataset.splits.get('train', '?')} train images)")
         self.reporter.start(total, self.iteration, self.cfg.name)
-        vote = ddp.StopVote(rt)
+        vote, status = ddp.StopVote(rt), "FAILED"
         try:
             with StopSignals() as stop:
                 self._loop(total, stop, vote)
+            status = "FINISHED"
         except KeyboardInterrupt:  # a second Ctrl-C: stop now, keep the last checkpoint as it is
+            status = "KILLED"
             raise Interrupted(f"stopped at once by a second Ctrl-C; the newest checkpoint is from iteration "
                               f"{self.saved_at}: contextrast train --resume {self.run_dir}") from None
+        except Interrupted:
+            status = "KILLED"  # the trackers' run goes on when this one resumes
+            raise
         finally:  # also when the loop raised (Diverged, a checkpoint error): no collective left in flight
             vote.close()
             self.reporter.stop()
-            self.log.close()
+            self.log.close(status)
         return TrainResult(self.run_dir, self.iteration, self.best_miou, self.last_metrics)
 
     def _loop(self, total: int, stop: StopSignals, vote: ddp.StopVote) -> None:
@@ -318,7 +330,7 @@ class Trainer:
     def _payload(self, full: bool) -> dict:
         payload = {**self.meta, "model": self.model.state_dict(), "iteration": self.iteration,
                    "contrast": self.criterion.heads.state_dict() if self.criterion is not None else None,
-                   "metrics": self.last_metrics, "best_miou": self.best_miou}
+                   "metrics": self.last_metrics, "best_miou": self.best_miou, "trackers": self.log.tracker_ids}
         if full:
             states = ddp.gather(rng_state(self.runtime.device), self.runtime)
             payload.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),

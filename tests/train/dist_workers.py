@@ -252,8 +252,11 @@ def trainer_agreement(out: Path, run_dir: Path) -> dict:
     from contextrast_cli.train.trainer import Trainer
 
     payload, _ = load_resumable(run_dir)
-    cfg = trainer_config(out, **{"train.iterations": 6, "train.batch_size": 4})  # 2 images a process (BatchNorm)
-    result = {"best": Trainer(cfg, resume=payload, run_dir=run_dir).best_miou}
+    cfg = trainer_config(out, **{"train.iterations": 6, "train.batch_size": 4,  # 2 images a process (BatchNorm)
+                                 "train.loggers": "[tensorboard]"})
+    first = Trainer(cfg, resume=payload, run_dir=run_dir)
+    result = {"best": first.best_miou, "tracked": first.log.trackers is not None}
+    first.log.close("KILLED")
     votes, real = [], collectives.StopVote
 
     class Recorded(real):

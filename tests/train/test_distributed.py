@@ -139,12 +139,13 @@ def test_distributed_validation_equals_one_process(spawned):
 
 
 def test_the_trainer_agrees_on_its_best_and_leaves_nothing_behind(spawned):
-    """Every process resumes with the best mIoU of the run's best.pt (rank 0 reads it); the stop
-    vote is not left in flight when the loop raises; a constructor that fails after joining the
-    process group (a global batch of 3 on 2 processes) leaves the group."""
+    """Every process resumes with the best mIoU of the run's best.pt (rank 0 reads it); only rank 0
+    has trackers; the stop vote is not left in flight when the loop raises; a constructor that
+    fails after joining the process group (a global batch of 3 on 2 processes) leaves the group."""
     results, _ = spawned
     for rank in range(WORLD):
         got = results[rank]["trainer"]
         assert got["best"] == 0.99, rank
+        assert got["tracked"] is (rank == 0), rank  # only rank 0 logs to the trackers
         assert got["vote_in_flight"] is False, rank
         assert got["failed_with"] == "ConfigError" and got["group_left"] is True, rank

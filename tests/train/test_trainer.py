@@ -31,7 +31,7 @@ def test_run_writes_self_describing_outputs(tiny_config):
     result = Trainer(tiny_config).run()
     files = {p.name for p in result.run_dir.iterdir()}
     assert files == {"config.yaml", "metrics.jsonl", "curves.png", "last.pt", "best.pt", "iter_000002.pt",
-                     "iter_000004.pt", "per_class.csv", "confusion.png"}
+                     "iter_000004.pt", "per_class.csv", "confusion.png", "validation.json"}
     curves = cv2.imread(str(result.run_dir / "curves.png"))
     assert curves is not None and curves.shape[0] > 400 and curves.std() > 0
     confusion = cv2.imread(str(result.run_dir / "confusion.png"))
@@ -56,6 +56,10 @@ def test_run_writes_self_describing_outputs(tiny_config):
     shared = ("mIoU", "aAcc", "mAcc", "IoU", "Acc", "boundary", "num_images")
     assert {k: metrics[k] for k in shared} == {k: validated[k] for k in shared} == {k: last["metrics"][k] for k in shared}
     assert metrics["boundary"]["mBIoU"] is not None
+    # validation.json: the last validation in full (the confusion matrix included), as evaluate --json writes it
+    written = json.loads((result.run_dir / "validation.json").read_text())
+    assert written["iteration"] == 4 and written["mIoU"] == validated["mIoU"]
+    assert written["confusion"] == last["metrics"]["confusion"]
     assert newest_checkpoint(tiny_config.train.output_dir) == result.run_dir / "best.pt"
 
 
