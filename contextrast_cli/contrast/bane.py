@@ -6,6 +6,7 @@ are a flat list of (pixel, anchor) pairs, never a (classes x pixels) matrix. One
 layer's pixels by (predicted class, distance) ranks every E^n at once.
 """
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -125,13 +126,15 @@ def _ranks(order: torch.Tensor, flat_pred: torch.Tensor, counts: torch.Tensor,
     return positions - starts[sorted_class], sorted_class
 
 
-def bane_picks(ranked: RankedErrors, max_negatives: int, anchored: torch.Tensor) -> BanePicks:
+def bane_picks(ranked: RankedErrors, max_negatives: int, anchored: torch.Tensor, ratio: float = 1.0) -> BanePicks:
     """The selected pixels of each E^n, nearest first, at most ``max_negatives`` per anchor, for
-    the ``anchored`` (K,) classes only, as a flat list of min(P, K x max_negatives) slots."""
-    num_classes = anchored.numel()
+    the ``anchored`` (K,) classes only, as a flat list of slots: as many as the picks can number
+    without reading them (no host sync), min(P, K x max_negatives, ceil(ratio x P) + 2K) (each
+    ceil(ratio x |E^n|) is below ratio x |E^n| + 1, the E^n are disjoint; K more for rounding)."""
+    num_classes, pixels = anchored.numel(), ranked.order.numel()
     take = torch.where(anchored, ranked.selected.clamp_max(max_negatives), 0)
-    return flat_slots(ranked.order, ranked.sorted_class, ranked.rank, take,
-                       min(ranked.order.numel(), num_classes * max_negatives), BanePicks)
+    size = min(pixels, num_classes * max_negatives, math.ceil(ratio * pixels) + 2 * num_classes)
+    return flat_slots(ranked.order, ranked.sorted_class, ranked.rank, take, size, BanePicks)
 
 
 def flat_slots(order, sorted_class, rank, take, size: int, kind):

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from contextrast_cli.contrast.arguments import check, check_common, check_contextrast, check_inputs
@@ -25,17 +24,43 @@ from contextrast_cli.contrast.sampling import choose_anchors, sample_positives, 
 from contextrast_cli.config.datasets import IGNORE_INDEX
 
 
-def resize_labels(labels: torch.Tensor, size, largest: int = 255) -> torch.Tensor:
-    """Nearest-neighbour resize of (B, H, W) ids to (B, h, w), through float16 (exact for ids up to
-    2048: a quarter of float32's memory at the input's resolution) unless ``largest`` needs more."""
-    dtype = torch.float16 if abs(largest) < 2048 else torch.float32
-    return F.interpolate(labels[:, None].to(dtype), size=tuple(size), mode="nearest")[:, 0].long()
+def nearest_index(source: int, size: int, device=None) -> torch.Tensor | slice:
+    """The source positions ``F.interpolate(mode="nearest")`` reads along one axis: floor(i * s)
+    with s = source / size in float32, as ATen computes it; a slice (a view, no copy) when the
+    ratio is a whole number, where that is exactly every s-th position."""
+    if source % size == 0:
+        return slice(None, None, source // size)
+    scale = torch.tensor(source, dtype=torch.float32) / size
+    return (torch.arange(size, dtype=torch.float32) * scale).floor().long().clamp_max(source - 1).to(device)
+
+
+def resize_labels(labels: torch.Tensor, size) -> torch.Tensor:
+    """Nearest-neighbour resize of (B, H, W) ids to (B, h, w): the pixels ``F.interpolate``'s
+    nearest mode takes, read by index (exact for any id, no float copy at the input's size)."""
+    rows, cols = (nearest_index(n, m, labels.device) for n, m in zip(labels.shape[-2:], size))
+    return labels[:, rows][:, :, cols]
 
 
 def predict_at(logits: torch.Tensor, size) -> torch.Tensor:
-    """The prediction resized (nearest) to ``size``: the full-size argmax (one read of the logits, no
-    (B, K, h, w) copy at the layer's size) sampled at the nearest positions."""
-    return resize_labels(logits.detach().argmax(1), size)
+    """The prediction resized (nearest) to ``size``, ``resize_labels(logits.argmax(1), size)``: the
+    argmax over classes at the nearest positions only (a strided view where the ratio is whole)."""
+    rows, cols = (nearest_index(n, m, logits.device) for n, m in zip(logits.shape[-2:], size))
+    return logits.detach()[:, :, rows][:, :, :, cols].argmax(1)
+
+
+def predictions_at(logits: torch.Tensor, sizes: list) -> list[torch.Tensor]:
+    """``predict_at`` for each of ``sizes``, the argmax taken once, at the largest size: a layer
+    whose positions are every n-th of that one's (whole ratios, as strides 4-32 of a size divisible
+    by 32) is a strided view of it; any other is read from the logits itself."""
+    (height, width), fine = logits.shape[-2:], max(sizes, key=lambda s: s[0] * s[1])
+    base, out = predict_at(logits, fine), []
+    for size in sizes:
+        steps = [(n // m, n // f) for n, m, f in zip((height, width), size, fine) if n % m == 0 and n % f == 0]
+        if len(steps) == 2 and all(step % step_fine == 0 for step, step_fine in steps):
+            out.append(base[:, ::steps[0][0] // steps[0][1], ::steps[1][0] // steps[1][1]])
+        else:
+            out.append(predict_at(logits, size))
+    return out
 
 
 class _SettingsRepr:
@@ -114,9 +139,9 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
             ValueError: tensors whose shapes do not match the settings.
         """
         check_inputs(features, logits, target, self.num_classes, self.in_channels, self.layers)
-        group, largest, k = self._group(), max(self.num_classes, abs(self.ignore_index)), self.num_classes
+        group, k = self._group(), self.num_classes
         embs = [head(features[layer - 1]) for layer, head in zip(self.layers, self.heads)]  # (B, D, h, w) each
-        labels = [resize_labels(target, emb.shape[-2:], largest) for emb in embs]
+        labels = [resize_labels(target, emb.shape[-2:]) for emb in embs]
         bins = [pixel_bins(lab, k) for lab in labels]
         local = torch.stack([count_ids(b, k + 1)[:k] for b in bins])  # (I, K): this process's pixels
         counts = local
@@ -127,7 +152,7 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
         anchored = choose_anchors(present, self.max_anchors, group)
         terms = {"ccl_present": present.sum().float(), "ccl_anchored": anchored.sum().float()}
         used = [anchored & (c > 0) for c in counts]  # per layer: the anchors the loss computes
-        samples = self._sample(logits, labels, used, largest)
+        samples = self._sample(logits, labels, used)
         means, rows = [], []
         with torch.autocast(logits.device.type, enabled=False):  # the loss runs in float32 (float64 stays)
             for emb, pixel_class, own, (positives, negatives) in zip(embs, bins, local, samples):
@@ -144,14 +169,12 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
         """The default process group when anchors are synchronised over several processes, else None."""
         return process_group() if self.sync_anchors else None
 
-    def _sample(self, logits: torch.Tensor, labels: list[torch.Tensor], anchored: list[torch.Tensor],
-                largest: int) -> list[tuple]:
+    def _sample(self, logits: torch.Tensor, labels: list[torch.Tensor], anchored: list[torch.Tensor]) -> list[tuple]:
         """Each layer's positives and negatives (``sample_positives``, ``select_negatives``)."""
-        prediction = logits.detach().argmax(1)  # (B, H, W), once for every layer
+        predictions = predictions_at(logits, [lab.shape[-2:] for lab in labels])  # one argmax
         samples = []
-        for lab, classes in zip(labels, anchored):
+        for lab, pred, classes in zip(labels, predictions, anchored):
             positives = sample_positives(lab.reshape(-1), self.num_classes, self.max_positives, classes)
-            pred = resize_labels(prediction, lab.shape[-2:], largest)
             negatives = select_negatives(pred, lab, self.num_classes, self.max_negatives, self.bane_ratio,
                                          self.ignore_index, anchored=classes)
             samples.append((positives, negatives))

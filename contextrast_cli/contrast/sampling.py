@@ -179,7 +179,7 @@ def select_negatives(pred: torch.Tensor, labels: torch.Tensor, num_classes: int,
     maps, bane = None, _no_picks(flat, num_classes)
     if bane_ratio is not None:
         ranked = ranked_errors(pred, labels, num_classes, bane_ratio, ignore_index)
-        maps, bane = ranked.maps, bane_picks(ranked, max_negatives, anchored)
+        maps, bane = ranked.maps, bane_picks(ranked, max_negatives, anchored, bane_ratio)
     labelled = (flat >= 0) & (flat < num_classes) & (flat != ignore_index)
     size = min(flat.numel(), pool_size or POOL_FACTOR * max_negatives)
     keys = torch.rand(flat.numel(), device=flat.device, generator=generator) + (~labelled).float() * 2
