@@ -41,8 +41,9 @@ STRIDES = (4, 8, 16, 32)
 
 
 def inputs(batch: int, height: int, width: int, classes: int, dim: int, device: torch.device, seed: int = 0,
-           spread: bool = False):
-    """Embeddings per stride, labels (B, H, W) and prediction logits (B, K, H, W)."""
+           spread: bool = False, layout: str = "channels-last"):
+    """Embeddings per stride (laid out as ``layout``: the projection heads make channels last),
+    labels (B, H, W) and prediction logits (B, K, H, W)."""
     generator = torch.Generator().manual_seed(seed)
     _, labels = scene_batch(batch, height, width, seed, num_classes=classes if spread else None)
     pred = labels.roll(shifts=(3, 5), dims=(1, 2))
@@ -53,7 +54,8 @@ def inputs(batch: int, height: int, width: int, classes: int, dim: int, device: 
     logits = F.one_hot(pred, classes).permute(0, 3, 1, 2).float() * 5.0
     feats = [F.normalize(torch.randn(batch, dim, -(-height // s), -(-width // s), generator=generator), dim=1)
              for s in STRIDES]
-    return [f.to(device) for f in feats], labels.to(device), logits.to(device)
+    memory = torch.channels_last if layout == "channels-last" else torch.contiguous_format
+    return [f.to(device).contiguous(memory_format=memory) for f in feats], labels.to(device), logits.to(device)
 
 
 def variants(max_anchors: int | None = None) -> dict[str, ContrastConfig]:
@@ -66,7 +68,7 @@ def variants(max_anchors: int | None = None) -> dict[str, ContrastConfig]:
 
 
 def time_once(cfg: ContrastConfig, feats, labels, logits, device: torch.device) -> float:
-    leaves = [f.detach().requires_grad_() for f in feats]
+    leaves = [f.detach().requires_grad_() for f in feats]  # detach keeps the layout
     criterion = build_criterion(cfg, [f.shape[1] for f in feats], logits.shape[1])
     criterion.heads = nn.ModuleList(nn.Identity() for _ in cfg.used_layers)
     if device.type == "cuda":
@@ -109,13 +111,15 @@ def main() -> None:
     parser.add_argument("--max-anchors", type=int, help="contrast.max_anchors (default: the config's)")
     parser.add_argument("--spread-classes", action="store_true",
                         help="rename each image's 8 scene classes to random ids of --classes (ADE20K-like batches)")
+    parser.add_argument("--layout", choices=("channels-last", "channels-first"), default="channels-last",
+                        help="the embeddings' memory layout (the projection heads make channels last)")
     parser.add_argument("--profile", action="store_true",
                         help="also print each variant's top operators (torch profiler, one more call)")
     args = parser.parse_args()
     device = torch.device(args.device)
     height, width = (int(v) for v in args.size.split("x"))
     feats, labels, logits = inputs(args.batch, height, width, args.classes, args.dim, device,
-                                   spread=args.spread_classes)
+                                   spread=args.spread_classes, layout=args.layout)
     configs = variants(args.max_anchors)
     times: dict[str, list[float]] = {name: [] for name in configs}
     for name, cfg in configs.items():  # warm-up (allocator, kernels)
@@ -127,7 +131,7 @@ def main() -> None:
     base = medians["pixel_contrast_1_layer"]
     present = len(set(labels.unique().tolist()) - {255})
     print(json.dumps({"machine": machine(device), "batch": args.batch, "classes": args.classes, "size": args.size,
-                      "classes_present": present, "max_anchors": args.max_anchors, "dim": args.dim,
+                      "classes_present": present, "max_anchors": args.max_anchors, "dim": args.dim, "layout": args.layout,
                       "repeats": args.repeats, "median_s": medians,
                       "ratio_to_pixel_contrast": {name: m / base for name, m in medians.items()},
                       "aten_ops": {name: count_ops(cfg, feats, labels, logits, device) for name, cfg in configs.items()},

@@ -13,6 +13,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from contextrast_cli.contrast.bane import count_ids
+from contextrast_cli.contrast.rows import row_cosines, sampled_layer
 from contextrast_cli.contrast.sampling import NegativeSelection, Positives
 
 NEG_FILL = -1e4  # log-sum of an anchor without negatives: exp(-1e4) ~ 0, gradients stay finite
@@ -52,60 +53,6 @@ def means_of(sums: torch.Tensor, counts: torch.Tensor, group=None) -> tuple[torc
         both = global_sum(torch.cat([sums, counts[:, None].to(sums.dtype)], 1), group)
         sums, counts = both[:, :-1], both[:, -1].round().long()
     return sums / counts.clamp_min(1)[:, None].to(sums.dtype), counts
-
-
-def sampled_layer(emb: torch.Tensor, bins: torch.Tensor, index: torch.Tensor,
-                  num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A layer's class sums (K, D) and the embeddings of the sampled pixels ``index`` (M,) as rows
-    (M, D), in float32 at least, from ``emb`` (B, D, N) and each pixel's class ``bins`` (P,) (K:
-    ignored); its backward writes dL/demb once (``_SampledLayer``)."""
-    return _SampledLayer.apply(emb, bins, index, num_classes)
-
-
-class _SampledLayer(torch.autograd.Function):
-    """Two exact ways to one result, chosen by shape (no data read): with few sampled rows the map
-    is read where it lies, channels first (the sums by one scatter-add over the pixels, the rows
-    gathered in memory order, the gradient gathered from a (D, K) table); with rows numbering over
-    a quarter of the pixels (many classes) one transposed (P, D) copy serves the sums and the rows
-    (index_add / index_select of whole rows) and the gradient is built as rows and transposed
-    back. Either way dL/demb is written once and returned contiguous, channels first."""
-
-    @staticmethod
-    def forward(ctx, emb, bins, index, num_classes):
-        batch, dim, pixels = emb.shape
-        dtype, ctx.in_dtype, ctx.shape = torch.promote_types(emb.dtype, torch.float32), emb.dtype, emb.shape
-        ctx.as_rows = 4 * index.numel() > batch * pixels
-        if ctx.as_rows:
-            flat = emb.permute(0, 2, 1).reshape(batch * pixels, dim).to(dtype)  # (P, D), one copy
-            sums = flat.new_zeros(num_classes + 1, dim).index_add_(0, bins, flat)[:num_classes]
-            ctx.save_for_backward(bins, index)
-            return sums, flat.index_select(0, index)
-        emb = emb.to(dtype)  # no copy in float32
-        where = bins.view(batch, 1, pixels).expand(batch, dim, pixels)
-        sums = emb.new_zeros(batch, dim, num_classes + 1).scatter_add_(2, where, emb).sum(0)
-        order, perm = index.sort()  # reading the rows in memory order is ~3x faster than at random
-        back = torch.empty_like(perm).index_put_((perm,), torch.arange(perm.numel(), device=perm.device))
-        rows = emb[order // pixels, :, order % pixels].index_select(0, back)  # (M, D) in the order asked
-        ctx.save_for_backward(bins, order, perm)
-        return sums[:, :num_classes].t(), rows
-
-    @staticmethod
-    def backward(ctx, grad_sums, grad_rows):
-        batch, dim, pixels = ctx.shape
-        if ctx.as_rows:
-            bins, index = ctx.saved_tensors
-            table = torch.cat([grad_sums, grad_sums.new_zeros(1, dim)])  # ignored pixels: no gradient
-            grad = table.index_select(0, bins)  # (P, D): every pixel's share of its class sum
-            grad.index_add_(0, index, grad_rows.to(grad.dtype))  # the sampled pixels' own terms
-            return grad.view(batch, pixels, dim).permute(0, 2, 1).to(ctx.in_dtype).contiguous(), None, None, None
-        bins, order, perm = ctx.saved_tensors
-        table = torch.cat([grad_sums.t(), grad_sums.new_zeros(dim, 1)], 1)  # (D, K + 1): ignored pixels get none
-        where = bins.view(batch, 1, pixels).expand(batch, dim, pixels)
-        grad = torch.gather(table.expand(batch, dim, table.shape[1]), 2, where)  # (B, D, N), contiguous
-        grad.permute(0, 2, 1).index_put_((order // pixels, order % pixels),
-                                         grad_rows.index_select(0, perm).to(grad.dtype),
-                                         accumulate=True)  # the sampled pixels' own terms
-        return grad.to(ctx.in_dtype), None, None, None
 
 
 def process_group():
@@ -194,11 +141,9 @@ def sampled_loss(anchors: torch.Tensor, rows: torch.Tensor, positives: Positives
     """``pixel_anchor_loss`` from the embeddings of ``sample_index``'s pixels as rows (M, D)."""
     dtype = torch.promote_types(rows.dtype, torch.float32)
     anchors, bane = anchors.to(dtype), negatives.bane
-    sizes = (positives.index.numel(), bane.index.numel(), negatives.pool.numel())
-    pos_rows, bane_rows, pool_rows = rows.to(dtype).split(sizes)
-    pos_cos = (pos_rows * anchors.index_select(0, positives.anchor)).sum(1)  # (Mp,) a dot with its own anchor
-    bane_cos = (bane_rows * anchors.index_select(0, bane.anchor)).sum(1)  # (Mb,) a pick is a negative of one anchor
-    pool_cos = anchors @ pool_rows.T  # (K, L)
+    # a positive is a dot with its own anchor, a BANE pick one with the anchor it is a negative of
+    pair_cos, pool_cos = row_cosines(anchors, rows.to(dtype), torch.cat([positives.anchor, bane.anchor]))
+    pos_cos, bane_cos = pair_cos.split((positives.index.numel(), bane.index.numel()))  # (Mp,), (Mb,); pool (K, L)
     neg_lse = _negative_lse(bane_cos / tau, bane, pool_cos / tau, negatives.topup)  # (K,)
     per_pos = F.softplus(neg_lse[positives.anchor] - pos_cos / tau) * positives.valid
     n_pos = positives.counts.to(dtype)

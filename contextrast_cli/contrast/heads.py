@@ -78,7 +78,15 @@ class ProjectionHead(nn.Module):
         return out
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
-        return l2_normalize(self.net(x))
+        """The unit embedding (B, d, h, w), laid out channels last (each pixel's d values adjacent):
+        the losses read whole pixels (class sums, sampled rows) and write a whole-map gradient, which
+        in that layout are row copies, not strided reads and transposes. The hidden map is converted
+        (min(C, hidden_cap) channels, never the wider input); the output conv writes that layout."""
+        conv, *rest = self.net
+        hidden = conv(x).contiguous(memory_format=torch.channels_last)
+        for module in rest:
+            hidden = module(hidden)
+        return l2_normalize(hidden)
 
     def __getstate__(self) -> dict:
         """Pickled and deep-copied without the pending replay (it holds tensors and a weak reference)."""

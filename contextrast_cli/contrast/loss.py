@@ -16,10 +16,10 @@ from torch import nn
 
 from contextrast_cli.contrast.arguments import check, check_common, check_contextrast, check_inputs
 from contextrast_cli.contrast.bane import count_ids
-from contextrast_cli.contrast.ccl import (contextual_anchors, means_of, pixel_bins, process_group, sample_index,
-                                          sampled_layer, sampled_loss)
+from contextrast_cli.contrast.ccl import contextual_anchors, means_of, pixel_bins, process_group, sample_index, sampled_loss
 from contextrast_cli.contrast.heads import build_heads
 from contextrast_cli.contrast.pixel_contrast import pixel_contrast_loss
+from contextrast_cli.contrast.rows import sampled_layer
 from contextrast_cli.contrast.sampling import choose_anchors, sample_positives, select_negatives
 from contextrast_cli.config.datasets import IGNORE_INDEX
 

@@ -189,6 +189,27 @@ def test_l2_normalize_equals_f_normalize():
     assert half.dtype == torch.float32  # computed in float32 at least
 
 
+def test_the_head_lays_its_embedding_out_channels_last_with_the_plain_values_and_gradients():
+    """The head's output has each pixel's channels adjacent (the losses read it as rows, no copy),
+    and equals the plain Sequential + F.normalize on a channels-first map, values and gradients."""
+    torch.manual_seed(0)
+    head = ProjectionHead(6, 4, 5).double()
+    x = torch.randn(2, 6, 3, 7, dtype=torch.float64)
+    ours, ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out = head(ours)
+    assert out.shape == (2, 5, 3, 7) and out.is_contiguous(memory_format=torch.channels_last)
+    assert not out.is_contiguous()
+    head_copy = copy.deepcopy(head)
+    expected = F.normalize(head_copy.net(ref), dim=1)
+    assert torch.allclose(out, expected, rtol=1e-12, atol=1e-14)
+    grad = torch.randn_like(expected)
+    out.backward(grad)
+    expected.backward(grad)
+    assert torch.allclose(ours.grad, ref.grad, rtol=1e-9, atol=1e-12)
+    for mine, theirs in zip(head.parameters(), head_copy.parameters()):
+        assert torch.allclose(mine.grad, theirs.grad, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("frozen", [False, True], ids=["trainable", "frozen"])
 def test_public_loss_trains_on_its_terms_alone(frozen):
     """The library default (plain autograd): the contrastive terms backpropagated alone, without
