@@ -2,16 +2,15 @@
 their boundaries, and the picks nearest the boundary, vectorised over pixels and classes.
 
 The pixels of E^n are predicted as n, so each is a negative for anchor n alone: BANE's picks
-are a flat list of (pixel, anchor) pairs, never a (classes x pixels) matrix. One sort of the
-layer's pixels by (predicted class, distance) ranks every E^n at once.
+are a flat list of (pixel, anchor) pairs, never a (classes x pixels) matrix. One sort of every
+layer's pixels by (anchor, distance) ranks every E^n of every layer at once.
 """
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from contextrast_cli.contrast.edt import region_distance
+from contextrast_cli.contrast.edt import region_distances
 
 
 def count_ids(ids: torch.Tensor, length: int) -> torch.Tensor:
@@ -71,81 +70,63 @@ def bane_maps(pred: torch.Tensor, labels: torch.Tensor, num_classes: int, ratio:
         pred: (B, h, w) predicted class ids (detached).
         labels: (B, h, w) ground truth, ``ignore_index`` ignored.
     """
-    return ranked_errors(pred, labels, num_classes, ratio, ignore_index).maps
+    shape = tuple(labels.shape)
+    ranked = ranked_errors(pred.reshape(-1), labels.reshape(-1), torch.zeros_like(labels.reshape(-1)), (shape,),
+                           num_classes, ratio, ignore_index)
+    return BaneMaps(*(t.view(shape) for t in (ranked.maps.error, ranked.maps.distance, ranked.maps.selected,
+                                              ranked.maps.pred)))
 
 
 @dataclass
 class RankedErrors:
-    """``BaneMaps`` and the one sort behind them: the layer's pixels ordered by (predicted class,
-    distance), each error pixel's rank within its class, and the selection per class."""
+    """``BaneMaps`` over stacked layers (flat (P,) tensors) and the one sort behind them: the
+    pixels ordered by (anchor, distance), each error pixel's rank within its anchor's E^n, and
+    ceil(ratio |E^n|) per anchor."""
 
     maps: BaneMaps
     order: torch.Tensor
     rank: torch.Tensor
-    sorted_class: torch.Tensor
-    selected: torch.Tensor  # (K,) ceil(ratio * |E^n|)
+    sorted_anchor: torch.Tensor
+    keep: torch.Tensor  # (G,)
 
 
-def ranked_errors(pred: torch.Tensor, labels: torch.Tensor, num_classes: int, ratio: float,
-                  ignore_index: int = 255) -> RankedErrors:
-    """``bane_maps`` with its sort kept, for ``bane_picks``."""
+def ranked_errors(pred: torch.Tensor, labels: torch.Tensor, layer: torch.Tensor, shapes, num_classes: int,
+                  ratio: float, ignore_index: int = 255) -> RankedErrors:
+    """BANE over stacked layers: ``pred``, ``labels`` and ``layer`` (P,) flat, the layers' maps of
+    ``shapes`` one after the other; the anchor of E^n at layer l is l x K + n.
+
+    One sort ranks every E^n of every layer: the key (anchor, distance) in float64 is exact for
+    any class count and map size (anchor x span + distance, span above every in-image distance)."""
     error = (pred != labels) & (labels != ignore_index)
-    distance = region_distance(torch.where(error, pred, -1))
+    distance = region_distances(torch.where(error, pred, -1), shapes)
     distance = torch.where(error, distance, torch.full_like(distance, float("inf")))
-    order, counts = _rank_errors(pred, error, distance, num_classes)
-    keep = torch.ceil(counts * ratio).long()
-    rank, sorted_class = _ranks(order, pred.reshape(-1), counts, num_classes)
-    chosen = (sorted_class < num_classes) & (rank < keep[sorted_class.clamp_max(num_classes - 1)])
-    selected = torch.zeros(order.numel(), dtype=torch.bool, device=pred.device)
-    selected[order] = chosen
-    return RankedErrors(BaneMaps(error, distance, selected.view_as(error), pred), order, rank, sorted_class, keep)
-
-
-def _rank_errors(pred: torch.Tensor, error: torch.Tensor, distance: torch.Tensor,
-                 num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The layer's pixels sorted by (predicted class, distance), error pixels first within each
-    class, the others last; and |E^n| per class. The key is float64: exact for any class count
-    and map size (class * span + distance, span above every in-image distance)."""
-    flat_pred, flat_error = pred.reshape(-1), error.reshape(-1)
-    span = float(sum(pred.shape[-2:]) + 2)
-    dist = distance.reshape(-1).clamp_max(span - 1).double()
-    key = torch.where(flat_error, flat_pred.double() * span + dist, torch.full_like(dist, float("inf")))
+    groups = len(shapes) * num_classes
+    anchor = layer * num_classes + pred
+    span = float(max(h + w for _, h, w in shapes) + 2)
+    key = torch.where(error, anchor.double() * span + distance.clamp_max(span - 1).double(),
+                      torch.full_like(distance, float("inf"), dtype=torch.float64))
     order = key.argsort(stable=True)  # ties: raster order
-    counts = count_ids(torch.where(flat_error, flat_pred, num_classes), num_classes + 1)[:num_classes]
-    return order, counts
-
-
-def _ranks(order: torch.Tensor, flat_pred: torch.Tensor, counts: torch.Tensor,
-           num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each sorted error pixel's rank within its class (nearest first), and its class (K for the
-    non-error pixels at the end)."""
+    counts = count_ids(torch.where(error, anchor, groups), groups + 1)[:groups]
+    keep = torch.ceil(counts * ratio).long()
     positions = torch.arange(order.numel(), device=order.device)
     total = counts.sum()
-    sorted_class = torch.where(positions < total, flat_pred[order], num_classes)
-    starts = torch.cat([counts.cumsum(0) - counts, total[None]])
-    return positions - starts[sorted_class], sorted_class
+    sorted_anchor = torch.where(positions < total, anchor[order], groups)
+    rank = positions - torch.cat([counts.cumsum(0) - counts, total[None]])[sorted_anchor]
+    chosen = (sorted_anchor < groups) & (rank < keep[sorted_anchor.clamp_max(groups - 1)])
+    selected = torch.zeros_like(error).index_put_((order,), chosen)
+    return RankedErrors(BaneMaps(error, distance, selected, pred), order, rank, sorted_anchor, keep)
 
 
-def bane_picks(ranked: RankedErrors, max_negatives: int, anchored: torch.Tensor, ratio: float = 1.0) -> BanePicks:
-    """The selected pixels of each E^n, nearest first, at most ``max_negatives`` per anchor, for
-    the ``anchored`` (K,) classes only, as a flat list of slots: as many as the picks can number
-    without reading them (no host sync), min(P, K x max_negatives, ceil(ratio x P) + 2K) (each
-    ceil(ratio x |E^n|) is below ratio x |E^n| + 1, the E^n are disjoint; K more for rounding)."""
-    num_classes, pixels = anchored.numel(), ranked.order.numel()
-    take = torch.where(anchored, ranked.selected.clamp_max(max_negatives), 0)
-    size = min(pixels, num_classes * max_negatives, math.ceil(ratio * pixels) + 2 * num_classes)
-    return flat_slots(ranked.order, ranked.sorted_class, ranked.rank, take, size, BanePicks)
-
-
-def flat_slots(order, sorted_class, rank, take, size: int, kind):
-    """Scatter the first ``take[k]`` pixels of each class segment of ``order`` into ``size``
-    slots, classes one after the other (a spare slot absorbs every pixel not taken)."""
-    num_classes = take.numel()
-    klass = sorted_class.clamp_max(num_classes - 1)
-    chosen = (sorted_class < num_classes) & (rank < take[klass])
-    starts = take.cumsum(0) - take
-    slot = torch.where(chosen, starts[klass] + rank, size)
-    index = order.new_zeros(size + 1).scatter_(0, slot, order)[:size]
-    anchor = order.new_zeros(size + 1).scatter_(0, slot, klass)[:size]
-    valid = torch.arange(size, device=order.device) < take.sum()
-    return kind(index, anchor, valid, take)
+def fill_slots(slots: tuple[torch.Tensor, torch.Tensor], order: torch.Tensor, sorted_anchor: torch.Tensor,
+               rank: torch.Tensor, take: torch.Tensor, starts: torch.Tensor, local: torch.Tensor) -> None:
+    """Write the first ``take[a]`` pixels of each anchor's segment of ``order`` into the pair slots
+    (``slots``: pixel index within its layer, anchor id; one spare slot at the end absorbs every
+    pixel not taken), each layer's anchors one after the other from ``starts`` (I,) on."""
+    groups, layers = take.numel(), starts.numel()
+    anchor = sorted_anchor.clamp_max(groups - 1)
+    chosen = (sorted_anchor < groups) & (rank < take[anchor])
+    per_layer = take.view(layers, groups // layers)
+    first = (per_layer.cumsum(1) - per_layer + starts[:, None]).view(-1)
+    slot = torch.where(chosen, first[anchor] + rank, slots[0].numel() - 1)
+    slots[0].scatter_(0, slot, local[order])
+    slots[1].scatter_(0, slot, anchor)

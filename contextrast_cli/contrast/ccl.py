@@ -8,13 +8,15 @@ the sampled pixels: each positive and each BANE pick is a dot with its one ancho
 shared top-up pool is one (K, L) product. No (K, P) or (B, K, N) tensor exists.
 """
 
+from dataclasses import dataclass
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
 from contextrast_cli.contrast.bane import count_ids
 from contextrast_cli.contrast.rows import row_cosines, sampled_layer
-from contextrast_cli.contrast.sampling import NegativeSelection, Positives
+from contextrast_cli.contrast.samples import NegativeSelection, Positives
 
 NEG_FILL = -1e4  # log-sum of an anchor without negatives: exp(-1e4) ~ 0, gradients stay finite
 
@@ -24,8 +26,8 @@ def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int,
     """Mean embedding per class over all labelled pixels of the batch.
 
     Args:
-        emb: (B, D, N) embeddings, channels first (a feature map flattened: no copy); summed in
-            float32 at least (a bfloat16 map is upcast, float64 stays).
+        emb: (B, D, N) embeddings (a feature map flattened: no copy); summed in float32 at least
+            (a bfloat16 map is upcast, float64 stays).
         labels: (B, N) class ids; values outside [0, K) (ignore) take no part.
         group: a process group: sums and counts are summed over its processes (one
             differentiable all-reduce), so the means are those of the global batch and each
@@ -48,11 +50,12 @@ def pixel_bins(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 def means_of(sums: torch.Tensor, counts: torch.Tensor, group=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class means from class sums (K, D) and counts (K,), both over the global batch with ``group``."""
+    """Class means from class sums (..., K, D) and counts (..., K), both over the global batch with
+    ``group`` (one all-reduce, whatever the leading dimensions: all layers at once)."""
     if group is not None:  # counts ride along as one more column (exact in float32 below 2**24)
-        both = global_sum(torch.cat([sums, counts[:, None].to(sums.dtype)], 1), group)
-        sums, counts = both[:, :-1], both[:, -1].round().long()
-    return sums / counts.clamp_min(1)[:, None].to(sums.dtype), counts
+        both = global_sum(torch.cat([sums, counts[..., None].to(sums.dtype)], -1), group)
+        sums, counts = both[..., :-1], both[..., -1].round().long()
+    return sums / counts.clamp_min(1)[..., None].to(sums.dtype), counts
 
 
 def process_group():
@@ -89,80 +92,139 @@ class _GlobalSum(torch.autograd.Function):
 
 def contextual_anchors(means: list[torch.Tensor], counts: list[torch.Tensor], w_low: float, w_high: float,
                        stop_grad: bool = False) -> list[torch.Tensor]:
-    """Cross-layer anchor update, then L2 normalisation.
+    """``stacked_anchors`` of per-layer lists: (K, D) means and (K,) counts, shallow to deep."""
+    return list(stacked_anchors(torch.stack(means), torch.stack(counts), w_low, w_high, stop_grad).unbind())
+
+
+def stacked_anchors(means: torch.Tensor, counts: torch.Tensor, w_low: float, w_high: float,
+                    stop_grad: bool = False) -> torch.Tensor:
+    """Cross-layer anchor update, then L2 normalisation, every layer at once.
 
     For layer i < I and a class present at both i and I: w_low * a_i + w_high * a_I;
     otherwise a_i. The deepest layer keeps its own anchors.
 
     Args:
-        means: per layer (K, D) class means, shallow to deep.
-        counts: per layer (K,) pixel counts.
+        means: (I, K, D) class means, shallow to deep.
+        counts: (I, K) pixel counts.
         stop_grad: detach a_I inside the shallower layers' anchors.
+
+    Returns:
+        (I, K, D) unit anchors.
     """
-    deep, deep_present = means[-1], counts[-1] > 0
-    deep_term = deep.detach() if stop_grad else deep
-    anchors = []
-    for index, (mean, count) in enumerate(zip(means, counts)):
-        if index < len(means) - 1:
-            both = ((count > 0) & deep_present)[:, None]
-            mean = torch.where(both, w_low * mean + w_high * deep_term, mean)
-        anchors.append(F.normalize(mean, dim=1))
-    return anchors
+    deep = means[-1].detach() if stop_grad else means[-1]
+    shallow = torch.arange(means.shape[0], device=means.device)[:, None] < means.shape[0] - 1
+    both = (counts > 0) & (counts[-1] > 0) & shallow
+    return F.normalize(torch.where(both[..., None], w_low * means + w_high * deep, means), dim=-1)
 
 
 def pixel_anchor_loss(anchors: torch.Tensor, emb: torch.Tensor, positives: Positives,
                       negatives: NegativeSelection, tau: float) -> dict[str, torch.Tensor]:
-    """L_i of METHOD.md: mean over the classes with positives of the mean positive InfoNCE term
-
-        -log( e^{a.v+/tau} / (e^{a.v+/tau} + sum_{v-} e^{a.v-/tau}) ) = softplus(LSE(neg) - a.v+/tau),
-
-    with each anchor's negatives its BANE picks plus its top-up from the pool.
+    """L_i of METHOD.md for one layer (``sampled_loss``).
 
     Args:
         anchors: (K, D) unit anchors.
-        emb: (B, D, N) unit embeddings of the layer, channels first (bfloat16 is upcast).
+        emb: (B, D, N) unit embeddings of the layer (bfloat16 is upcast).
 
     Returns:
         ``loss`` (scalar; 0 when no class has a positive), ``pos_sim`` and ``neg_sim`` (mean
         cosine similarity of the positives and negatives used, detached).
     """
-    batch, dim, pixels = emb.shape
-    rows = emb.permute(0, 2, 1).reshape(batch * pixels, dim).index_select(0, sample_index(positives, negatives))
-    return sampled_loss(anchors, rows, positives, negatives, tau)
+    bane = negatives.bane
+    index = torch.cat([positives.index, bane.index, negatives.pool])
+    rows = emb.permute(0, 2, 1).reshape(-1, emb.shape[1]).index_select(0, index)
+    pairs = Pairs(torch.cat([positives.anchor, bane.anchor]), torch.cat([positives.valid, bane.valid]),
+                  torch.cat([torch.ones_like(positives.valid), torch.zeros_like(bane.valid)]),
+                  torch.zeros_like(index[:positives.index.numel() + bane.index.numel()]), positives.counts)
+    out = sampled_loss(anchors, rows, pairs, negatives.topup[None], tau)
+    return {"loss": out["loss"][0], "pos_sim": out["pos_sim"][0], "neg_sim": out["neg_sim"][0]}
 
 
-def sample_index(positives: Positives, negatives: NegativeSelection) -> torch.Tensor:
-    """The pixels ``sampled_loss`` reads, in its order: positives, BANE picks, the pool."""
-    return torch.cat([positives.index, negatives.bane.index, negatives.pool])
+@dataclass
+class Pairs:
+    """The sampled rows read against one anchor each (positives and BANE picks, all layers).
+
+    Attributes:
+        anchor: (M,) anchor id (layer x K + class); valid: (M,) a real sample; positive: (M,) a
+        positive (else a BANE pick); layer: (M,) its layer; pos_counts: (G,) positives per anchor.
+    """
+
+    anchor: torch.Tensor
+    valid: torch.Tensor
+    positive: torch.Tensor
+    layer: torch.Tensor
+    pos_counts: torch.Tensor
 
 
-def sampled_loss(anchors: torch.Tensor, rows: torch.Tensor, positives: Positives, negatives: NegativeSelection,
+def sampled_loss(anchors: torch.Tensor, rows: torch.Tensor, pairs: Pairs, topup: torch.Tensor,
                  tau: float) -> dict[str, torch.Tensor]:
-    """``pixel_anchor_loss`` from the embeddings of ``sample_index``'s pixels as rows (M, D)."""
-    dtype = torch.promote_types(rows.dtype, torch.float32)
-    anchors, bane = anchors.to(dtype), negatives.bane
-    # a positive is a dot with its own anchor, a BANE pick one with the anchor it is a negative of
-    pair_cos, pool_cos = row_cosines(anchors, rows.to(dtype), torch.cat([positives.anchor, bane.anchor]))
-    pos_cos, bane_cos = pair_cos.split((positives.index.numel(), bane.index.numel()))  # (Mp,), (Mb,); pool (K, L)
-    neg_lse = _negative_lse(bane_cos / tau, bane, pool_cos / tau, negatives.topup)  # (K,)
-    per_pos = F.softplus(neg_lse[positives.anchor] - pos_cos / tau) * positives.valid
-    n_pos = positives.counts.to(dtype)
-    per_class = torch.zeros_like(n_pos).index_add(0, positives.anchor, per_pos) / n_pos.clamp_min(1)
-    present = n_pos > 0
-    loss = (per_class * present).sum() / present.sum().clamp_min(1)
-    negs = bane.valid.sum() + negatives.topup.sum()
-    neg_sum = (bane_cos.detach() * bane.valid).sum() + (pool_cos.detach() * negatives.topup).sum()
-    return {"loss": loss, "pos_sim": (pos_cos.detach() * positives.valid).sum() / positives.valid.sum().clamp_min(1),
-            "neg_sim": neg_sum / negs.clamp_min(1)}
+    """L_i of METHOD.md for every layer i at once: per layer, the mean over the classes with
+    positives of the mean positive InfoNCE term
+
+        -log( e^{a.v+/tau} / (e^{a.v+/tau} + sum_{v-} e^{a.v-/tau}) ) = softplus(LSE(neg) - a.v+/tau),
+
+    each anchor's negatives its BANE picks plus its top-up from its layer's pool.
+
+    Args:
+        anchors: (G, D) unit anchors, G = I x K.
+        rows: (M + I x L, D) embeddings: the pairs' rows, then each layer's pool.
+        topup: (I, K, L) bool, the pool rows each anchor takes.
+
+    Returns:
+        (I,) tensors: ``loss`` (0 for a layer without positives), ``pos_sim`` and ``neg_sim`` (mean
+        cosine similarity of the positives and negatives used, detached), ``negatives`` (BANE picks
+        and top-up per layer, (I, 2)).
+    """
+    dtype, layers = torch.promote_types(rows.dtype, torch.float32), topup.shape[0]
+    pair_cos, pool_cos = row_cosines(anchors.to(dtype), rows.to(dtype), pairs.anchor, layers)  # (M,), (I, K, L)
+    positive, bane = pairs.valid & pairs.positive, pairs.valid & ~pairs.positive
+    loss = _InfoNCE.apply(pair_cos, pool_cos, pairs.anchor, positive, bane, topup, pairs.pos_counts, tau)
+    with torch.no_grad():
+        kind = pairs.layer * 2 + bane.long()  # sums of the pairs' cosines per (layer, positive / BANE)
+        sums = pair_cos.new_zeros(layers * 2).index_add_(0, kind, pair_cos * pairs.valid).view(layers, 2)
+        numbers = pair_cos.new_zeros(layers * 2).index_add_(0, kind, pairs.valid.to(dtype)).view(layers, 2)
+        topups = topup.sum((1, 2)).to(dtype)
+        neg_sim = (sums[:, 1] + (pool_cos * topup).sum((1, 2))) / (numbers[:, 1] + topups).clamp_min(1)
+        pos_sim = sums[:, 0] / numbers[:, 0].clamp_min(1)
+    return {"loss": loss, "pos_sim": pos_sim, "neg_sim": neg_sim, "bane": numbers[:, 1], "topup": topups}
 
 
-def _negative_lse(bane_logits: torch.Tensor, bane, pool_logits: torch.Tensor, topup: torch.Tensor) -> torch.Tensor:
-    """Per anchor, log sum exp over its negatives: a segment sum over its BANE picks plus a masked
-    sum over the pool; NEG_FILL for an anchor with none."""
-    pool_logits = torch.where(topup, pool_logits, NEG_FILL)  # masked before any exp: no inf * 0
-    bane_logits = torch.where(bane.valid, bane_logits, NEG_FILL)
-    with torch.no_grad():  # a constant per anchor (any constant gives exact gradients): the largest logit
-        shift = pool_logits.amax(1).scatter_reduce(0, bane.anchor, bane_logits, "amax")
-    total = torch.exp(pool_logits - shift[:, None]).mul(topup).sum(1)
-    total = total.index_add(0, bane.anchor, torch.exp(bane_logits - shift[bane.anchor]) * bane.valid)
-    return torch.where(total > 0, shift + torch.log(total.clamp_min(1e-30)), torch.full_like(total, NEG_FILL))
+class _InfoNCE(torch.autograd.Function):
+    """Per layer, the mean over its classes with positives of their positives' mean
+    softplus(LSE(negatives) - a.v+/tau), from the pairs' cosines (M,) and the pools' (I, K, L), with
+    the gradient written in closed form (a few operators, not autograd's record of the forward):
+
+        dL/dz_p = w_a sigmoid(z_p), z_p = LSE_a - s_p;  dL/ds_p = -dL/dz_p (a positive);
+        dL/ds_j = (sum_{p of a} dL/dz_p) e^{s_j - LSE_a} (a negative j of anchor a),
+
+    w_a = dL/dL_i / (n_a x classes with positives at layer i). Each anchor's log-sum-exp is a segment
+    sum over its BANE picks plus a masked sum over its layer's pool, shifted by its largest logit;
+    an anchor without negatives gets NEG_FILL (e^-1e4 ~ 0: finite everywhere)."""
+
+    @staticmethod
+    def forward(ctx, pair_cos, pool_cos, anchor, positive, bane, topup, pos_counts, tau):
+        pair_logits = pair_cos / tau
+        pool_logits = torch.where(topup, pool_cos / tau, NEG_FILL)  # masked before any exp: no inf * 0
+        bane_logits = torch.where(bane, pair_logits, NEG_FILL)
+        shift = pool_logits.amax(2).view(-1).scatter_reduce(0, anchor, bane_logits, "amax")  # (G,)
+        pool_exp = torch.exp(pool_logits - shift.view_as(topup[..., 0])[..., None]).mul_(topup)
+        bane_exp = torch.exp(bane_logits - shift[anchor]).mul_(bane)
+        total = pool_exp.sum(2).view(-1).index_add_(0, anchor, bane_exp)
+        lse = torch.where(total > 0, shift + torch.log(total.clamp_min(1e-30)), NEG_FILL)
+        margin = lse[anchor] - pair_logits
+        n_pos = pos_counts.to(pair_cos.dtype)
+        present = (n_pos > 0).view(topup.shape[:2])
+        per_class = torch.zeros_like(n_pos).index_add_(0, anchor, F.softplus(margin) * positive) / n_pos.clamp_min(1)
+        classes = present.sum(1).clamp_min(1)
+        ctx.save_for_backward(anchor, positive, torch.sigmoid(margin), pool_exp, bane_exp, total, n_pos, present, classes)
+        ctx.tau = tau
+        return (per_class.view_as(present) * present).sum(1) / classes
+
+    @staticmethod
+    def backward(ctx, grad):
+        anchor, positive, sigmoid, pool_exp, bane_exp, total, n_pos, present, classes = ctx.saved_tensors
+        weight = ((grad / classes)[:, None] * present).view(-1) / n_pos.clamp_min(1)  # (G,)
+        d_margin = (weight[anchor] * sigmoid).mul_(positive)  # (M,)
+        share = torch.zeros_like(weight).index_add_(0, anchor, d_margin) / total.clamp_min(1)  # dL/dLSE / total (0 or >= 1)
+        d_pairs = (bane_exp * share[anchor] - d_margin) / ctx.tau
+        d_pool = pool_exp * (share / ctx.tau).view_as(present)[..., None]
+        return d_pairs, d_pool, None, None, None, None, None, None

@@ -7,19 +7,25 @@ region) answers all classes at once: the distance of a pixel to the nearest
 pixel with a different id. Two separable passes give the exact Euclidean
 distance (as ``cv2.distanceTransform(DIST_L2, DIST_MASK_PRECISE)``):
 
-1. columns: distance to the nearest different id in the same column (run ends);
-2. rows: ``D^2(y, x) = min_x' (x - x')^2 + G_{id(y,x)}(y, x')^2``, where
-   ``G_n(y, x') = 0`` if ``id(y, x') != n`` else the column distance.
+1. along the longer axis: distance to the nearest different id on the same line (run ends);
+2. along the shorter axis: ``D^2(y, x) = min_x' (x - x')^2 + G_{id(y,x)}(y, x')^2``, where
+   ``G_n(y, x') = 0`` if ``id(y, x') != n`` else the pass-1 distance.
 
-Pass 2 is a broadcast minimum over (B, H, W, W'), chunked over rows to bound memory; it
-runs along the shorter axis.
-Pixels beyond the image border do not count as "outside".
+Several maps of different sizes (a network's layers) run as one: every map's lines are
+gathered into one padded table per pass, a short line padded by repeating its last pixel,
+which changes no distance (a repeated pixel is never nearer than the one it repeats, and a
+line's end is no boundary). Pass 2 is a broadcast minimum over (lines, S, S'), chunked over
+lines to bound memory. Pixels beyond the image border do not count as "outside".
 """
+
+from functools import lru_cache
 
 import torch
 
 INF = float("inf")
-CHUNK_FACTOR = 16  # the second pass holds at most this many times the map's pixels at once
+CHUNK_FACTOR = 32  # the second pass holds at most this many times the maps' pixels at once
+
+Shapes = tuple[tuple[int, int, int], ...]
 
 
 def _run_distance(ids: torch.Tensor) -> torch.Tensor:
@@ -48,37 +54,76 @@ def _run_distance(ids: torch.Tensor) -> torch.Tensor:
 def region_distance(regions: torch.Tensor, row_chunk: int | None = None) -> torch.Tensor:
     """Exact Euclidean distance of every pixel to the nearest pixel of another region id.
 
-    The quadratic pass runs along the shorter image axis (the distance is symmetric in the
-    two axes): on a 90x120 map that is 90^2 instead of 120^2 candidates per pixel.
-
     Args:
         regions: (B, H, W) integer region ids (-1 = background).
-        row_chunk: lines processed at once in the second pass (memory B*chunk*L*L, L the shorter
-            side); default: as many as keep that at most CHUNK_FACTOR times the map's pixels, so the
-            pass's memory grows with the pixels, not with pixels x side.
+        row_chunk: lines processed at once in the second pass (default: as many as keep the
+            pass's memory at most CHUNK_FACTOR times the map's pixels).
 
     Returns:
         (B, H, W) float32 distances; inf where the image holds a single id.
     """
-    if row_chunk is None:
-        row_chunk = max(1, CHUNK_FACTOR * max(regions.shape[-2:]) // min(regions.shape[-2:]))
-    if regions.shape[-1] > regions.shape[-2]:
-        return _line_distance(regions.transpose(1, 2).contiguous(), row_chunk).transpose(1, 2).contiguous()
-    return _line_distance(regions, row_chunk)
+    return region_distances(regions.reshape(-1), (tuple(regions.shape),), row_chunk).view(regions.shape)
 
 
-def _line_distance(regions: torch.Tensor, row_chunk: int) -> torch.Tensor:
-    """``region_distance`` with the quadratic pass along the last axis."""
-    regions = regions.long()
-    column = _run_distance(regions.transpose(1, 2)).transpose(1, 2)  # (B, H, W)
-    width = regions.shape[-1]
-    xs = torch.arange(width, device=regions.device, dtype=torch.float32)
-    dx2 = (xs[:, None] - xs[None, :]) ** 2  # (W, W')
-    out = torch.empty_like(column)
-    for top in range(0, regions.shape[1], row_chunk):
-        ids = regions[:, top:top + row_chunk]  # (B, h, W)
-        g2 = column[:, top:top + row_chunk] ** 2  # (B, h, W')
-        same = ids[..., :, None] == ids[..., None, :]  # (B, h, W, W')
-        cost = torch.where(same, g2[..., None, :], torch.zeros((), device=g2.device)) + dx2
-        out[:, top:top + row_chunk] = cost.amin(-1).sqrt()
-    return out
+def region_distances(ids: torch.Tensor, shapes: Shapes, line_chunk: int | None = None) -> torch.Tensor:
+    """``region_distance`` of several maps at once.
+
+    Args:
+        ids: (P,) the maps' region ids, each map flattened (B, H, W) in turn.
+        shapes: each map's (B, H, W), in that order.
+        line_chunk: pass-2 lines processed at once (default: CHUNK_FACTOR x P elements at most).
+
+    Returns:
+        (P,) float32 distances in the same order.
+    """
+    lines = _lines(tuple(tuple(s) for s in shapes), str(ids.device))
+    ids = ids.long()
+    first = _run_distance(ids[lines.long_index])  # (N1, T): pass 1 along each map's longer axis
+    short_ids, g2 = ids[lines.short_index], first.view(-1)[lines.long_back][lines.short_index] ** 2  # (N2, S)
+    side = short_ids.shape[1]
+    if line_chunk is None:
+        line_chunk = max(1, CHUNK_FACTOR * ids.numel() // (side * side))
+    best = torch.empty_like(g2)
+    parts = (t.split(line_chunk) for t in (short_ids[:, :, None], short_ids[:, None, :], g2[:, None, :], best))
+    for left, right, cost, out in zip(*parts):  # (n, S, S') at a time
+        torch.amin(torch.where(left == right, cost, 0.0).add_(lines.dx2), -1, out=out)
+    return best.view(-1)[lines.short_back].sqrt()
+
+
+class _Lines:
+    """Where each map's lines lie in the flat (P,) array: ``long_index`` (N1, T) and ``short_index``
+    (N2, S) gather the lines of pass 1 and pass 2 (short ones padded by repeating their last pixel);
+    ``long_back`` / ``short_back`` (P,) find each pixel in those tables; ``dx2`` (S, S') the squared
+    offsets along a pass-2 line."""
+
+    def __init__(self, shapes: Shapes, device: str) -> None:
+        long_side = max(max(h, w) for _, h, w in shapes)
+        short_side = max(min(h, w) for _, h, w in shapes)
+        tables = {"long": ([], []), "short": ([], [])}
+        offset, counts = 0, {"long": 0, "short": 0}
+        for batch, height, width in shapes:
+            pixel = offset + torch.arange(batch * height * width).view(batch, height, width)
+            along_rows = pixel  # lines along x, one per (b, y)
+            along_cols = pixel.transpose(1, 2)  # lines along y, one per (b, x)
+            longer, shorter = (along_rows, along_cols) if width > height else (along_cols, along_rows)
+            for name, table, side in (("long", longer, long_side), ("short", shorter, short_side)):
+                flat = table.reshape(-1, table.shape[-1])  # (lines, length)
+                padded = flat[:, torch.arange(side).clamp_max(flat.shape[1] - 1)]
+                slot = (counts[name] + torch.arange(flat.shape[0]))[:, None] * side + torch.arange(flat.shape[1])
+                tables[name][0].append(padded)
+                tables[name][1].append((flat.reshape(-1), slot.reshape(-1)))
+                counts[name] += flat.shape[0]
+            offset += batch * height * width
+        for name in tables:
+            pixels, slots = (torch.cat(part) for part in zip(*tables[name][1]))
+            back = torch.empty(offset, dtype=torch.long).index_put_((pixels,), slots)
+            setattr(self, f"{name}_index", torch.cat(tables[name][0]).to(device))
+            setattr(self, f"{name}_back", back.to(device))
+        xs = torch.arange(short_side, dtype=torch.float32)
+        self.dx2 = ((xs[:, None] - xs[None, :]) ** 2).to(device)
+
+
+@lru_cache(maxsize=16)
+def _lines(shapes: Shapes, device: str) -> _Lines:
+    """The line tables of ``shapes`` (built once per geometry and device)."""
+    return _Lines(shapes, device)

@@ -8,6 +8,7 @@ when that backward ends.
 """
 
 import inspect
+from functools import lru_cache
 from collections.abc import Sequence
 
 import torch
@@ -16,20 +17,26 @@ from torch import nn
 
 from contextrast_cli.contrast.arguments import check, check_common, check_contextrast, check_inputs
 from contextrast_cli.contrast.bane import count_ids
-from contextrast_cli.contrast.ccl import contextual_anchors, means_of, pixel_bins, process_group, sample_index, sampled_loss
+from contextrast_cli.contrast.ccl import Pairs, means_of, pixel_bins, process_group, sampled_loss, stacked_anchors
 from contextrast_cli.contrast.heads import build_heads
+from contextrast_cli.contrast.layout import layout
 from contextrast_cli.contrast.pixel_contrast import pixel_contrast_loss
-from contextrast_cli.contrast.rows import sampled_layer
-from contextrast_cli.contrast.sampling import choose_anchors, sample_positives, select_negatives
+from contextrast_cli.contrast.rows import sampled_layers
+from contextrast_cli.contrast.sampling import Samples, choose_anchors, sample_layers
 from contextrast_cli.config.datasets import IGNORE_INDEX
 
 
 def nearest_index(source: int, size: int, device=None) -> torch.Tensor | slice:
     """The source positions ``F.interpolate(mode="nearest")`` reads along one axis: floor(i * s)
     with s = source / size in float32, as ATen computes it; a slice (a view, no copy) when the
-    ratio is a whole number, where that is exactly every s-th position."""
+    ratio is a whole number, where that is exactly every s-th position. Made once per sizes."""
     if source % size == 0:
         return slice(None, None, source // size)
+    return _nearest_positions(source, size, None if device is None else str(device))
+
+
+@lru_cache(maxsize=64)
+def _nearest_positions(source: int, size: int, device: str | None) -> torch.Tensor:
     scale = torch.tensor(source, dtype=torch.float32) / size
     return (torch.arange(size, dtype=torch.float32) * scale).floor().long().clamp_max(source - 1).to(device)
 
@@ -142,8 +149,10 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
         group, k = self._group(), self.num_classes
         embs = [head(features[layer - 1]) for layer, head in zip(self.layers, self.heads)]  # (B, D, h, w) each
         labels = [resize_labels(target, emb.shape[-2:]) for emb in embs]
-        bins = [pixel_bins(lab, k) for lab in labels]
-        local = torch.stack([count_ids(b, k + 1)[:k] for b in bins])  # (I, K): this process's pixels
+        lay = layout(tuple(tuple(lab.shape) for lab in labels), k, self.max_positives, self.max_negatives,
+                     self.bane_ratio, None, str(target.device))
+        bins = pixel_bins(torch.cat([lab.reshape(-1) for lab in labels]), k)  # (P,) all layers
+        local = count_ids(lay.layer * (k + 1) + bins, len(embs) * (k + 1)).view(len(embs), k + 1)[:, :k]  # (I, K)
         counts = local
         if group is not None:  # every process samples for the classes of the global batch
             counts = local.clone()
@@ -151,44 +160,48 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
         present = counts.sum(0) > 0
         anchored = choose_anchors(present, self.max_anchors, group)
         terms = {"ccl_present": present.sum().float(), "ccl_anchored": anchored.sum().float()}
-        used = [anchored & (c > 0) for c in counts]  # per layer: the anchors the loss computes
+        used = anchored & (counts > 0)  # (I, K): the anchors the loss computes
         samples = self._sample(logits, labels, used)
-        means, rows = [], []
         with torch.autocast(logits.device.type, enabled=False):  # the loss runs in float32 (float64 stays)
-            for emb, pixel_class, own, (positives, negatives) in zip(embs, bins, local, samples):
-                sums, taken = sampled_layer(emb.flatten(2), pixel_class, sample_index(positives, negatives), k)
-                means.append(means_of(sums, own, group)[0])
-                rows.append(taken)
-            anchors = contextual_anchors(means, list(counts), *self.anchor_weights, stop_grad=self.anchor_stop_grad)
-            for index, layer in enumerate(self.layers):
-                out = sampled_loss(anchors[index], rows[index], *samples[index], self.tau)
-                terms.update(self._layer_terms(layer, self.lambdas[index], out, used[index], samples[index][1]))
+            width, reads = samples.pool.shape[1], []
+            for index in range(len(embs)):
+                pos, bane = lay.pair_slices(index)
+                pool = slice(lay.pairs + index * width, lay.pairs + (index + 1) * width)
+                reads.append([(samples.index[pos.start:bane.stop], slice(pos.start, bane.stop)),
+                              (samples.pool[index], pool)])
+            sums, rows = sampled_layers([emb.flatten(2) for emb in embs], bins, reads, pool.stop, k)
+            anchors = stacked_anchors(means_of(sums, local, group)[0], counts, *self.anchor_weights,
+                                      stop_grad=self.anchor_stop_grad)
+            pairs = Pairs(samples.anchor, samples.valid, lay.slot_positive, lay.slot_layer, samples.pos_counts)
+            out = sampled_loss(anchors.flatten(0, 1), rows, pairs, samples.topup, self.tau)
+        terms.update(self._layer_terms(out, used))
         return terms
 
     def _group(self):
         """The default process group when anchors are synchronised over several processes, else None."""
         return process_group() if self.sync_anchors else None
 
-    def _sample(self, logits: torch.Tensor, labels: list[torch.Tensor], anchored: list[torch.Tensor]) -> list[tuple]:
-        """Each layer's positives and negatives (``sample_positives``, ``select_negatives``)."""
-        predictions = predictions_at(logits, [lab.shape[-2:] for lab in labels])  # one argmax
-        samples = []
-        for lab, pred, classes in zip(labels, predictions, anchored):
-            positives = sample_positives(lab.reshape(-1), self.num_classes, self.max_positives, classes)
-            negatives = select_negatives(pred, lab, self.num_classes, self.max_negatives, self.bane_ratio,
-                                         self.ignore_index, anchored=classes)
-            samples.append((positives, negatives))
-        return samples
+    def _sample(self, logits: torch.Tensor, labels: list[torch.Tensor], used: torch.Tensor) -> Samples:
+        """Every layer's positives and negatives (``sample_layers``)."""
+        preds = None
+        if self.bane_ratio is not None:
+            preds = predictions_at(logits, [lab.shape[-2:] for lab in labels])  # one argmax
+        return sample_layers(labels, preds, self.num_classes, self.max_positives, self.max_negatives,
+                             self.bane_ratio, self.ignore_index, used)
 
-    def _layer_terms(self, layer: int, weight: float, out: dict, used: torch.Tensor,
-                     negatives) -> dict[str, torch.Tensor]:
-        classes = used.sum().float()
-        return {f"loss_ccl_l{layer}": self.alpha * weight * out["loss"],
-                f"ccl_l{layer}_classes": classes,
-                f"ccl_l{layer}_bane": negatives.bane.valid.sum().float() / classes.clamp_min(1),
-                f"ccl_l{layer}_topup": negatives.topup.sum().float() / classes.clamp_min(1),
-                f"ccl_l{layer}_pos_sim": out["pos_sim"],
-                f"ccl_l{layer}_neg_sim": out["neg_sim"]}
+    def _layer_terms(self, out: dict, used: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per layer: the weighted loss and the diagnostics, from the (I,) vectors of ``sampled_loss``."""
+        weights = torch.tensor([self.alpha * w for w in self.lambdas], dtype=out["loss"].dtype,
+                               device=out["loss"].device)
+        classes = used.sum(1).to(out["loss"].dtype)
+        per_class = classes.clamp_min(1)
+        columns = {"loss_ccl_l{}": out["loss"] * weights, "ccl_l{}_classes": classes,
+                   "ccl_l{}_bane": out["bane"] / per_class, "ccl_l{}_topup": out["topup"] / per_class,
+                   "ccl_l{}_pos_sim": out["pos_sim"], "ccl_l{}_neg_sim": out["neg_sim"]}
+        terms = {}
+        for layer_values in zip(self.layers, *(values.unbind() for values in columns.values())):
+            terms.update({name.format(layer_values[0]): value for name, value in zip(columns, layer_values[1:])})
+        return terms
 
 
 class PixelContrastLoss(_SettingsRepr, nn.Module):

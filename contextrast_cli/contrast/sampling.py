@@ -1,31 +1,29 @@
-"""Sample, then gather: the anchors, positives and negatives of one layer as flat, fixed-length
-lists of pixels, never a (classes x pixels) matrix.
+"""Sample, then gather: the anchors, positives and negatives of every layer of one loss call as
+flat, fixed-length lists of pixels, never a (classes x pixels) matrix, with one set of operators
+for all layers (their label maps concatenated, anchor l x K + k for class k at layer l):
 
 * anchors: every class present in the batch, or, above a cap, that many of them drawn at
   random with probability independent of their pixel count (``choose_anchors``);
-* positives: one sort of the layer's pixels by (class, random key); each class's first
-  ``max_positives`` (``sample_positives``);
-* negatives: BANE's picks (``contrast.bane``), then a random top-up from one shared pool of
-  pixels per layer: per anchor, the first pool pixels of other classes (and not already its
-  BANE picks) up to ``max_negatives`` minus its BANE picks, found with a cumulative count
-  along the pool (``select_negatives``).
+* positives: one sort of the pixels by (anchor, random key); each anchor's first
+  ``max_positives``;
+* negatives: BANE's picks (``contrast.bane``: one sort by (anchor, distance)), then a random
+  top-up from one shared pool of pixels per layer: per anchor, the first pool pixels of other
+  classes (and not already its BANE picks) up to ``max_negatives`` minus its BANE picks, found
+  with a cumulative count along the pool.
 
-The lists are padded to static lengths (no host synchronisation); ``valid`` masks say what is
-real. ``NegativeSelection.index`` / ``valid`` / ``is_bane`` give the per-anchor (K, M) view
-that figures and the public API use.
+Sizes are static (``contrast.layout``; no host synchronisation); ``valid`` masks say what is real.
+``sample_positives`` and ``select_negatives`` are the one-layer views that figures and the API use.
 """
-
-from dataclasses import dataclass
 
 import torch
 import torch.distributed
 
-from contextrast_cli.contrast.bane import BaneMaps, BanePicks, bane_picks, count_ids, flat_slots, ranked_errors
-
-POOL_FACTOR = 4  # the top-up pool holds POOL_FACTOR x max_negatives pixels (all of a smaller layer)
+from contextrast_cli.contrast.bane import BaneMaps, count_ids, fill_slots, ranked_errors
+from contextrast_cli.contrast.layout import POOL_FACTOR, Layout, layout
+from contextrast_cli.contrast.samples import NegativeSelection, Positives, Samples
 
 __all__ = ["BaneMaps", "NegativeSelection", "Positives", "choose_anchors", "count_ids", "present_classes", "sample_positives",
-           "select_negatives", "shuffle_within_groups"]
+           "sample_layers", "select_negatives", "shuffle_within_groups", "Samples", "POOL_FACTOR"]
 
 
 def shuffle_within_groups(groups: torch.Tensor, num_groups: int,
@@ -72,26 +70,78 @@ def present_classes(target: torch.Tensor, num_classes: int, ignore_index: int = 
     return count_ids(torch.where(inside, flat, num_classes), num_classes + 1)[:num_classes] > 0
 
 
-@dataclass
-class Positives:
-    """Each anchor's positives: up to ``max_positives`` random pixels of its class, as a flat list.
+def sample_layers(labels: list[torch.Tensor], preds: list[torch.Tensor] | None, num_classes: int,
+                  max_positives: int, max_negatives: int, bane_ratio: float | None, ignore_index: int = 255,
+                  anchored: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                  pool_size: int | None = None) -> Samples:
+    """Positives and negatives of every layer at once.
 
-    Attributes:
-        index: (M,) pixel indices into the flattened (B, h, w) layer.
-        anchor: (M,) the class of each.
-        valid: (M,) bool, a real positive (the rest is padding).
-        counts: (K,) positives per class.
+    Args:
+        labels: per layer (B, h, w) ground truth at the layer.
+        preds: per layer (B, h, w) detached prediction resized (nearest) to it (None without BANE).
+        bane_ratio: BANE's ratio (the share of each error region taken), or None for random
+            negatives only.
+        anchored: (I, K) bool, the classes with an anchor at each layer (default: all).
+        pool_size: pixels in each layer's top-up pool (default: ``POOL_FACTOR`` x ``max_negatives``,
+            at most the layer's pixels).
     """
+    shapes = tuple((1,) * (3 - lab.dim()) + tuple(lab.shape) for lab in labels)  # (B, h, w) each
+    flat = torch.cat([lab.reshape(-1) for lab in labels])
+    lay = layout(shapes, num_classes, max_positives, max_negatives, bane_ratio, pool_size, str(flat.device))
+    anchored = flat.new_ones(len(shapes), num_classes, dtype=torch.bool) if anchored is None else anchored
+    labelled = (flat >= 0) & (flat < num_classes) & (flat != ignore_index)
+    slots = (flat.new_zeros(lay.pairs + 1), torch.cat([lay.slot_anchor0, lay.slot_anchor0[:1]]))
+    pos_counts = flat.new_zeros(anchored.numel())
+    if max_positives > 0:
+        pos_counts = _positives(slots, flat, labelled, lay, anchored, max_positives, generator)
+    maps, bane_counts = None, torch.zeros_like(pos_counts)
+    if bane_ratio is not None:
+        pred = torch.cat([p.reshape(-1) for p in preds])
+        ranked = ranked_errors(pred, flat, lay.layer, shapes, num_classes, bane_ratio, ignore_index)
+        maps, bane_counts = ranked.maps, torch.where(anchored.view(-1), ranked.keep.clamp_max(max_negatives), 0)
+        fill_slots(slots, ranked.order, ranked.sorted_anchor, ranked.rank, bane_counts, lay.bane_start, lay.local)
+    layer_totals = torch.stack([pos_counts.view(-1, num_classes).sum(1), bane_counts.view(-1, num_classes).sum(1)], 1)
+    valid = lay.slot_rank < layer_totals[lay.slot_layer, lay.slot_kind]
+    pool, topup = _pool(flat, labelled, lay, maps, anchored, max_negatives - bane_counts.view_as(anchored), generator)
+    return Samples(lay, slots[0][:-1], slots[1][:-1], valid, pos_counts, bane_counts, pool, topup, maps)
 
-    index: torch.Tensor
-    anchor: torch.Tensor
-    valid: torch.Tensor
-    counts: torch.Tensor
+
+def _positives(slots, flat: torch.Tensor, labelled: torch.Tensor, lay: Layout, anchored: torch.Tensor,
+               max_positives: int, generator) -> torch.Tensor:
+    """Fill the positive slots: each anchored class's first ``max_positives`` pixels in a random
+    order (one sort by (anchor, random key)); returns the positives per anchor (G,)."""
+    groups = anchored.numel()
+    anchor = lay.layer * lay.num_classes + flat.clamp(0, lay.num_classes - 1)
+    anchor = torch.where(labelled & anchored.view(-1)[anchor], anchor, groups)
+    order, counts = shuffle_within_groups(anchor, groups + 1, generator)  # one sort, not a (K, P) top-k
+    sorted_anchor = anchor[order]
+    rank = torch.arange(order.numel(), device=flat.device) - (counts.cumsum(0) - counts)[sorted_anchor]
+    take = counts[:groups].clamp_max(max_positives)
+    fill_slots(slots, order, sorted_anchor, rank, take, lay.pos_start, lay.local)
+    return take
+
+
+def _pool(flat: torch.Tensor, labelled: torch.Tensor, lay: Layout, maps: BaneMaps | None, anchored: torch.Tensor,
+          room: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each layer's pool (I, L) (a uniform sample without replacement of its labelled pixels, in
+    random order: one sort by (layer, unlabelled, random key)) and the top-up (I, K, L): per
+    anchor, the first pool pixels of other classes (not its own BANE picks) up to ``room`` (I, K),
+    by a cumulative count along the pool."""
+    keys = torch.rand(flat.numel(), device=flat.device, generator=generator, dtype=torch.float64)
+    keys += (~labelled).double() * 2 + lay.layer.double() * 4
+    at = keys.argsort()[lay.pool_at]  # (I, L) pixels in the flat arrays
+    pool_labels = flat[at][:, None, :]
+    eligible = (lay.pool_valid & labelled[at])[:, None, :] & (pool_labels != lay.classes) & anchored[:, :, None]
+    if maps is not None:  # a BANE pick of anchor n is its negative already
+        picked = (maps.selected & maps.error)[at][:, None, :]
+        eligible &= ~(picked & (maps.pred[at][:, None, :] == lay.classes))
+    taken = eligible.cumsum(2, dtype=torch.int32) <= room[:, :, None]
+    return lay.local[at], eligible & taken
 
 
 def sample_positives(labels: torch.Tensor, num_classes: int, max_positives: int, anchored: torch.Tensor | None = None,
                      generator: torch.Generator | None = None) -> Positives:
-    """Up to ``max_positives`` distinct random pixels of each (``anchored``) class.
+    """Up to ``max_positives`` distinct random pixels of each (``anchored``) class, for one layer.
 
     Args:
         labels: (P,) class ids (anything outside [0, K) never sampled).
@@ -100,70 +150,20 @@ def sample_positives(labels: torch.Tensor, num_classes: int, max_positives: int,
     Returns:
         ``Positives`` of min(P, K x max_positives) slots.
     """
-    inside = (labels >= 0) & (labels < num_classes)
-    if anchored is not None:
-        inside &= anchored[labels.clamp(0, num_classes - 1)]
-    bins = torch.where(inside, labels, num_classes)
-    order, counts = shuffle_within_groups(bins, num_classes + 1, generator)  # one sort, not a (K, P) top-k
-    positions = torch.arange(order.numel(), device=labels.device)
-    starts = counts.cumsum(0) - counts
-    sorted_class = bins[order]
-    return flat_slots(order, sorted_class, positions - starts[sorted_class], counts[:num_classes].clamp_max(max_positives),
-                      min(labels.numel(), num_classes * max_positives), Positives)
-
-
-@dataclass
-class NegativeSelection:
-    """The negatives one layer contributes: BANE's picks and the random top-up from a shared pool.
-
-    Attributes:
-        maps: the layer's BANE maps (None when BANE is off).
-        bane: BANE's picks (``contrast.bane.BanePicks``; none when BANE is off).
-        pool: (L,) pixel indices of the layer's shared random pool (a uniform sample without
-            replacement of its labelled pixels, in random order).
-        topup: (K, L) bool, the pool pixels each anchor takes as its random negatives.
-    """
-
-    maps: BaneMaps | None
-    bane: BanePicks
-    pool: torch.Tensor
-    topup: torch.Tensor
-
-    @property
-    def index(self) -> torch.Tensor:
-        """(K, M) per-anchor negatives, BANE's picks first (nearest first), then the top-up."""
-        return self._per_anchor()[0]
-
-    @property
-    def valid(self) -> torch.Tensor:
-        """(K, M) bool, a real negative."""
-        return self._per_anchor()[1]
-
-    @property
-    def is_bane(self) -> torch.Tensor:
-        """(K, M) bool, picked by BANE (the rest of ``valid`` is random top-up)."""
-        return self._per_anchor()[2]
-
-    def _per_anchor(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        num_classes, size = self.topup.shape[0], int(self.bane.counts.max()) + int(self.topup.sum(1).max())
-        bane, topup = self.bane, self.topup
-        rank = torch.arange(bane.index.numel(), device=bane.index.device) - (bane.counts.cumsum(0) - bane.counts)[bane.anchor]
-        rows = torch.cat([bane.anchor[bane.valid], torch.nonzero(topup)[:, 0]])
-        cols = torch.cat([rank[bane.valid], bane.counts[:, None].expand_as(topup)[topup] + topup.long().cumsum(1)[topup] - 1])
-        pixels = torch.cat([bane.index[bane.valid], self.pool[None].expand_as(topup)[topup]])
-        index = torch.zeros(num_classes, size, dtype=torch.long, device=pixels.device)
-        valid, is_bane = torch.zeros_like(index, dtype=torch.bool), torch.zeros_like(index, dtype=torch.bool)
-        index[rows, cols], valid[rows, cols] = pixels, True
-        is_bane[rows[:int(bane.valid.sum())], cols[:int(bane.valid.sum())]] = True
-        return index, valid, is_bane
+    flat = labels.reshape(-1)
+    lay = layout(((1, 1, flat.numel()),), num_classes, max_positives, 1, None, None, str(flat.device))
+    anchored = flat.new_ones(1, num_classes, dtype=torch.bool) if anchored is None else anchored.view(1, -1)
+    slots = (flat.new_zeros(lay.pairs + 1), flat.new_zeros(lay.pairs + 1))
+    counts = _positives(slots, flat, (flat >= 0) & (flat < num_classes), lay, anchored, max_positives, generator)
+    return Positives(slots[0][:-1], slots[1][:-1], lay.slot_rank < counts.sum(), counts)
 
 
 def select_negatives(pred: torch.Tensor, labels: torch.Tensor, num_classes: int, max_negatives: int,
                      bane_ratio: float | None, ignore_index: int = 255,
                      generator: torch.Generator | None = None, anchored: torch.Tensor | None = None,
                      pool_size: int | None = None) -> NegativeSelection:
-    """BANE maps and negatives for every anchor at one layer: the one code path the loss and
-    ``visualize-boundaries`` share.
+    """BANE maps and negatives for every anchor at one layer: the loss's own sampling
+    (``sample_layers``) for one layer, the view ``visualize-boundaries`` draws.
 
     Args:
         pred: (B, h, w) detached prediction resized (nearest) to the layer.
@@ -174,32 +174,11 @@ def select_negatives(pred: torch.Tensor, labels: torch.Tensor, num_classes: int,
         pool_size: pixels in the top-up pool (default: ``POOL_FACTOR`` x ``max_negatives``, at
             most the layer's pixels).
     """
-    flat = labels.reshape(-1)
-    anchored = torch.ones(num_classes, dtype=torch.bool, device=flat.device) if anchored is None else anchored
-    maps, bane = None, _no_picks(flat, num_classes)
-    if bane_ratio is not None:
-        ranked = ranked_errors(pred, labels, num_classes, bane_ratio, ignore_index)
-        maps, bane = ranked.maps, bane_picks(ranked, max_negatives, anchored, bane_ratio)
-    labelled = (flat >= 0) & (flat < num_classes) & (flat != ignore_index)
-    size = min(flat.numel(), pool_size or POOL_FACTOR * max_negatives)
-    keys = torch.rand(flat.numel(), device=flat.device, generator=generator) + (~labelled).float() * 2
-    pool = keys.topk(size, largest=False, sorted=True).indices  # labelled pixels first, in random order
-    topup = _topup(flat[pool], labelled[pool], pool, maps, anchored, max_negatives - bane.counts)
-    return NegativeSelection(maps, bane, pool, topup)
-
-
-def _topup(pool_labels, pool_labelled, pool, maps: BaneMaps | None, anchored: torch.Tensor,
-           room: torch.Tensor) -> torch.Tensor:
-    """(K, L) bool: per anchor, the first pool pixels of other classes (and not its own BANE picks)
-    up to ``room`` (K,), by a cumulative count along the pool."""
-    classes = torch.arange(anchored.numel(), device=pool.device)[:, None]
-    eligible = pool_labelled[None] & (pool_labels[None] != classes) & anchored[:, None]
-    if maps is not None:  # a BANE pick of anchor n is its negative already
-        picked = (maps.selected.reshape(-1) & maps.error.reshape(-1))[pool]
-        eligible &= ~(picked[None] & (maps.pred.reshape(-1)[pool][None] == classes))
-    return eligible & (eligible.long().cumsum(1) <= room[:, None])
-
-
-def _no_picks(flat: torch.Tensor, num_classes: int) -> BanePicks:
-    empty = flat.new_zeros(0)
-    return BanePicks(empty, empty, empty.bool(), flat.new_zeros(num_classes))
+    anchored = None if anchored is None else anchored.view(1, -1)
+    samples = sample_layers([labels], [pred], num_classes, 0, max_negatives, bane_ratio, ignore_index, anchored,
+                            generator, pool_size)
+    selection = samples.layer(0)[1]
+    if selection.maps is not None:  # in the labels' own shape
+        selection.maps = BaneMaps(*(t.view(labels.shape) for t in (selection.maps.error, selection.maps.distance,
+                                                                    selection.maps.selected, selection.maps.pred)))
+    return selection

@@ -90,7 +90,7 @@ def test_stop_gradient_option():
     shallow = torch.randn(2, 3, requires_grad=True)
     counts = [torch.tensor([1, 1]), torch.tensor([1, 1])]
     contextual_anchors([shallow, deep], counts, 0.7, 0.3, stop_grad=True)[0].sum().backward()
-    assert deep.grad is None and shallow.grad is not None
+    assert (deep.grad is None or not deep.grad.any()) and shallow.grad.abs().sum() > 0  # none through the deep term
     contextual_anchors([shallow, deep], counts, 0.7, 0.3, stop_grad=False)[0].sum().backward()
     assert deep.grad is not None and deep.grad.abs().sum() > 0
 

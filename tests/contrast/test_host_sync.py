@@ -68,7 +68,7 @@ def test_contextrast_training_step_never_waits_for_the_device(name, bane):
     with SyncRecorder() as recorder:
         terms = training_step(model, optimizer, images, labels, nullcontext, criterion)
     assert recorder.syncing == []
-    assert aten.scatter_add_ in recorder.seen and aten.topk in recorder.seen  # the loss did run
+    assert aten.scatter_add_ in recorder.seen and aten.sort in recorder.seen  # the loss did run
     assert all(torch.isfinite(v) for v in terms.values())
 
 
@@ -101,6 +101,6 @@ def test_many_classes_never_wait_for_the_device(max_anchors):
     images, labels = torch.rand(2, 3, 64, 96), torch.randint(0, 40, (2, 64, 96))  # 40 of 41 classes present
     with SyncRecorder() as recorder:
         terms = training_step(model, optimizer, images, labels, nullcontext, criterion)
-    assert recorder.syncing == [] and aten.topk in recorder.seen
+    assert recorder.syncing == [] and aten.sort in recorder.seen
     assert float(terms["ccl_present"]) == 40 and float(terms["ccl_anchored"]) == (max_anchors or 40)
     assert float(terms["ccl_l1_classes"]) == (max_anchors or 40)

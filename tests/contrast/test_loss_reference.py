@@ -15,20 +15,16 @@ SETTINGS = dict(layers=(1, 2, 3), lambdas=(0.3, 0.6, 1.0), alpha=0.2, tau=0.15, 
 
 
 def capture(monkeypatch) -> list:
-    """Record the (positives, negatives) every layer draws."""
+    """Record the (positives, negatives) every layer draws (the per-layer view of the samples)."""
     drawn = []
-    real_pos, real_neg = loss_module.sample_positives, loss_module.select_negatives
+    real = loss_module.sample_layers
 
-    def positives(*args, **kwargs):
-        drawn.append([real_pos(*args, **kwargs)])
-        return drawn[-1][0]
+    def record(labels, *args, **kwargs):
+        samples = real(labels, *args, **kwargs)
+        drawn.extend(samples.layer(index) for index in range(len(labels)))
+        return samples
 
-    def negatives(*args, **kwargs):
-        drawn[-1].append(real_neg(*args, **kwargs))
-        return drawn[-1][1]
-
-    monkeypatch.setattr(loss_module, "sample_positives", positives)
-    monkeypatch.setattr(loss_module, "select_negatives", negatives)
+    monkeypatch.setattr(loss_module, "sample_layers", record)
     return drawn
 
 

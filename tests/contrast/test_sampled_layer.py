@@ -1,11 +1,11 @@
-"""``sampled_layer``: its exact paths (a channels-last map read as rows where it lies; a
-channels-first map's rows gathered where they lie for few samples, one transposed copy for many)
-against plain autograd on the same pixels, values and gradients."""
+"""``sampled_layers``: a channels-last map read as rows where it lies, a channels-first one through
+one transposed copy, several layers in one call, against plain autograd on the same pixels, values
+and gradients; ``row_cosines`` likewise."""
 
 import pytest
 import torch
 
-from contextrast_cli.contrast.rows import _SampledLayer, row_cosines, sampled_layer
+from contextrast_cli.contrast.rows import row_cosines, sampled_layer, sampled_layers
 
 
 def plain(emb, bins, index, k):
@@ -17,7 +17,7 @@ def plain(emb, bins, index, k):
 
 
 @pytest.mark.parametrize("samples, layout", [(7, "channels first"), (200, "channels first"), (7, "channels last")],
-                         ids=["few rows: channels first", "many rows: transposed copy", "channels last: rows as they lie"])
+                         ids=["few rows: transposed copy", "many rows: transposed copy", "channels last: rows as they lie"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 def test_every_path_equals_plain_autograd(samples, layout, dtype):
     generator = torch.Generator().manual_seed(samples)
@@ -48,41 +48,53 @@ def test_every_path_equals_plain_autograd(samples, layout, dtype):
                                atol=1e-12 if dtype == torch.float64 else 0.05)
 
 
-def test_the_path_follows_the_sample_count():
-    emb, bins = torch.zeros(2, 3, 10), torch.zeros(20, dtype=torch.long)
+def test_several_layers_in_one_call_equal_each_layer_alone():
+    """Three layers of different sizes, each reading rows into two places of the one output (as the
+    loss reads its pairs and its pool): the sums and rows are each layer's own, the gradients too."""
+    generator = torch.Generator().manual_seed(3)
+    k, dim, sizes = 4, 5, (40, 12, 3)
+    embs = [torch.randn(2, dim, n, generator=generator, dtype=torch.float64).requires_grad_() for n in sizes]
+    bins = [torch.randint(0, k + 1, (2 * n,), generator=generator) for n in sizes]
+    indices = [(torch.randint(0, 2 * n, (5,), generator=generator), torch.randint(0, 2 * n, (3,), generator=generator))
+               for n in sizes]
+    reads = [[(first, slice(5 * layer, 5 * layer + 5)), (second, slice(15 + 3 * layer, 18 + 3 * layer))]
+             for layer, (first, second) in enumerate(indices)]
+    sums, rows = sampled_layers(embs, torch.cat(bins), reads, 24, k)
+    weights = torch.randn(3, k, dim, generator=generator, dtype=torch.float64), \
+        torch.randn(24, dim, generator=generator, dtype=torch.float64)
+    ((sums * weights[0]).sum() + (rows * weights[1]).sum()).backward()
+    for layer, (emb, layer_bins, (first, second)) in enumerate(zip(embs, bins, indices)):
+        reference = emb.detach().clone().requires_grad_()
+        ref_sums, ref_rows = plain(reference, layer_bins, torch.cat([first, second]), k)
+        torch.testing.assert_close(sums[layer], ref_sums, rtol=0, atol=1e-12)
+        got = torch.cat([rows[5 * layer:5 * layer + 5], rows[15 + 3 * layer:18 + 3 * layer]])
+        torch.testing.assert_close(got, ref_rows, rtol=0, atol=0)
+        row_weights = torch.cat([weights[1][5 * layer:5 * layer + 5], weights[1][15 + 3 * layer:18 + 3 * layer]])
+        ((ref_sums * weights[0][layer]).sum() + (ref_rows * row_weights).sum()).backward()
+        torch.testing.assert_close(emb.grad, reference.grad, rtol=0, atol=1e-12)
 
-    class Ctx:
-        def save_for_backward(self, *tensors):
-            pass
 
-    for samples, as_rows in ((5, False), (6, True)):  # 4 x 5 = 20 pixels: channels first; 24 > 20: rows
-        ctx = Ctx()
-        _SampledLayer.forward(ctx, emb, bins, torch.zeros(samples, dtype=torch.long), 2)
-        assert ctx.as_rows is as_rows
-    ctx = Ctx()  # channels last: rows whatever the count
-    _SampledLayer.forward(ctx, emb.permute(0, 2, 1).contiguous().permute(0, 2, 1), bins, torch.zeros(1, dtype=torch.long), 2)
-    assert ctx.as_rows and ctx.rows_layout
-
-
-@pytest.mark.parametrize("pairs, pool", [(9, 6), (9, 0), (0, 6)], ids=["pairs and pool", "pairs only", "pool only"])
-def test_row_cosines_equal_plain_autograd(pairs, pool):
-    """Each pair row's dot with its anchor and the pool's dots with every anchor, values and
-    gradients (into the rows and the anchors), as the products and a split give under autograd."""
-    generator = torch.Generator().manual_seed(pairs + pool)
+@pytest.mark.parametrize("pairs, pool, layers", [(9, 6, 1), (9, 0, 1), (0, 6, 1), (9, 6, 3)],
+                         ids=["pairs and pool", "pairs only", "pool only", "three layers"])
+def test_row_cosines_equal_plain_autograd(pairs, pool, layers):
+    """Each pair row's dot with its anchor and each pool's dots with every anchor of its layer,
+    values and gradients (into the rows and the anchors), as the products give under autograd."""
+    generator = torch.Generator().manual_seed(pairs + pool + layers)
     k, dim = 4, 5
-    anchors = torch.randn(k, dim, generator=generator, dtype=torch.float64).requires_grad_()
-    rows = torch.randn(pairs + pool, dim, generator=generator, dtype=torch.float64).requires_grad_()
-    pair_anchor = torch.randint(0, k, (pairs,), generator=generator)  # repeated anchors included
-    pair_cos, pool_cos = row_cosines(anchors, rows, pair_anchor)
+    anchors = torch.randn(layers * k, dim, generator=generator, dtype=torch.float64).requires_grad_()
+    rows = torch.randn(pairs + layers * pool, dim, generator=generator, dtype=torch.float64).requires_grad_()
+    pair_anchor = torch.randint(0, layers * k, (pairs,), generator=generator)  # repeated anchors included
+    pair_cos, pool_cos = row_cosines(anchors, rows, pair_anchor, layers)
     ref_anchors, ref_rows = anchors.detach().clone().requires_grad_(), rows.detach().clone().requires_grad_()
     ref_pair = torch.stack([ref_rows[m] @ ref_anchors[int(a)] for m, a in enumerate(pair_anchor)]) if pairs \
         else ref_rows.new_zeros(0)
-    ref_pool = torch.stack([torch.stack([ref_anchors[n] @ ref_rows[pairs + j] for j in range(pool)])
-                            for n in range(k)]) if pool else ref_rows.new_zeros(k, 0)
+    ref_pool = torch.stack([torch.stack([torch.stack([ref_anchors[i * k + n] @ ref_rows[pairs + i * pool + j]
+                                                      for j in range(pool)]) if pool else ref_rows.new_zeros(0)
+                                         for n in range(k)]) for i in range(layers)])
     torch.testing.assert_close(pair_cos, ref_pair, rtol=0, atol=1e-12)
     torch.testing.assert_close(pool_cos, ref_pool, rtol=0, atol=1e-12)
     weights = torch.randn(pairs, generator=generator, dtype=torch.float64), \
-        torch.randn(k, pool, generator=generator, dtype=torch.float64)
+        torch.randn(layers, k, pool, generator=generator, dtype=torch.float64)
     ((pair_cos * weights[0]).sum() + (pool_cos * weights[1]).sum()).backward()
     ((ref_pair * weights[0]).sum() + (ref_pool * weights[1]).sum()).backward()
     torch.testing.assert_close(rows.grad, ref_rows.grad, rtol=0, atol=1e-12)

@@ -202,9 +202,14 @@ def sampled_loss(runtime) -> dict:
     share = slice(runtime.rank, None, runtime.world_size)
     criterion = ContextrastLoss(6, (5, 5, 5), **SETTINGS).double()
     criterion.heads = nn.ModuleList(nn.Identity() for _ in range(3))
-    drawn, real_pos, real_neg = [], loss_module.sample_positives, loss_module.select_negatives
-    loss_module.sample_positives = lambda *a, **k: drawn.append([real_pos(*a, **k)]) or drawn[-1][0]
-    loss_module.select_negatives = lambda *a, **k: drawn[-1].append(real_neg(*a, **k)) or drawn[-1][1]
+    drawn, real = [], loss_module.sample_layers
+
+    def record(labels, *args, **kwargs):
+        samples = real(labels, *args, **kwargs)
+        drawn.extend(samples.layer(index) for index in range(len(labels)))
+        return samples
+
+    loss_module.sample_layers = record
     try:
         torch.manual_seed(runtime.rank)
         local = [f[share].clone().requires_grad_() for f in features]
@@ -212,7 +217,7 @@ def sampled_loss(runtime) -> dict:
         total = sum(terms[f"loss_ccl_l{i}"] for i in (1, 2, 3))
         total.backward()
     finally:
-        loss_module.sample_positives, loss_module.select_negatives = real_pos, real_neg
+        loss_module.sample_layers = real
     from tests.contrast.reference import samples_of
 
     return {"total": total.detach(), "grads": [f.grad for f in local],

@@ -1,0 +1,114 @@
+"""What the loss samples, as flat fixed-length lists of pixels (never a classes x pixels matrix):
+per layer ``Positives`` and ``NegativeSelection`` (the public, per-layer view that figures and the
+API use), and ``Samples``, all layers of one loss call stacked in the slots of a
+``contrast.layout.Layout``."""
+
+from dataclasses import dataclass
+
+import torch
+
+from contextrast_cli.contrast.bane import BaneMaps, BanePicks
+from contextrast_cli.contrast.layout import Layout
+
+
+@dataclass
+class Positives:
+    """Each anchor's positives: up to ``max_positives`` random pixels of its class, as a flat list.
+
+    Attributes:
+        index: (M,) pixel indices into the flattened (B, h, w) layer.
+        anchor: (M,) the class of each.
+        valid: (M,) bool, a real positive (the rest is padding).
+        counts: (K,) positives per class.
+    """
+
+    index: torch.Tensor
+    anchor: torch.Tensor
+    valid: torch.Tensor
+    counts: torch.Tensor
+
+
+@dataclass
+class NegativeSelection:
+    """The negatives one layer contributes: BANE's picks and the random top-up from a shared pool.
+
+    Attributes:
+        maps: the layer's BANE maps (None when BANE is off).
+        bane: BANE's picks (``contrast.bane.BanePicks``; none when BANE is off).
+        pool: (L,) pixel indices of the layer's shared random pool (a uniform sample without
+            replacement of its labelled pixels, in random order).
+        topup: (K, L) bool, the pool pixels each anchor takes as its random negatives.
+    """
+
+    maps: BaneMaps | None
+    bane: BanePicks
+    pool: torch.Tensor
+    topup: torch.Tensor
+
+    @property
+    def index(self) -> torch.Tensor:
+        """(K, M) per-anchor negatives, BANE's picks first (nearest first), then the top-up."""
+        return self._per_anchor()[0]
+
+    @property
+    def valid(self) -> torch.Tensor:
+        """(K, M) bool, a real negative."""
+        return self._per_anchor()[1]
+
+    @property
+    def is_bane(self) -> torch.Tensor:
+        """(K, M) bool, picked by BANE (the rest of ``valid`` is random top-up)."""
+        return self._per_anchor()[2]
+
+    def _per_anchor(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        num_classes, size = self.topup.shape[0], int(self.bane.counts.max()) + int(self.topup.sum(1).max())
+        bane, topup = self.bane, self.topup
+        rank = torch.arange(bane.index.numel(), device=bane.index.device) - (bane.counts.cumsum(0) - bane.counts)[bane.anchor]
+        rows = torch.cat([bane.anchor[bane.valid], torch.nonzero(topup)[:, 0]])
+        cols = torch.cat([rank[bane.valid], bane.counts[:, None].expand_as(topup)[topup] + topup.long().cumsum(1)[topup] - 1])
+        pixels = torch.cat([bane.index[bane.valid], self.pool[None].expand_as(topup)[topup]])
+        index = torch.zeros(num_classes, size, dtype=torch.long, device=pixels.device)
+        valid, is_bane = torch.zeros_like(index, dtype=torch.bool), torch.zeros_like(index, dtype=torch.bool)
+        index[rows, cols], valid[rows, cols] = pixels, True
+        is_bane[rows[:int(bane.valid.sum())], cols[:int(bane.valid.sum())]] = True
+        return index, valid, is_bane
+
+
+@dataclass
+class Samples:
+    """All layers' samples of one loss call, in the static slots of ``layout``.
+
+    Attributes:
+        index: (M,) pair slots: each layer's positives then its BANE picks, as pixel indices within
+            the layer; ``anchor`` (M,) the anchor id (layer x K + class) each is read against;
+            ``valid`` (M,) the real ones.
+        pos_counts, bane_counts: (G,) positives and BANE picks per anchor.
+        pool: (I, L) each layer's top-up candidates (pixel indices within the layer; past L_l a
+            repeat, never taken); ``topup`` (I, K, L) those each anchor takes.
+        maps: BANE's maps over the flat (P,) pixels, or None without BANE.
+    """
+
+    layout: Layout
+    index: torch.Tensor
+    anchor: torch.Tensor
+    valid: torch.Tensor
+    pos_counts: torch.Tensor
+    bane_counts: torch.Tensor
+    pool: torch.Tensor
+    topup: torch.Tensor
+    maps: BaneMaps | None
+
+    def layer(self, index: int) -> tuple[Positives, NegativeSelection]:
+        """Layer ``index``'s samples as the public per-layer types (classes 0..K-1, its own pixels)."""
+        lay, k = self.layout, self.layout.num_classes
+        pos, bane = lay.pair_slices(index)
+        counts = (self.pos_counts.view(-1, k)[index], self.bane_counts.view(-1, k)[index])
+        positives = Positives(self.index[pos], self.anchor[pos] - index * k, self.valid[pos], counts[0])
+        picks = BanePicks(self.index[bane], self.anchor[bane] - index * k, self.valid[bane], counts[1])
+        maps = None
+        if self.maps is not None:
+            shape, pixels = lay.shapes[index], lay.pixels(index)
+            maps = BaneMaps(*(t[pixels].view(shape) for t in (self.maps.error, self.maps.distance,
+                                                              self.maps.selected, self.maps.pred)))
+        width = lay.pool_sizes[index]
+        return positives, NegativeSelection(maps, picks, self.pool[index, :width], self.topup[index, :, :width])
