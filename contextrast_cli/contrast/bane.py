@@ -95,16 +95,15 @@ def ranked_errors(pred: torch.Tensor, labels: torch.Tensor, layer: torch.Tensor,
     """BANE over stacked layers: ``pred``, ``labels`` and ``layer`` (P,) flat, the layers' maps of
     ``shapes`` one after the other; the anchor of E^n at layer l is l x K + n.
 
-    One sort ranks every E^n of every layer: the key (anchor, distance) in float64 is exact for
-    any class count and map size (anchor x span + distance, span above every in-image distance)."""
+    One stable sort ranks every E^n of every layer: the integer key anchor x span + squared
+    distance (span above every in-image squared distance) is exact for any class count and map
+    size, and ranks as the distance does."""
     error = (pred != labels) & (labels != ignore_index)
-    distance = region_distances(torch.where(error, pred, -1), shapes)
-    distance = torch.where(error, distance, torch.full_like(distance, float("inf")))
+    squares = region_distances(torch.where(error, pred, -1), shapes, squared=True)
     groups = len(shapes) * num_classes
     anchor = layer * num_classes + pred
-    span = float(max(h + w for _, h, w in shapes) + 2)
-    key = torch.where(error, anchor.double() * span + distance.clamp_max(span - 1).double(),
-                      torch.full_like(distance, float("inf"), dtype=torch.float64))
+    span = max(h + w for _, h, w in shapes) ** 2 + 1  # (h + w)^2 > h^2 + w^2; an image of one region: inf -> span - 1
+    key = torch.where(error, anchor * span + squares.clamp_max(span - 1).long(), groups * span)
     order = key.argsort(stable=True)  # ties: raster order
     counts = count_ids(torch.where(error, anchor, groups), groups + 1)[:groups]
     keep = torch.ceil(counts * ratio).long()
@@ -114,6 +113,7 @@ def ranked_errors(pred: torch.Tensor, labels: torch.Tensor, layer: torch.Tensor,
     rank = positions - torch.cat([counts.cumsum(0) - counts, total[None]])[sorted_anchor]
     chosen = (sorted_anchor < groups) & (rank < keep[sorted_anchor.clamp_max(groups - 1)])
     selected = torch.zeros_like(error).index_put_((order,), chosen)
+    distance = torch.where(error, squares.sqrt(), float("inf"))
     return RankedErrors(BaneMaps(error, distance, selected, pred), order, rank, sorted_anchor, keep)
 
 

@@ -9,6 +9,7 @@ shared top-up pool is one (K, L) product. No (K, P) or (B, K, N) tensor exists.
 """
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 import torch.distributed as dist
@@ -112,9 +113,14 @@ def stacked_anchors(means: torch.Tensor, counts: torch.Tensor, w_low: float, w_h
         (I, K, D) unit anchors.
     """
     deep = means[-1].detach() if stop_grad else means[-1]
-    shallow = torch.arange(means.shape[0], device=means.device)[:, None] < means.shape[0] - 1
-    both = (counts > 0) & (counts[-1] > 0) & shallow
+    both = (counts > 0) & (counts[-1] > 0) & _shallow(means.shape[0], str(means.device))
     return F.normalize(torch.where(both[..., None], w_low * means + w_high * deep, means), dim=-1)
+
+
+@lru_cache(maxsize=16)
+def _shallow(layers: int, device: str) -> torch.Tensor:
+    """(I, 1) bool: every layer but the deepest (made once per depth and device)."""
+    return (torch.arange(layers) < layers - 1)[:, None].to(device)
 
 
 def pixel_anchor_loss(anchors: torch.Tensor, emb: torch.Tensor, positives: Positives,
@@ -132,9 +138,10 @@ def pixel_anchor_loss(anchors: torch.Tensor, emb: torch.Tensor, positives: Posit
     bane = negatives.bane
     index = torch.cat([positives.index, bane.index, negatives.pool])
     rows = emb.permute(0, 2, 1).reshape(-1, emb.shape[1]).index_select(0, index)
-    pairs = Pairs(torch.cat([positives.anchor, bane.anchor]), torch.cat([positives.valid, bane.valid]),
-                  torch.cat([torch.ones_like(positives.valid), torch.zeros_like(bane.valid)]),
-                  torch.zeros_like(index[:positives.index.numel() + bane.index.numel()]), positives.counts)
+    positive = torch.cat([torch.ones_like(positives.valid), torch.zeros_like(bane.valid)])
+    totals = torch.stack([positives.valid.sum(), bane.valid.sum()])[None]
+    pairs = Pairs(torch.cat([positives.anchor, bane.anchor]), torch.cat([positives.valid, bane.valid]), positive,
+                  (~positive).long(), positives.counts, totals)
     out = sampled_loss(anchors, rows, pairs, negatives.topup[None], tau)
     return {"loss": out["loss"][0], "pos_sim": out["pos_sim"][0], "neg_sim": out["neg_sim"][0]}
 
@@ -145,14 +152,16 @@ class Pairs:
 
     Attributes:
         anchor: (M,) anchor id (layer x K + class); valid: (M,) a real sample; positive: (M,) a
-        positive (else a BANE pick); layer: (M,) its layer; pos_counts: (G,) positives per anchor.
+        positive (else a BANE pick); group: (M,) layer x 2 + (0 a positive, 1 a BANE pick);
+        pos_counts: (G,) positives per anchor; totals: (I, 2) the valid positives and BANE picks per layer.
     """
 
     anchor: torch.Tensor
     valid: torch.Tensor
     positive: torch.Tensor
-    layer: torch.Tensor
+    group: torch.Tensor
     pos_counts: torch.Tensor
+    totals: torch.Tensor
 
 
 def sampled_loss(anchors: torch.Tensor, rows: torch.Tensor, pairs: Pairs, topup: torch.Tensor,
@@ -179,9 +188,8 @@ def sampled_loss(anchors: torch.Tensor, rows: torch.Tensor, pairs: Pairs, topup:
     positive, bane = pairs.valid & pairs.positive, pairs.valid & ~pairs.positive
     loss = _InfoNCE.apply(pair_cos, pool_cos, pairs.anchor, positive, bane, topup, pairs.pos_counts, tau)
     with torch.no_grad():
-        kind = pairs.layer * 2 + bane.long()  # sums of the pairs' cosines per (layer, positive / BANE)
-        sums = pair_cos.new_zeros(layers * 2).index_add_(0, kind, pair_cos * pairs.valid).view(layers, 2)
-        numbers = pair_cos.new_zeros(layers * 2).index_add_(0, kind, pairs.valid.to(dtype)).view(layers, 2)
+        sums = pair_cos.new_zeros(layers * 2).index_add_(0, pairs.group, pair_cos * pairs.valid).view(layers, 2)
+        numbers = pairs.totals.to(dtype)  # (I, 2): positives, BANE picks
         topups = topup.sum((1, 2)).to(dtype)
         neg_sim = (sums[:, 1] + (pool_cos * topup).sum((1, 2))) / (numbers[:, 1] + topups).clamp_min(1)
         pos_sim = sums[:, 0] / numbers[:, 0].clamp_min(1)

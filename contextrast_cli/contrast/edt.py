@@ -23,7 +23,7 @@ from functools import lru_cache
 import torch
 
 INF = float("inf")
-CHUNK_FACTOR = 32  # the second pass holds at most this many times the maps' pixels at once
+CHUNK_FACTOR = 64  # the second pass holds at most this many times the maps' pixels at once
 
 Shapes = tuple[tuple[int, int, int], ...]
 
@@ -65,13 +65,16 @@ def region_distance(regions: torch.Tensor, row_chunk: int | None = None) -> torc
     return region_distances(regions.reshape(-1), (tuple(regions.shape),), row_chunk).view(regions.shape)
 
 
-def region_distances(ids: torch.Tensor, shapes: Shapes, line_chunk: int | None = None) -> torch.Tensor:
+def region_distances(ids: torch.Tensor, shapes: Shapes, line_chunk: int | None = None,
+                     squared: bool = False) -> torch.Tensor:
     """``region_distance`` of several maps at once.
 
     Args:
         ids: (P,) the maps' region ids, each map flattened (B, H, W) in turn.
         shapes: each map's (B, H, W), in that order.
         line_chunk: pass-2 lines processed at once (default: CHUNK_FACTOR x P elements at most).
+        squared: return the squared distances (integers, exact in float32 below 2^24: what a
+            ranking by distance needs, without the square root's rounding).
 
     Returns:
         (P,) float32 distances in the same order.
@@ -87,7 +90,8 @@ def region_distances(ids: torch.Tensor, shapes: Shapes, line_chunk: int | None =
     parts = (t.split(line_chunk) for t in (short_ids[:, :, None], short_ids[:, None, :], g2[:, None, :], best))
     for left, right, cost, out in zip(*parts):  # (n, S, S') at a time
         torch.amin(torch.where(left == right, cost, 0.0).add_(lines.dx2), -1, out=out)
-    return best.view(-1)[lines.short_back].sqrt()
+    squares = best.view(-1)[lines.short_back]
+    return squares if squared else squares.sqrt()
 
 
 class _Lines:

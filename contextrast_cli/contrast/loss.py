@@ -41,18 +41,32 @@ def _nearest_positions(source: int, size: int, device: str | None) -> torch.Tens
     return (torch.arange(size, dtype=torch.float32) * scale).floor().long().clamp_max(source - 1).to(device)
 
 
+@lru_cache(maxsize=16)
+def _constant(values: tuple, dtype: torch.dtype, device: str) -> torch.Tensor:
+    """A tensor of ``values``, made once per device and dtype (no host-to-device copy per step)."""
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
 def resize_labels(labels: torch.Tensor, size) -> torch.Tensor:
     """Nearest-neighbour resize of (B, H, W) ids to (B, h, w): the pixels ``F.interpolate``'s
     nearest mode takes, read by index (exact for any id, no float copy at the input's size)."""
-    rows, cols = (nearest_index(n, m, labels.device) for n, m in zip(labels.shape[-2:], size))
-    return labels[:, rows][:, :, cols]
+    return labels[(slice(None), *_grid(labels.shape[-2:], size, labels.device))]
+
+
+def _grid(source, size, device) -> tuple:
+    """The (rows, cols) index of a nearest resize from ``source`` to ``size`` (H, W), one indexing
+    expression: slices where the ratio is whole, a broadcast pair of index tensors where both are not."""
+    rows, cols = (nearest_index(n, m, device) for n, m in zip(source, size))
+    if isinstance(rows, torch.Tensor) and isinstance(cols, torch.Tensor):
+        rows = rows[:, None]
+    return rows, cols
 
 
 def predict_at(logits: torch.Tensor, size) -> torch.Tensor:
     """The prediction resized (nearest) to ``size``, ``resize_labels(logits.argmax(1), size)``: the
     argmax over classes at the nearest positions only (a strided view where the ratio is whole)."""
-    rows, cols = (nearest_index(n, m, logits.device) for n, m in zip(logits.shape[-2:], size))
-    return logits.detach()[:, :, rows][:, :, :, cols].argmax(1)
+    with torch.no_grad():
+        return logits[(slice(None), slice(None), *_grid(logits.shape[-2:], size, logits.device))].argmax(1)
 
 
 def predictions_at(logits: torch.Tensor, sizes: list) -> list[torch.Tensor]:
@@ -161,7 +175,7 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
         anchored = choose_anchors(present, self.max_anchors, group)
         terms = {"ccl_present": present.sum().float(), "ccl_anchored": anchored.sum().float()}
         used = anchored & (counts > 0)  # (I, K): the anchors the loss computes
-        samples = self._sample(logits, labels, used)
+        samples = self._sample(logits, labels, used, bins)
         with torch.autocast(logits.device.type, enabled=False):  # the loss runs in float32 (float64 stays)
             width, reads = samples.pool.shape[1], []
             for index in range(len(embs)):
@@ -169,10 +183,11 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
                 pool = slice(lay.pairs + index * width, lay.pairs + (index + 1) * width)
                 reads.append([(samples.index[pos.start:bane.stop], slice(pos.start, bane.stop)),
                               (samples.pool[index], pool)])
-            sums, rows = sampled_layers([emb.flatten(2) for emb in embs], bins, reads, pool.stop, k)
+            sums, rows = sampled_layers(embs, bins, reads, pool.stop, k)
             anchors = stacked_anchors(means_of(sums, local, group)[0], counts, *self.anchor_weights,
                                       stop_grad=self.anchor_stop_grad)
-            pairs = Pairs(samples.anchor, samples.valid, lay.slot_positive, lay.slot_layer, samples.pos_counts)
+            pairs = Pairs(samples.anchor, samples.valid, lay.slot_positive, lay.slot_group, samples.pos_counts,
+                          samples.totals)
             out = sampled_loss(anchors.flatten(0, 1), rows, pairs, samples.topup, self.tau)
         terms.update(self._layer_terms(out, used))
         return terms
@@ -181,18 +196,18 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
         """The default process group when anchors are synchronised over several processes, else None."""
         return process_group() if self.sync_anchors else None
 
-    def _sample(self, logits: torch.Tensor, labels: list[torch.Tensor], used: torch.Tensor) -> Samples:
-        """Every layer's positives and negatives (``sample_layers``)."""
+    def _sample(self, logits: torch.Tensor, labels: list[torch.Tensor], used: torch.Tensor,
+                bins: torch.Tensor) -> Samples:
+        """Every layer's positives and negatives (``sample_layers``; ``bins`` the labels as (P,) classes)."""
         preds = None
         if self.bane_ratio is not None:
             preds = predictions_at(logits, [lab.shape[-2:] for lab in labels])  # one argmax
         return sample_layers(labels, preds, self.num_classes, self.max_positives, self.max_negatives,
-                             self.bane_ratio, self.ignore_index, used)
+                             self.bane_ratio, self.ignore_index, used, bins=bins)
 
     def _layer_terms(self, out: dict, used: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per layer: the weighted loss and the diagnostics, from the (I,) vectors of ``sampled_loss``."""
-        weights = torch.tensor([self.alpha * w for w in self.lambdas], dtype=out["loss"].dtype,
-                               device=out["loss"].device)
+        weights = _constant(tuple(self.alpha * w for w in self.lambdas), out["loss"].dtype, str(out["loss"].device))
         classes = used.sum(1).to(out["loss"].dtype)
         per_class = classes.clamp_min(1)
         columns = {"loss_ccl_l{}": out["loss"] * weights, "ccl_l{}_classes": classes,

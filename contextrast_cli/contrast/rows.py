@@ -12,7 +12,7 @@ def sampled_layers(embs: list[torch.Tensor], bins: torch.Tensor, reads: Reads, r
     """Every layer's class sums (I, K, D) and the sampled pixels' embeddings as rows (``rows``, D).
 
     Args:
-        embs: per layer (B, D, N) embeddings (a feature map flattened); summed in float32 at least.
+        embs: per layer (B, D, ...) embeddings (a feature map, or one flattened); summed in float32 at least.
         bins: (P,) each pixel's class (K: ignored), the layers' pixels one after the other.
         reads: per layer, the (pixel indices within the layer, slice of the output rows) it fills.
 
@@ -29,10 +29,20 @@ def sampled_layer(emb: torch.Tensor, bins: torch.Tensor, index: torch.Tensor,
 
 
 def _as_rows(emb: torch.Tensor, dtype) -> torch.Tensor:
-    """(B, D, N) as a (P, D) table of rows: a view of a map laid out channels last (what the
+    """(B, D, ...) as a (P, D) table of rows: a view of a map laid out channels last (what the
     projection heads make), else one transposed copy."""
-    batch, dim, pixels = emb.shape
-    return emb.permute(0, 2, 1).reshape(batch * pixels, dim).to(dtype)
+    return emb.movedim(1, -1).reshape(-1, emb.shape[1]).to(dtype)
+
+
+def _rows_layout(emb: torch.Tensor) -> bool:
+    """Whether (B, D, ...) ``emb`` is laid out as rows (channels last), read off its strides."""
+    expected = 1
+    for size, stride in reversed(list(zip(emb.shape[:1] + emb.shape[2:] + emb.shape[1:2],
+                                          emb.stride()[:1] + emb.stride()[2:] + emb.stride()[1:2]))):
+        if size != 1 and stride != expected:
+            return False
+        expected *= size
+    return True
 
 
 class _SampledLayers(torch.autograd.Function):
@@ -55,7 +65,7 @@ class _SampledLayers(torch.autograd.Function):
                 torch.index_select(table, 0, index, out=out[where])
             start += table.shape[0]
         ctx.save_for_backward(bins)
-        ctx.reads, ctx.meta = reads, [(emb.shape, emb.dtype, emb.permute(0, 2, 1).is_contiguous()) for emb in embs]
+        ctx.reads, ctx.meta = reads, [(emb.shape, emb.dtype, _rows_layout(emb)) for emb in embs]
         return sums[:, :num_classes], out
 
     @staticmethod
@@ -64,13 +74,13 @@ class _SampledLayers(torch.autograd.Function):
         table = torch.cat([grad_sums, grad_sums.new_zeros(grad_sums.shape[0], 1, grad_sums.shape[2])], 1)
         grads, start = [], 0
         for layer_table, layer_reads, (shape, dtype, rows_layout) in zip(table, ctx.reads, ctx.meta):
-            batch, dim, pixels = shape
-            grad = layer_table.index_select(0, bins[start:start + batch * pixels])  # (P, D)
+            pixels = shape.numel() // shape[1]
+            grad = layer_table.index_select(0, bins[start:start + pixels])  # (P, D)
             for index, where in layer_reads:
                 grad.index_add_(0, index, grad_rows[where].to(grad.dtype))  # the sampled pixels' own terms
-            grad = grad.view(batch, pixels, dim).permute(0, 2, 1).to(dtype)
+            grad = grad.view(shape[:1] + shape[2:] + shape[1:2]).movedim(-1, 1).to(dtype)
             grads.append(grad if rows_layout else grad.contiguous())
-            start += batch * pixels
+            start += pixels
         return None, None, None, None, *grads
 
 
@@ -98,13 +108,15 @@ class _RowCosines(torch.autograd.Function):
         anchors, rows, pair_anchor = ctx.saved_tensors
         pairs, grad_anchors, grad_rows = pair_anchor.numel(), None, None
         stacked, pool = _per_layer(anchors, rows, pairs, ctx.layers)
-        if ctx.needs_input_grad[1]:
-            grad_rows = torch.empty_like(rows, memory_format=torch.contiguous_format)
-            torch.index_select(anchors, 0, pair_anchor, out=grad_rows[:pairs]).mul_(grad_pair[:, None])
-            torch.bmm(grad_pool.transpose(1, 2), stacked, out=grad_rows[pairs:].view_as(pool))
+        # one (M + I x L, D) buffer: its pair rows first hold the pairs' terms of dL/danchors, then dL/drows
+        buffer = torch.empty_like(rows, memory_format=torch.contiguous_format)
         if ctx.needs_input_grad[0]:
             grad_anchors = torch.bmm(grad_pool, pool).view_as(anchors)
-            grad_anchors = grad_anchors.index_add_(0, pair_anchor, rows[:pairs] * grad_pair[:, None])
+            grad_anchors.index_add_(0, pair_anchor, torch.mul(rows[:pairs], grad_pair[:, None], out=buffer[:pairs]))
+        if ctx.needs_input_grad[1]:
+            grad_rows = buffer
+            torch.index_select(anchors, 0, pair_anchor, out=grad_rows[:pairs]).mul_(grad_pair[:, None])
+            torch.bmm(grad_pool.transpose(1, 2), stacked, out=grad_rows[pairs:].view_as(pool))
         return grad_anchors, grad_rows, None, None
 
 

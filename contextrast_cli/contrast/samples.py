@@ -82,7 +82,7 @@ class Samples:
         index: (M,) pair slots: each layer's positives then its BANE picks, as pixel indices within
             the layer; ``anchor`` (M,) the anchor id (layer x K + class) each is read against;
             ``valid`` (M,) the real ones.
-        pos_counts, bane_counts: (G,) positives and BANE picks per anchor.
+        pos_counts, bane_counts: (G,) positives and BANE picks per anchor; ``totals`` (I, 2) per layer.
         pool: (I, L) each layer's top-up candidates (pixel indices within the layer; past L_l a
             repeat, never taken); ``topup`` (I, K, L) those each anchor takes.
         maps: BANE's maps over the flat (P,) pixels, or None without BANE.
@@ -94,6 +94,7 @@ class Samples:
     valid: torch.Tensor
     pos_counts: torch.Tensor
     bane_counts: torch.Tensor
+    totals: torch.Tensor
     pool: torch.Tensor
     topup: torch.Tensor
     maps: BaneMaps | None
