@@ -40,6 +40,11 @@ class BaneMaps:
     selected: torch.Tensor
     pred: torch.Tensor
 
+    def part(self, shape, pixels: slice = slice(None)) -> "BaneMaps":
+        """The maps of ``pixels`` (a range of the flat pixel order: one layer of stacked maps) as ``shape``."""
+        return BaneMaps(*(t.reshape(-1)[pixels].view(shape) for t in (self.error, self.distance, self.selected,
+                                                                       self.pred)))
+
 
 @dataclass
 class BanePicks:
@@ -73,8 +78,7 @@ def bane_maps(pred: torch.Tensor, labels: torch.Tensor, num_classes: int, ratio:
     shape = tuple(labels.shape)
     ranked = ranked_errors(pred.reshape(-1), labels.reshape(-1), torch.zeros_like(labels.reshape(-1)), (shape,),
                            num_classes, ratio, ignore_index)
-    return BaneMaps(*(t.view(shape) for t in (ranked.maps.error, ranked.maps.distance, ranked.maps.selected,
-                                              ranked.maps.pred)))
+    return ranked.maps.part(shape)
 
 
 @dataclass

@@ -28,9 +28,9 @@ class Layout:
             BANE picks (min(P_l, K x max_negatives, ceil(ratio x P_l) + 2K): the picks can number no
             more, each ceil(ratio |E^n|) being below ratio |E^n| + 1 and the E^n disjoint).
         pos_start, bane_start: (I,) where each layer's positive / BANE slots start.
-        slot_layer, slot_rank, slot_positive: (M,) each pair slot's layer, its rank in its segment,
-            and whether it is a positive's slot (``slot_kind`` 0) or a BANE pick's (1); ``slot_anchor0`` (M,) the
-            layer's first anchor id; ``slot_group`` (M,) layer x 2 + kind.
+        slot_rank, slot_positive: (M,) each pair slot's rank in its segment and whether it is a
+            positive's slot (else a BANE pick's); ``slot_group`` (M,) its segment, layer x 2 + (0
+            positive, 1 BANE); ``slot_anchor0`` (M,) its layer's first anchor id.
         pool_sizes: L_l = min(P_l, pool size); ``pool_at`` (I, L) positions of each layer's pool in
             the layer-major random order of the pixels (short pools repeat their last);
             ``pool_valid`` (I, L) the real ones.
@@ -61,8 +61,8 @@ class Layout:
         lengths = torch.tensor(self.pool_sizes)[:, None]
         pool_at = torch.tensor(self.offsets)[:, None] + torch.minimum(pool_rank, lengths - 1)
         tensors = {"layer": layer, "local": torch.arange(layer.numel()) - torch.tensor(self.offsets)[layer],
-                   "pos_start": pos_start, "bane_start": bane_start, "slot_layer": slot_layer, "slot_rank": slot_rank,
-                   "slot_positive": slot_positive, "slot_kind": (~slot_positive).long(), "slot_anchor0": slot_layer * k,
+                   "pos_start": pos_start, "bane_start": bane_start, "slot_rank": slot_rank,
+                   "slot_positive": slot_positive, "slot_anchor0": slot_layer * k,
                    "slot_group": slot_layer * 2 + (~slot_positive).long(), "pool_at": pool_at,
                    "pool_valid": pool_rank < lengths, "classes": torch.arange(k)[None, :, None]}
         for name, value in tensors.items():

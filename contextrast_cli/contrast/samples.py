@@ -106,10 +106,6 @@ class Samples:
         counts = (self.pos_counts.view(-1, k)[index], self.bane_counts.view(-1, k)[index])
         positives = Positives(self.index[pos], self.anchor[pos] - index * k, self.valid[pos], counts[0])
         picks = BanePicks(self.index[bane], self.anchor[bane] - index * k, self.valid[bane], counts[1])
-        maps = None
-        if self.maps is not None:
-            shape, pixels = lay.shapes[index], lay.pixels(index)
-            maps = BaneMaps(*(t[pixels].view(shape) for t in (self.maps.error, self.maps.distance,
-                                                              self.maps.selected, self.maps.pred)))
+        maps = None if self.maps is None else self.maps.part(lay.shapes[index], lay.pixels(index))
         width = lay.pool_sizes[index]
         return positives, NegativeSelection(maps, picks, self.pool[index, :width], self.topup[index, :, :width])

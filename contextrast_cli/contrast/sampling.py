@@ -109,7 +109,7 @@ def sample_layers(labels: list[torch.Tensor], preds: list[torch.Tensor] | None, 
         maps, bane_counts = ranked.maps, torch.where(anchored.view(-1), ranked.keep.clamp_max(max_negatives), 0)
         fill_slots(slots, ranked.order, ranked.sorted_anchor, ranked.rank, bane_counts, lay.bane_start, lay.local)
     layer_totals = torch.stack([pos_counts.view(-1, num_classes).sum(1), bane_counts.view(-1, num_classes).sum(1)], 1)
-    valid = lay.slot_rank < layer_totals[lay.slot_layer, lay.slot_kind]
+    valid = lay.slot_rank < layer_totals.view(-1)[lay.slot_group]
     pool, topup = _pool(flat, labelled, lay, maps, anchored, max_negatives - bane_counts.view_as(anchored), generator)
     return Samples(lay, slots[0][:-1], slots[1][:-1], valid, pos_counts, bane_counts, layer_totals, pool, topup, maps)
 
@@ -187,6 +187,5 @@ def select_negatives(pred: torch.Tensor, labels: torch.Tensor, num_classes: int,
                             generator, pool_size)
     selection = samples.layer(0)[1]
     if selection.maps is not None:  # in the labels' own shape
-        selection.maps = BaneMaps(*(t.view(labels.shape) for t in (selection.maps.error, selection.maps.distance,
-                                                                    selection.maps.selected, selection.maps.pred)))
+        selection.maps = selection.maps.part(labels.shape)
     return selection
