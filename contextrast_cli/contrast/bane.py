@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from contextrast_cli.contrast.consts import fill
 from contextrast_cli.contrast.edt import region_distances
 
 
@@ -103,21 +104,21 @@ def ranked_errors(pred: torch.Tensor, labels: torch.Tensor, layer: torch.Tensor,
     distance (span above every in-image squared distance) is exact for any class count and map
     size, and ranks as the distance does."""
     error = (pred != labels) & (labels != ignore_index)
-    squares = region_distances(torch.where(error, pred, -1), shapes, squared=True)
+    squares = region_distances(torch.where(error, pred, fill(pred, -1)), shapes, squared=True)
     groups = len(shapes) * num_classes
     anchor = layer * num_classes + pred
     span = max(h + w for _, h, w in shapes) ** 2 + 1  # (h + w)^2 > h^2 + w^2; an image of one region: inf -> span - 1
-    key = torch.where(error, anchor * span + squares.clamp_max(span - 1).long(), groups * span)
+    key = torch.where(error, anchor * span + squares.clamp_max(span - 1).long(), fill(anchor, groups * span))
     order = key.argsort(stable=True)  # ties: raster order
-    counts = count_ids(torch.where(error, anchor, groups), groups + 1)[:groups]
+    counts = count_ids(torch.where(error, anchor, fill(anchor, groups)), groups + 1)[:groups]
     keep = torch.ceil(counts * ratio).long()
     positions = torch.arange(order.numel(), device=order.device)
     total = counts.sum()
-    sorted_anchor = torch.where(positions < total, anchor[order], groups)
+    sorted_anchor = torch.where(positions < total, anchor[order], fill(anchor, groups))
     rank = positions - torch.cat([counts.cumsum(0) - counts, total[None]])[sorted_anchor]
     chosen = (sorted_anchor < groups) & (rank < keep[sorted_anchor.clamp_max(groups - 1)])
     selected = torch.zeros_like(error).index_put_((order,), chosen)
-    distance = torch.where(error, squares.sqrt(), float("inf"))
+    distance = torch.where(error, squares.sqrt(), fill(squares, float("inf")))
     return RankedErrors(BaneMaps(error, distance, selected, pred), order, rank, sorted_anchor, keep)
 
 
@@ -131,6 +132,6 @@ def fill_slots(slots: tuple[torch.Tensor, torch.Tensor], order: torch.Tensor, so
     chosen = (sorted_anchor < groups) & (rank < take[anchor])
     per_layer = take.view(layers, groups // layers)
     first = (per_layer.cumsum(1) - per_layer + starts[:, None]).view(-1)
-    slot = torch.where(chosen, first[anchor] + rank, slots[0].numel() - 1)
+    slot = torch.where(chosen, first[anchor] + rank, fill(rank, slots[0].numel() - 1))
     slots[0].scatter_(0, slot, local[order])
     slots[1].scatter_(0, slot, anchor)

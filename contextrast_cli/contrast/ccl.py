@@ -16,6 +16,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from contextrast_cli.contrast.bane import count_ids
+from contextrast_cli.contrast.consts import fill
 from contextrast_cli.contrast.rows import row_cosines, sampled_layer
 from contextrast_cli.contrast.samples import NegativeSelection, Positives
 
@@ -47,7 +48,7 @@ def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int,
 def pixel_bins(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(P,) each pixel's class, ``num_classes`` for ignored ones (labels (B, N) flattened)."""
     flat = labels.reshape(-1)
-    return torch.where((flat >= 0) & (flat < num_classes), flat, num_classes)
+    return torch.where((flat >= 0) & (flat < num_classes), flat, fill(flat, num_classes))
 
 
 def means_of(sums: torch.Tensor, counts: torch.Tensor, group=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -211,13 +212,13 @@ class _InfoNCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pair_cos, pool_cos, anchor, positive, bane, topup, pos_counts, tau):
         pair_logits = pair_cos / tau
-        pool_logits = torch.where(topup, pool_cos / tau, NEG_FILL)  # masked before any exp: no inf * 0
-        bane_logits = torch.where(bane, pair_logits, NEG_FILL)
+        pool_logits = torch.where(topup, pool_cos / tau, fill(pool_cos, NEG_FILL))  # masked before any exp: no inf * 0
+        bane_logits = torch.where(bane, pair_logits, fill(pair_cos, NEG_FILL))
         shift = pool_logits.amax(2).view(-1).scatter_reduce(0, anchor, bane_logits, "amax")  # (G,)
         pool_exp = torch.exp(pool_logits - shift.view_as(topup[..., 0])[..., None]).mul_(topup)
         bane_exp = torch.exp(bane_logits - shift[anchor]).mul_(bane)
         total = pool_exp.sum(2).view(-1).index_add_(0, anchor, bane_exp)
-        lse = torch.where(total > 0, shift + torch.log(total.clamp_min(1e-30)), NEG_FILL)
+        lse = torch.where(total > 0, shift + torch.log(total.clamp_min(1e-30)), fill(total, NEG_FILL))
         margin = lse[anchor] - pair_logits
         n_pos = pos_counts.to(pair_cos.dtype)
         present = (n_pos > 0).view(topup.shape[:2])

@@ -22,6 +22,8 @@ from functools import lru_cache
 
 import torch
 
+from contextrast_cli.contrast.consts import fill
+
 INF = float("inf")
 CHUNK_FACTOR = 64  # the second pass holds at most this many times the maps' pixels at once
 
@@ -46,8 +48,8 @@ def _run_distance(ids: torch.Tensor) -> torch.Tensor:
     change_before[..., 0] = False
     change_after[..., -1] = False
     # the run holding x spans [s, e]; its nearest different neighbours are s - 1 and e + 1
-    start = torch.where(change_before, pos, torch.full_like(pos, -INF)).cummax(-1).values - 1
-    end = torch.where(change_after, pos, torch.full_like(pos, INF)).flip(-1).cummin(-1).values.flip(-1) + 1
+    start = torch.where(change_before, pos, fill(pos, -INF)).cummax(-1).values - 1
+    end = torch.where(change_after, pos, fill(pos, INF)).flip(-1).cummin(-1).values.flip(-1) + 1
     return torch.minimum(pos - start, end - pos)
 
 
@@ -89,7 +91,7 @@ def region_distances(ids: torch.Tensor, shapes: Shapes, line_chunk: int | None =
     best = torch.empty_like(g2)
     parts = (t.split(line_chunk) for t in (short_ids[:, :, None], short_ids[:, None, :], g2[:, None, :], best))
     for left, right, cost, out in zip(*parts):  # (n, S, S') at a time
-        torch.amin(torch.where(left == right, cost, 0.0).add_(lines.dx2), -1, out=out)
+        torch.amin(torch.where(left == right, cost, fill(cost, 0.0)).add_(lines.dx2), -1, out=out)
     squares = best.view(-1)[lines.short_back]
     return squares if squared else squares.sqrt()
 

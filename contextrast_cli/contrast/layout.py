@@ -57,6 +57,7 @@ class Layout:
         slot_rank = torch.cat([torch.arange(n) for _, n, _ in segments])
         slot_positive = torch.cat([torch.full((n,), positive) for _, n, positive in segments])
         width = max(self.pool_sizes)
+        self.rows = self.pairs + len(shapes) * width  # the sampled rows: every pair slot, then each layer's pool
         pool_rank = torch.arange(width)[None].expand(len(shapes), width)
         lengths = torch.tensor(self.pool_sizes)[:, None]
         pool_at = torch.tensor(self.offsets)[:, None] + torch.minimum(pool_rank, lengths - 1)
@@ -73,6 +74,13 @@ class Layout:
         start = sum(self.pos_sizes[:index]) + sum(self.bane_sizes[:index])
         middle = start + self.pos_sizes[index]
         return slice(start, middle), slice(middle, middle + self.bane_sizes[index])
+
+    def row_slices(self) -> tuple[list[slice], list[slice]]:
+        """Per layer, the rows of its pair slots and of its pool in the table of sampled rows
+        (``contrast.rows.sampled_layers``): every layer's pair slots, then every layer's pool."""
+        width = (self.rows - self.pairs) // len(self.shapes)
+        pairs = [slice(p.start, b.stop) for p, b in map(self.pair_slices, range(len(self.shapes)))]
+        return pairs, [slice(self.pairs + i * width, self.pairs + (i + 1) * width) for i in range(len(self.shapes))]
 
     def pixels(self, index: int) -> slice:
         """Layer ``index``'s pixels in the flat (P,) arrays."""

@@ -8,80 +8,40 @@ when that backward ends.
 """
 
 import inspect
-from functools import lru_cache
 from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from contextrast_cli.contrast.arguments import check, check_common, check_contextrast, check_inputs
+from contextrast_cli.config.datasets import IGNORE_INDEX
+from contextrast_cli.contrast.arguments import (
+    check,
+    check_common,
+    check_contextrast,
+    check_inputs,
+)
 from contextrast_cli.contrast.bane import count_ids
-from contextrast_cli.contrast.ccl import Pairs, means_of, pixel_bins, process_group, sampled_loss, stacked_anchors
+from contextrast_cli.contrast.ccl import (
+    Pairs,
+    means_of,
+    pixel_bins,
+    process_group,
+    sampled_loss,
+    stacked_anchors,
+)
+from contextrast_cli.contrast.consts import constant
+from contextrast_cli.contrast.grids import (
+    predict_at,
+    resize_labels,
+    stacked_labels,
+    stacked_predictions,
+)
 from contextrast_cli.contrast.heads import build_heads
 from contextrast_cli.contrast.layout import layout
 from contextrast_cli.contrast.pixel_contrast import pixel_contrast_loss
 from contextrast_cli.contrast.rows import sampled_layers
-from contextrast_cli.contrast.sampling import Samples, choose_anchors, sample_layers
-from contextrast_cli.config.datasets import IGNORE_INDEX
-
-
-def nearest_index(source: int, size: int, device=None) -> torch.Tensor | slice:
-    """The source positions ``F.interpolate(mode="nearest")`` reads along one axis: floor(i * s)
-    with s = source / size in float32, as ATen computes it; a slice (a view, no copy) when the
-    ratio is a whole number, where that is exactly every s-th position. Made once per sizes."""
-    if source % size == 0:
-        return slice(None, None, source // size)
-    return _nearest_positions(source, size, None if device is None else str(device))
-
-
-@lru_cache(maxsize=64)
-def _nearest_positions(source: int, size: int, device: str | None) -> torch.Tensor:
-    scale = torch.tensor(source, dtype=torch.float32) / size
-    return (torch.arange(size, dtype=torch.float32) * scale).floor().long().clamp_max(source - 1).to(device)
-
-
-@lru_cache(maxsize=16)
-def _constant(values: tuple, dtype: torch.dtype, device: str) -> torch.Tensor:
-    """A tensor of ``values``, made once per device and dtype (no host-to-device copy per step)."""
-    return torch.tensor(values, dtype=dtype, device=device)
-
-
-def resize_labels(labels: torch.Tensor, size) -> torch.Tensor:
-    """Nearest-neighbour resize of (B, H, W) ids to (B, h, w): the pixels ``F.interpolate``'s
-    nearest mode takes, read by index (exact for any id, no float copy at the input's size)."""
-    return labels[(slice(None), *_grid(labels.shape[-2:], size, labels.device))]
-
-
-def _grid(source, size, device) -> tuple:
-    """The (rows, cols) index of a nearest resize from ``source`` to ``size`` (H, W), one indexing
-    expression: slices where the ratio is whole, a broadcast pair of index tensors where both are not."""
-    rows, cols = (nearest_index(n, m, device) for n, m in zip(source, size))
-    if isinstance(rows, torch.Tensor) and isinstance(cols, torch.Tensor):
-        rows = rows[:, None]
-    return rows, cols
-
-
-def predict_at(logits: torch.Tensor, size) -> torch.Tensor:
-    """The prediction resized (nearest) to ``size``, ``resize_labels(logits.argmax(1), size)``: the
-    argmax over classes at the nearest positions only (a strided view where the ratio is whole)."""
-    with torch.no_grad():
-        return logits[(slice(None), slice(None), *_grid(logits.shape[-2:], size, logits.device))].argmax(1)
-
-
-def predictions_at(logits: torch.Tensor, sizes: list) -> list[torch.Tensor]:
-    """``predict_at`` for each of ``sizes``, the argmax taken once, at the largest size: a layer
-    whose positions are every n-th of that one's (whole ratios, as strides 4-32 of a size divisible
-    by 32) is a strided view of it; any other is read from the logits itself."""
-    (height, width), fine = logits.shape[-2:], max(sizes, key=lambda s: s[0] * s[1])
-    base, out = predict_at(logits, fine), []
-    for size in sizes:
-        steps = [(n // m, n // f) for n, m, f in zip((height, width), size, fine) if n % m == 0 and n % f == 0]
-        if len(steps) == 2 and all(step % step_fine == 0 for step, step_fine in steps):
-            out.append(base[:, ::steps[0][0] // steps[0][1], ::steps[1][0] // steps[1][1]])
-        else:
-            out.append(predict_at(logits, size))
-    return out
+from contextrast_cli.contrast.sampling import choose_anchors, sample_stacked
 
 
 class _SettingsRepr:
@@ -162,10 +122,9 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
         check_inputs(features, logits, target, self.num_classes, self.in_channels, self.layers)
         group, k = self._group(), self.num_classes
         embs = [head(features[layer - 1]) for layer, head in zip(self.layers, self.heads)]  # (B, D, h, w) each
-        labels = [resize_labels(target, emb.shape[-2:]) for emb in embs]
-        lay = layout(tuple(tuple(lab.shape) for lab in labels), k, self.max_positives, self.max_negatives,
-                     self.bane_ratio, None, str(target.device))
-        bins = pixel_bins(torch.cat([lab.reshape(-1) for lab in labels]), k)  # (P,) all layers
+        shapes = tuple((target.shape[0], *emb.shape[-2:]) for emb in embs)
+        lay = layout(shapes, k, self.max_positives, self.max_negatives, self.bane_ratio, None, str(target.device))
+        bins = pixel_bins(stacked_labels(target, shapes), k)  # (P,) all layers, one gather
         local = count_ids(lay.layer * (k + 1) + bins, len(embs) * (k + 1)).view(len(embs), k + 1)[:, :k]  # (I, K)
         counts = local
         if group is not None:  # every process samples for the classes of the global batch
@@ -175,15 +134,14 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
         anchored = choose_anchors(present, self.max_anchors, group)
         terms = {"ccl_present": present.sum().float(), "ccl_anchored": anchored.sum().float()}
         used = anchored & (counts > 0)  # (I, K): the anchors the loss computes
-        samples = self._sample(logits, labels, used, bins)
+        pred = None if self.bane_ratio is None else stacked_predictions(logits, shapes)  # one argmax
+        samples = sample_stacked(shapes, bins, pred, k, self.max_positives, self.max_negatives, self.bane_ratio,
+                                 used)
         with torch.autocast(logits.device.type, enabled=False):  # the loss runs in float32 (float64 stays)
-            width, reads = samples.pool.shape[1], []
-            for index in range(len(embs)):
-                pos, bane = lay.pair_slices(index)
-                pool = slice(lay.pairs + index * width, lay.pairs + (index + 1) * width)
-                reads.append([(samples.index[pos.start:bane.stop], slice(pos.start, bane.stop)),
-                              (samples.pool[index], pool)])
-            sums, rows = sampled_layers(embs, bins, reads, pool.stop, k)
+            pairs = samples.index.split([p + b for p, b in zip(lay.pos_sizes, lay.bane_sizes)])
+            reads = [[(index, pair_rows), (pool, pool_rows)]
+                     for index, pool, pair_rows, pool_rows in zip(pairs, samples.pool.unbind(), *lay.row_slices())]
+            sums, rows = sampled_layers(embs, bins, reads, lay.rows, k)
             anchors = stacked_anchors(means_of(sums, local, group)[0], counts, *self.anchor_weights,
                                       stop_grad=self.anchor_stop_grad)
             pairs = Pairs(samples.anchor, samples.valid, lay.slot_positive, lay.slot_group, samples.pos_counts,
@@ -196,18 +154,9 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
         """The default process group when anchors are synchronised over several processes, else None."""
         return process_group() if self.sync_anchors else None
 
-    def _sample(self, logits: torch.Tensor, labels: list[torch.Tensor], used: torch.Tensor,
-                bins: torch.Tensor) -> Samples:
-        """Every layer's positives and negatives (``sample_layers``; ``bins`` the labels as (P,) classes)."""
-        preds = None
-        if self.bane_ratio is not None:
-            preds = predictions_at(logits, [lab.shape[-2:] for lab in labels])  # one argmax
-        return sample_layers(labels, preds, self.num_classes, self.max_positives, self.max_negatives,
-                             self.bane_ratio, self.ignore_index, used, bins=bins)
-
     def _layer_terms(self, out: dict, used: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per layer: the weighted loss and the diagnostics, from the (I,) vectors of ``sampled_loss``."""
-        weights = _constant(tuple(self.alpha * w for w in self.lambdas), out["loss"].dtype, str(out["loss"].device))
+        weights = constant(tuple(self.alpha * w for w in self.lambdas), out["loss"].dtype, str(out["loss"].device))
         classes = used.sum(1).to(out["loss"].dtype)
         per_class = classes.clamp_min(1)
         columns = {"loss_ccl_l{}": out["loss"] * weights, "ccl_l{}_classes": classes,

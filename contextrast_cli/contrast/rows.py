@@ -57,31 +57,51 @@ class _SampledLayers(torch.autograd.Function):
         dim = embs[0].shape[1]
         sums = embs[0].new_zeros(len(embs), num_classes + 1, dim, dtype=dtype)
         out = embs[0].new_empty(rows, dim, dtype=dtype)
-        start = 0
-        for emb, layer_sums, layer_reads in zip(embs, sums, reads):
+        pixels = [emb.shape.numel() // dim for emb in embs]
+        targets = _views(out, reads)
+        for emb, layer_sums, layer_bins, layer_reads, layer_out in zip(embs, sums, _split(bins, pixels), reads, targets):
             table = _as_rows(emb, dtype)
-            layer_sums.index_add_(0, bins[start:start + table.shape[0]], table)
-            for index, where in layer_reads:
-                torch.index_select(table, 0, index, out=out[where])
-            start += table.shape[0]
+            layer_sums.index_add_(0, layer_bins, table)
+            for (index, _), into in zip(layer_reads, layer_out):
+                torch.index_select(table, 0, index, out=into)
         ctx.save_for_backward(bins)
-        ctx.reads, ctx.meta = reads, [(emb.shape, emb.dtype, _rows_layout(emb)) for emb in embs]
+        ctx.reads, ctx.pixels, ctx.meta = reads, pixels, [(emb.shape, emb.dtype, _rows_layout(emb)) for emb in embs]
         return sums[:, :num_classes], out
 
     @staticmethod
     def backward(ctx, grad_sums, grad_rows):
         (bins,) = ctx.saved_tensors
         table = torch.cat([grad_sums, grad_sums.new_zeros(grad_sums.shape[0], 1, grad_sums.shape[2])], 1)
-        grads, start = [], 0
-        for layer_table, layer_reads, (shape, dtype, rows_layout) in zip(table, ctx.reads, ctx.meta):
-            pixels = shape.numel() // shape[1]
-            grad = layer_table.index_select(0, bins[start:start + pixels])  # (P, D)
-            for index, where in layer_reads:
-                grad.index_add_(0, index, grad_rows[where].to(grad.dtype))  # the sampled pixels' own terms
+        grads = []
+        sources = _views(grad_rows, ctx.reads)
+        for layer_table, layer_bins, layer_reads, layer_rows, (shape, dtype, rows_layout) in zip(
+                table, _split(bins, ctx.pixels), ctx.reads, sources, ctx.meta):
+            grad = layer_table.index_select(0, layer_bins)  # (P, D)
+            for (index, _), source in zip(layer_reads, layer_rows):
+                grad.index_add_(0, index, source.to(grad.dtype))  # the sampled pixels' own terms
             grad = grad.view(shape[:1] + shape[2:] + shape[1:2]).movedim(-1, 1).to(dtype)
             grads.append(grad if rows_layout else grad.contiguous())
-            start += pixels
         return None, None, None, None, *grads
+
+
+def _split(flat: torch.Tensor, sizes: list[int]) -> tuple[torch.Tensor, ...]:
+    """``flat`` cut into consecutive pieces of ``sizes`` (one operator; the whole when one piece)."""
+    return (flat,) if len(sizes) == 1 and sizes[0] == flat.shape[0] else flat.split(sizes)
+
+
+def _views(table: torch.Tensor, reads: Reads) -> list[list[torch.Tensor]]:
+    """The rows of ``table`` each read fills, per layer: one split when the reads' slices tile the
+    table in some order (the loss's case), else a slice each."""
+    where = sorted((w.start, w.stop, i, j) for i, layer in enumerate(reads) for j, (_, w) in enumerate(layer))
+    tiled = all(a[1] == b[0] for a, b in zip(where, where[1:])) and where and where[0][0] == 0 \
+        and where[-1][1] == table.shape[0]
+    if not tiled:
+        return [[table[w] for _, w in layer] for layer in reads]
+    pieces = _split(table, [stop - start for start, stop, _, _ in where])
+    out = [[None] * len(layer) for layer in reads]
+    for piece, (_, _, i, j) in zip(pieces, where):
+        out[i][j] = piece
+    return out
 
 
 def row_cosines(anchors: torch.Tensor, rows: torch.Tensor, pair_anchor: torch.Tensor,

@@ -19,13 +19,14 @@ import torch
 import torch.distributed
 
 from contextrast_cli.contrast.bane import BaneMaps, count_ids, fill_slots, ranked_errors
+from contextrast_cli.contrast.consts import fill
 from contextrast_cli.contrast.layout import POOL_FACTOR, Layout, layout
 from contextrast_cli.contrast.samples import NegativeSelection, Positives, Samples
 
 RANDOM_BITS = 40  # random sort keys: integers below 2^40, above them the group (or layer)
 
 __all__ = ["BaneMaps", "NegativeSelection", "Positives", "choose_anchors", "count_ids", "present_classes", "sample_positives",
-           "sample_layers", "select_negatives", "shuffle_within_groups", "Samples", "POOL_FACTOR"]
+           "sample_layers", "sample_stacked", "select_negatives", "shuffle_within_groups", "Samples", "POOL_FACTOR"]
 
 
 def shuffle_within_groups(groups: torch.Tensor, num_groups: int,
@@ -77,7 +78,7 @@ def present_classes(target: torch.Tensor, num_classes: int, ignore_index: int = 
 def sample_layers(labels: list[torch.Tensor], preds: list[torch.Tensor] | None, num_classes: int,
                   max_positives: int, max_negatives: int, bane_ratio: float | None, ignore_index: int = 255,
                   anchored: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                  pool_size: int | None = None, bins: torch.Tensor | None = None) -> Samples:
+                  pool_size: int | None = None) -> Samples:
     """Positives and negatives of every layer at once.
 
     Args:
@@ -88,14 +89,27 @@ def sample_layers(labels: list[torch.Tensor], preds: list[torch.Tensor] | None, 
         anchored: (I, K) bool, the classes with an anchor at each layer (default: all).
         pool_size: pixels in each layer's top-up pool (default: ``POOL_FACTOR`` x ``max_negatives``,
             at most the layer's pixels).
-        bins: the labels already as the loss holds them, (P,) every layer's pixels one after the
-            other, each its class or K where ignored (made here when not given).
     """
     shapes = tuple((1,) * (3 - lab.dim()) + tuple(lab.shape) for lab in labels)  # (B, h, w) each
-    if bins is None:
-        flat = torch.cat([lab.reshape(-1) for lab in labels])
-        bins = torch.where((flat >= 0) & (flat < num_classes) & (flat != ignore_index), flat, num_classes)
-    flat, labelled = bins, bins < num_classes  # from here on, ignored pixels hold K
+    flat = torch.cat([lab.reshape(-1) for lab in labels])
+    bins = torch.where((flat >= 0) & (flat < num_classes) & (flat != ignore_index), flat, num_classes)
+    pred = None if preds is None else torch.cat([p.reshape(-1) for p in preds])
+    return sample_stacked(shapes, bins, pred, num_classes, max_positives, max_negatives, bane_ratio, anchored,
+                          generator, pool_size)
+
+
+def sample_stacked(shapes: tuple[tuple[int, int, int], ...], bins: torch.Tensor, pred: torch.Tensor | None,
+                   num_classes: int, max_positives: int, max_negatives: int, bane_ratio: float | None,
+                   anchored: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                   pool_size: int | None = None) -> Samples:
+    """``sample_layers`` of layers already stacked as the loss holds them.
+
+    Args:
+        shapes: each layer's (B, h, w).
+        bins: (P,) every layer's pixels one after the other, each its class or K where ignored.
+        pred: (P,) the prediction at the same pixels (None without BANE).
+    """
+    flat, labelled = bins, bins < num_classes  # ignored pixels hold K
     lay = layout(shapes, num_classes, max_positives, max_negatives, bane_ratio, pool_size, str(flat.device))
     anchored = flat.new_ones(len(shapes), num_classes, dtype=torch.bool) if anchored is None else anchored
     slots = (flat.new_zeros(lay.pairs + 1), torch.cat([lay.slot_anchor0, lay.slot_anchor0[:1]]))
@@ -104,9 +118,8 @@ def sample_layers(labels: list[torch.Tensor], preds: list[torch.Tensor] | None, 
         pos_counts = _positives(slots, flat, labelled, lay, anchored, max_positives, generator)
     maps, bane_counts = None, torch.zeros_like(pos_counts)
     if bane_ratio is not None:
-        pred = torch.cat([p.reshape(-1) for p in preds])
         ranked = ranked_errors(pred, flat, lay.layer, shapes, num_classes, bane_ratio, num_classes)
-        maps, bane_counts = ranked.maps, torch.where(anchored.view(-1), ranked.keep.clamp_max(max_negatives), 0)
+        maps, bane_counts = ranked.maps, ranked.keep.clamp_max(max_negatives).mul_(anchored.view(-1))
         fill_slots(slots, ranked.order, ranked.sorted_anchor, ranked.rank, bane_counts, lay.bane_start, lay.local)
     layer_totals = torch.stack([pos_counts.view(-1, num_classes).sum(1), bane_counts.view(-1, num_classes).sum(1)], 1)
     valid = lay.slot_rank < layer_totals.view(-1)[lay.slot_group]
@@ -120,7 +133,7 @@ def _positives(slots, flat: torch.Tensor, labelled: torch.Tensor, lay: Layout, a
     order (one sort by (anchor, random key)); returns the positives per anchor (G,)."""
     groups = anchored.numel()
     anchor = lay.layer * lay.num_classes + flat.clamp(0, lay.num_classes - 1)
-    anchor = torch.where(labelled & anchored.view(-1)[anchor], anchor, groups)
+    anchor = torch.where(labelled & anchored.view(-1)[anchor], anchor, fill(anchor, groups))
     order, counts = shuffle_within_groups(anchor, groups + 1, generator)  # one sort, not a (K, P) top-k
     sorted_anchor = anchor[order]
     rank = torch.arange(order.numel(), device=flat.device) - (counts.cumsum(0) - counts)[sorted_anchor]

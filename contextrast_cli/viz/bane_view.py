@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from contextrast_cli.config.datasets import IGNORE_INDEX
-from contextrast_cli.contrast.loss import resize_labels
+from contextrast_cli.contrast.grids import resize_labels
 from contextrast_cli.contrast.sampling import NegativeSelection, select_negatives
 from contextrast_cli.evaluation.inference import predict_probs
 from contextrast_cli.viz.panels import LayerPicks

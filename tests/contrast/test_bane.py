@@ -43,7 +43,7 @@ def test_negatives_take_bane_picks_then_top_up(bane_case):
 
 
 def test_prediction_at_layer_size_equals_resized_argmax():
-    from contextrast_cli.contrast.loss import predict_at, resize_labels
+    from contextrast_cli.contrast.grids import predict_at, resize_labels
 
     torch.manual_seed(2)
     logits = torch.randn(2, 5, 37, 53)

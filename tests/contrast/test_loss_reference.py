@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from contextrast_cli.contrast import loss as loss_module
-from contextrast_cli.contrast.loss import ContextrastLoss, resize_labels
+from contextrast_cli.contrast.grids import resize_labels
+from contextrast_cli.contrast.loss import ContextrastLoss
 from tests.contrast import reference
 
 SETTINGS = dict(layers=(1, 2, 3), lambdas=(0.3, 0.6, 1.0), alpha=0.2, tau=0.15, anchor_weights=(0.6, 0.4),
@@ -17,14 +18,14 @@ SETTINGS = dict(layers=(1, 2, 3), lambdas=(0.3, 0.6, 1.0), alpha=0.2, tau=0.15, 
 def capture(monkeypatch) -> list:
     """Record the (positives, negatives) every layer draws (the per-layer view of the samples)."""
     drawn = []
-    real = loss_module.sample_layers
+    real = loss_module.sample_stacked
 
-    def record(labels, *args, **kwargs):
-        samples = real(labels, *args, **kwargs)
-        drawn.extend(samples.layer(index) for index in range(len(labels)))
+    def record(*args, **kwargs):
+        samples = real(*args, **kwargs)
+        drawn.extend(samples.layer(index) for index in range(len(samples.layout.shapes)))
         return samples
 
-    monkeypatch.setattr(loss_module, "sample_layers", record)
+    monkeypatch.setattr(loss_module, "sample_stacked", record)
     return drawn
 
 

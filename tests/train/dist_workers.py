@@ -202,14 +202,14 @@ def sampled_loss(runtime) -> dict:
     share = slice(runtime.rank, None, runtime.world_size)
     criterion = ContextrastLoss(6, (5, 5, 5), **SETTINGS).double()
     criterion.heads = nn.ModuleList(nn.Identity() for _ in range(3))
-    drawn, real = [], loss_module.sample_layers
+    drawn, real = [], loss_module.sample_stacked
 
-    def record(labels, *args, **kwargs):
-        samples = real(labels, *args, **kwargs)
-        drawn.extend(samples.layer(index) for index in range(len(labels)))
+    def record(*args, **kwargs):
+        samples = real(*args, **kwargs)
+        drawn.extend(samples.layer(index) for index in range(len(samples.layout.shapes)))
         return samples
 
-    loss_module.sample_layers = record
+    loss_module.sample_stacked = record
     try:
         torch.manual_seed(runtime.rank)
         local = [f[share].clone().requires_grad_() for f in features]
@@ -217,7 +217,7 @@ def sampled_loss(runtime) -> dict:
         total = sum(terms[f"loss_ccl_l{i}"] for i in (1, 2, 3))
         total.backward()
     finally:
-        loss_module.sample_layers = real
+        loss_module.sample_stacked = real
     from tests.contrast.reference import samples_of
 
     return {"total": total.detach(), "grads": [f.grad for f in local],

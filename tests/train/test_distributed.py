@@ -105,7 +105,7 @@ def test_the_loss_over_two_processes_equals_the_plain_reference(spawned):
     """Each process's loss (its own samples, anchors of the global batch) and dL/dfeature equal the
     plain float64 reference: anchors from the whole batch by per-class loops; the gradient of the
     sum of every process's loss (the all-reduce's adjoint), sliced to the process's images."""
-    from contextrast_cli.contrast.loss import resize_labels
+    from contextrast_cli.contrast.grids import resize_labels
     from tests.contrast import reference
     from tests.contrast.test_loss_reference import inputs
 

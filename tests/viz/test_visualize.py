@@ -13,7 +13,7 @@ from contextrast_cli.viz import bane_view as bane
 from contextrast_cli.viz import boundaries as visualize
 from contextrast_cli import viz
 from contextrast_cli.config import resolve_config
-from contextrast_cli.contrast.loss import resize_labels
+from contextrast_cli.contrast.grids import resize_labels
 from contextrast_cli.models.checkpoint import config_from_checkpoint, load_checkpoint, model_from_checkpoint
 from contextrast_cli.train.trainer import Trainer
 from contextrast_cli.models.registry import build_model
