@@ -90,6 +90,10 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
         deferred_heads: run the heads' backward deferred (``contrast.heads.ProjectionHead``): less
             memory, but only when the network's own loss is backpropagated in the same
             ``backward()`` (the trainer's case). False (plain autograd) works in any training loop.
+        static_slots: the samples' buffers sized by what the shapes and settings allow (True: no
+            host synchronisation, what a GPU needs) or by the batch's real counts (False: no
+            padding rows, two reads of a count, free on the CPU). None (the default): False on the
+            CPU, True on any other device. The samples and the loss are the same either way.
     """
 
     def __init__(self, num_classes: int, in_channels: Sequence[int], *, layers: Sequence[int] = (1, 2, 3, 4),
@@ -97,7 +101,7 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
                  embed_dim: int = 256, hidden_cap: int = 512, anchor_weights: Sequence[float] = (0.7, 0.3),
                  anchor_stop_grad: bool = False, max_positives: int = 1024, max_negatives: int = 2048,
                  bane_ratio: float | None = 0.5, ignore_index: int = IGNORE_INDEX, max_anchors: int | None = None,
-                 sync_anchors: bool = True, deferred_heads: bool = False) -> None:
+                 sync_anchors: bool = True, deferred_heads: bool = False, static_slots: bool | None = None) -> None:
         super().__init__()
         layers, lambdas, anchor_weights = tuple(layers), tuple(lambdas), tuple(anchor_weights)
         check_common(num_classes, in_channels, layers, alpha, tau, embed_dim, hidden_cap, ignore_index)
@@ -108,7 +112,7 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
         self.anchor_weights, self.anchor_stop_grad = anchor_weights, anchor_stop_grad
         self.max_positives, self.max_negatives = max_positives, max_negatives
         self.bane_ratio, self.ignore_index, self.max_anchors = bane_ratio, ignore_index, max_anchors
-        self.sync_anchors, self.deferred_heads = sync_anchors, deferred_heads
+        self.sync_anchors, self.deferred_heads, self.static_slots = sync_anchors, deferred_heads, static_slots
         self.heads = build_heads(in_channels, layers, hidden_cap, embed_dim, deferred_heads)
 
     def forward(self, features: list[torch.Tensor], logits: torch.Tensor,
@@ -136,12 +140,13 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
         used = anchored & (counts > 0)  # (I, K): the anchors the loss computes
         pred = None if self.bane_ratio is None else stacked_predictions(logits, shapes)  # one argmax
         samples = sample_stacked(shapes, bins, pred, k, self.max_positives, self.max_negatives, self.bane_ratio,
-                                 used)
+                                 used, static_slots=self.static_slots)
+        lay = samples.layout  # with slots of the batch's sizes where they are not static
         with torch.autocast(logits.device.type, enabled=False):  # the loss runs in float32 (float64 stays)
             pairs = samples.index.split([p + b for p, b in zip(lay.pos_sizes, lay.bane_sizes)])
             reads = [[(index, pair_rows), (pool, pool_rows)]
-                     for index, pool, pair_rows, pool_rows in zip(pairs, samples.pool.unbind(), *lay.row_slices())]
-            sums, rows = sampled_layers(embs, bins, reads, lay.rows, k)
+                     for index, pool, pair_rows, pool_rows in zip(pairs, samples.pool.unbind(), *samples.row_slices())]
+            sums, rows = sampled_layers(embs, bins, reads, samples.rows, k)
             anchors = stacked_anchors(means_of(sums, local, group)[0], counts, *self.anchor_weights,
                                       stop_grad=self.anchor_stop_grad)
             pairs = Pairs(samples.anchor, samples.valid, lay.slot_positive, lay.slot_group, samples.pos_counts,

@@ -84,7 +84,8 @@ class Samples:
             ``valid`` (M,) the real ones.
         pos_counts, bane_counts: (G,) positives and BANE picks per anchor; ``totals`` (I, 2) per layer.
         pool: (I, L) each layer's top-up candidates (pixel indices within the layer; past L_l a
-            repeat, never taken); ``topup`` (I, K, L) those each anchor takes.
+            repeat, never taken; with slots sized to the batch, cut after the last one taken);
+            ``topup`` (I, K, L) those each anchor takes.
         maps: BANE's maps over the flat (P,) pixels, or None without BANE.
     """
 
@@ -107,5 +108,16 @@ class Samples:
         positives = Positives(self.index[pos], self.anchor[pos] - index * k, self.valid[pos], counts[0])
         picks = BanePicks(self.index[bane], self.anchor[bane] - index * k, self.valid[bane], counts[1])
         maps = None if self.maps is None else self.maps.part(lay.shapes[index], lay.pixels(index))
-        width = lay.pool_sizes[index]
+        width = min(lay.pool_sizes[index], self.pool.shape[1])
         return positives, NegativeSelection(maps, picks, self.pool[index, :width], self.topup[index, :, :width])
+
+    @property
+    def rows(self) -> int:
+        """Rows of the table of sampled embeddings: every pair slot, then each layer's pool."""
+        return self.layout.pairs + self.pool.numel()
+
+    def row_slices(self) -> tuple[list[slice], list[slice]]:
+        """Per layer, the rows of its pair slots and of its pool in that table."""
+        lay, width = self.layout, self.pool.shape[1]
+        pairs = [slice(p.start, b.stop) for p, b in map(lay.pair_slices, range(len(lay.shapes)))]
+        return pairs, [slice(lay.pairs + i * width, lay.pairs + (i + 1) * width) for i in range(len(lay.shapes))]

@@ -78,7 +78,7 @@ def present_classes(target: torch.Tensor, num_classes: int, ignore_index: int = 
 def sample_layers(labels: list[torch.Tensor], preds: list[torch.Tensor] | None, num_classes: int,
                   max_positives: int, max_negatives: int, bane_ratio: float | None, ignore_index: int = 255,
                   anchored: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                  pool_size: int | None = None) -> Samples:
+                  pool_size: int | None = None, static_slots: bool | None = None) -> Samples:
     """Positives and negatives of every layer at once.
 
     Args:
@@ -89,57 +89,71 @@ def sample_layers(labels: list[torch.Tensor], preds: list[torch.Tensor] | None, 
         anchored: (I, K) bool, the classes with an anchor at each layer (default: all).
         pool_size: pixels in each layer's top-up pool (default: ``POOL_FACTOR`` x ``max_negatives``,
             at most the layer's pixels).
+        static_slots: as ``sample_stacked``.
     """
     shapes = tuple((1,) * (3 - lab.dim()) + tuple(lab.shape) for lab in labels)  # (B, h, w) each
     flat = torch.cat([lab.reshape(-1) for lab in labels])
     bins = torch.where((flat >= 0) & (flat < num_classes) & (flat != ignore_index), flat, num_classes)
     pred = None if preds is None else torch.cat([p.reshape(-1) for p in preds])
     return sample_stacked(shapes, bins, pred, num_classes, max_positives, max_negatives, bane_ratio, anchored,
-                          generator, pool_size)
+                          generator, pool_size, static_slots)
 
 
 def sample_stacked(shapes: tuple[tuple[int, int, int], ...], bins: torch.Tensor, pred: torch.Tensor | None,
                    num_classes: int, max_positives: int, max_negatives: int, bane_ratio: float | None,
                    anchored: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                   pool_size: int | None = None) -> Samples:
+                   pool_size: int | None = None, static_slots: bool | None = None) -> Samples:
     """``sample_layers`` of layers already stacked as the loss holds them.
 
     Args:
         shapes: each layer's (B, h, w).
         bins: (P,) every layer's pixels one after the other, each its class or K where ignored.
         pred: (P,) the prediction at the same pixels (None without BANE).
+        static_slots: True: slots of the sizes the shapes and settings allow (no host
+            synchronisation: what a GPU needs); False: slots of the batch's real counts and pools
+            cut after the last pixel any anchor takes (two reads of a count: free on the CPU).
+            None (the default): False on the CPU, True elsewhere. The samples are the same.
     """
     flat, labelled = bins, bins < num_classes  # ignored pixels hold K
+    static = flat.device.type != "cpu" if static_slots is None else static_slots
     lay = layout(shapes, num_classes, max_positives, max_negatives, bane_ratio, pool_size, str(flat.device))
     anchored = flat.new_ones(len(shapes), num_classes, dtype=torch.bool) if anchored is None else anchored
-    slots = (flat.new_zeros(lay.pairs + 1), torch.cat([lay.slot_anchor0, lay.slot_anchor0[:1]]))
-    pos_counts = flat.new_zeros(anchored.numel())
+    picks, pos_counts = [], flat.new_zeros(anchored.numel())
     if max_positives > 0:
-        pos_counts = _positives(slots, flat, labelled, lay, anchored, max_positives, generator)
+        picks.append((*_positives(flat, labelled, lay, anchored, max_positives, generator), "pos_start"))
+        pos_counts = picks[-1][3]
     maps, bane_counts = None, torch.zeros_like(pos_counts)
     if bane_ratio is not None:
         ranked = ranked_errors(pred, flat, lay.layer, shapes, num_classes, bane_ratio, num_classes)
         maps, bane_counts = ranked.maps, ranked.keep.clamp_max(max_negatives).mul_(anchored.view(-1))
-        fill_slots(slots, ranked.order, ranked.sorted_anchor, ranked.rank, bane_counts, lay.bane_start, lay.local)
+        picks.append((ranked.order, ranked.sorted_anchor, ranked.rank, bane_counts, "bane_start"))
     layer_totals = torch.stack([pos_counts.view(-1, num_classes).sum(1), bane_counts.view(-1, num_classes).sum(1)], 1)
+    if not static:  # a host read: free on the CPU
+        lay = lay.sized(*zip(*layer_totals.tolist()))
+    slots = (flat.new_zeros(lay.pairs + 1), torch.cat([lay.slot_anchor0, lay.slot_anchor0[:1]]))
+    for *pick, start in picks:
+        fill_slots(slots, *pick, getattr(lay, start), lay.local)
     valid = lay.slot_rank < layer_totals.view(-1)[lay.slot_group]
     pool, topup = _pool(flat, labelled, lay, maps, anchored, max_negatives - bane_counts.view_as(anchored), generator)
+    if not static:  # every layer's pool up to the last position any anchor takes (a host read)
+        used = topup.any(1).any(0)  # (L,)
+        width = max(1, int((used * torch.arange(1, used.numel() + 1, device=used.device)).max()))  # 1: never empty
+        pool, topup = pool[:, :width], topup[:, :, :width]
     return Samples(lay, slots[0][:-1], slots[1][:-1], valid, pos_counts, bane_counts, layer_totals, pool, topup, maps)
 
 
-def _positives(slots, flat: torch.Tensor, labelled: torch.Tensor, lay: Layout, anchored: torch.Tensor,
-               max_positives: int, generator) -> torch.Tensor:
-    """Fill the positive slots: each anchored class's first ``max_positives`` pixels in a random
-    order (one sort by (anchor, random key)); returns the positives per anchor (G,)."""
+def _positives(flat: torch.Tensor, labelled: torch.Tensor, lay: Layout, anchored: torch.Tensor, max_positives: int,
+               generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each anchored class's pixels in a random order (one sort by (anchor, random key)), as
+    ``fill_slots`` takes them: the order, each position's anchor and rank within it, and the
+    positives per anchor (G,), its first ``max_positives``."""
     groups = anchored.numel()
     anchor = lay.layer * lay.num_classes + flat.clamp(0, lay.num_classes - 1)
     anchor = torch.where(labelled & anchored.view(-1)[anchor], anchor, fill(anchor, groups))
     order, counts = shuffle_within_groups(anchor, groups + 1, generator)  # one sort, not a (K, P) top-k
     sorted_anchor = anchor[order]
     rank = torch.arange(order.numel(), device=flat.device) - (counts.cumsum(0) - counts)[sorted_anchor]
-    take = counts[:groups].clamp_max(max_positives)
-    fill_slots(slots, order, sorted_anchor, rank, take, lay.pos_start, lay.local)
-    return take
+    return order, sorted_anchor, rank, counts[:groups].clamp_max(max_positives)
 
 
 def _pool(flat: torch.Tensor, labelled: torch.Tensor, lay: Layout, maps: BaneMaps | None, anchored: torch.Tensor,
@@ -175,7 +189,8 @@ def sample_positives(labels: torch.Tensor, num_classes: int, max_positives: int,
     lay = layout(((1, 1, flat.numel()),), num_classes, max_positives, 1, None, None, str(flat.device))
     anchored = flat.new_ones(1, num_classes, dtype=torch.bool) if anchored is None else anchored.view(1, -1)
     slots = (flat.new_zeros(lay.pairs + 1), flat.new_zeros(lay.pairs + 1))
-    counts = _positives(slots, flat, (flat >= 0) & (flat < num_classes), lay, anchored, max_positives, generator)
+    *pick, counts = _positives(flat, (flat >= 0) & (flat < num_classes), lay, anchored, max_positives, generator)
+    fill_slots(slots, *pick, counts, lay.pos_start, lay.local)
     return Positives(slots[0][:-1], slots[1][:-1], lay.slot_rank < counts.sum(), counts)
 
 

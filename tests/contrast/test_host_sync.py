@@ -62,6 +62,8 @@ def test_contextrast_training_step_never_waits_for_the_device(name, bane):
     cfg = resolve_config("toy", overrides=["contrast.method=contextrast", f"contrast.bane.enabled={bane}"]).contrast
     model = build_model(SMALL_MODELS[name], 5).train()
     criterion = build_criterion(cfg, model.feature_channels, model.num_classes).train()
+    assert criterion.static_slots is None  # the default: static slots on any device but the CPU
+    criterion.static_slots = True  # what a GPU runs (on the CPU the slots are sized by reading counts)
     optimizer = torch.optim.SGD([*model.parameters(), *criterion.parameters()], lr=0.01, momentum=0.9)
     images, labels = torch.rand(2, 3, 64, 96), torch.randint(0, 5, (2, 64, 96))
     labels[:, :8] = 255
@@ -97,6 +99,7 @@ def test_many_classes_never_wait_for_the_device(max_anchors):
     cfg = resolve_config("toy", overrides=overrides).contrast
     model = build_model(SMALL_MODELS["deeplabv3"], 41).train()
     criterion = build_criterion(cfg, model.feature_channels, model.num_classes).train()
+    criterion.static_slots = True  # what a GPU runs
     optimizer = torch.optim.SGD([*model.parameters(), *criterion.parameters()], lr=0.01)
     images, labels = torch.rand(2, 3, 64, 96), torch.randint(0, 40, (2, 64, 96))  # 40 of 41 classes present
     with SyncRecorder() as recorder:

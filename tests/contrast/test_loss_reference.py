@@ -44,9 +44,11 @@ def inputs(seed: int = 0):
 
 @pytest.mark.parametrize("bane", [0.5, None], ids=["bane", "random-negatives"])
 @pytest.mark.parametrize("stop_grad", [False, True], ids=["grad-through-deep-anchors", "stop-grad"])
-def test_the_loss_equals_a_plain_float64_reference(bane, stop_grad, monkeypatch):
+@pytest.mark.parametrize("static_slots", [True, False], ids=["static-slots", "slots-sized-to-the-batch"])
+def test_the_loss_equals_a_plain_float64_reference(bane, stop_grad, static_slots, monkeypatch):
     features, logits, target = inputs()
-    criterion = ContextrastLoss(6, (5, 5, 5), bane_ratio=bane, anchor_stop_grad=stop_grad, **SETTINGS).double()
+    criterion = ContextrastLoss(6, (5, 5, 5), bane_ratio=bane, anchor_stop_grad=stop_grad, static_slots=static_slots,
+                                **SETTINGS).double()
     criterion.heads = nn.ModuleList(nn.Identity() for _ in range(3))  # the embeddings are the maps themselves
     drawn = capture(monkeypatch)
     ours = [f.clone().requires_grad_() for f in features]

@@ -3,6 +3,7 @@ forward and backward stays below what a single (K, P) float32 tensor would take,
 its largest layer (32x32 per image). Measured with torch's profiler (allocations and frees in
 time order), on the CPU."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -27,14 +28,14 @@ def peak_bytes(fn) -> int:
     return peak
 
 
-def one_step():
+def one_step(static_slots: bool | None = True):
     """A forward and backward of the loss (identity heads: the bound is about the loss itself;
     small D and caps so that what legitimately grows with the pixels and the pool stays small)."""
     torch.manual_seed(0)
     features = [torch.randn(B, D, SIZE // s, SIZE // s, requires_grad=True) for s in STRIDES]
     target = torch.randint(0, K, (B, SIZE, SIZE))
     logits = torch.randn(B, K, SIZE, SIZE)
-    criterion = ContextrastLoss(K, (D,) * 4, max_positives=8, max_negatives=8)
+    criterion = ContextrastLoss(K, (D,) * 4, max_positives=8, max_negatives=8, static_slots=static_slots)
     criterion.heads = nn.ModuleList(nn.Identity() for _ in STRIDES)
 
     def step():
@@ -46,10 +47,11 @@ def one_step():
     return step
 
 
-def test_the_peak_allocation_is_below_one_classes_by_pixels_tensor():
+@pytest.mark.parametrize("static_slots", [True, False], ids=["static-slots", "slots-sized-to-the-batch"])
+def test_the_peak_allocation_is_below_one_classes_by_pixels_tensor(static_slots):
     pixels = B * (SIZE // STRIDES[0]) ** 2  # 2048: the largest layer
     bound = K * pixels * 4  # bytes of one (K, P) float32 tensor: 1.2 MB
-    assert peak_bytes(one_step()) < bound
+    assert peak_bytes(one_step(static_slots)) < bound
 
 
 def test_the_measurement_sees_a_classes_by_pixels_tensor(monkeypatch):

@@ -140,3 +140,26 @@ def test_a_capped_anchor_set_keeps_every_present_class_equally_often():
     assert kept[[1, 2, 4, 6]].sum() == 0
     assert uniform(kept[sorted(sizes)]) > 1e-3 and kept.sum() == 3 * DRAWS
     assert torch.equal(choose_anchors(present_classes(target, 10), None), present_classes(target, 10))
+
+
+def test_slots_sized_to_the_batch_hold_exactly_the_static_slots_real_samples():
+    """The CPU's slots sized by the batch's counts (no padding) draw the same samples as the static
+    slots a GPU uses: same positives, BANE picks and top-up per anchor, at every layer."""
+    from contextrast_cli.contrast.sampling import sample_layers
+
+    generator = torch.Generator().manual_seed(5)
+    labels = [torch.randint(0, 7, (2, 24 // s, 32 // s), generator=generator) for s in (1, 2, 4)]
+    for lab in labels:
+        lab[0, :2] = 255
+    preds = [lab.clamp_max(6).roll(1, 2) for lab in labels]
+    draws = {static: sample_layers(labels, preds, 7, 9, 14, 0.5, static_slots=static,
+                                   generator=torch.Generator().manual_seed(11)) for static in (True, False)}
+    static, sized = draws[True], draws[False]
+    assert sized.layout.pairs == int(static.valid.sum()) < static.layout.pairs  # the padding is gone
+    assert bool(sized.valid.all()) and sized.pool.shape[1] < static.pool.shape[1]
+    for index in range(3):
+        (pos_a, neg_a), (pos_b, neg_b) = static.layer(index), sized.layer(index)
+        assert torch.equal(pos_a.index[pos_a.valid], pos_b.index) and torch.equal(pos_a.anchor[pos_a.valid], pos_b.anchor)
+        assert torch.equal(neg_a.bane.index[neg_a.bane.valid], neg_b.bane.index)
+        assert torch.equal(neg_a.index, neg_b.index) and torch.equal(neg_a.valid, neg_b.valid)
+        assert torch.equal(neg_a.is_bane, neg_b.is_bane)
