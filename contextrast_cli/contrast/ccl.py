@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from contextrast_cli.contrast.bane import count_ids
 from contextrast_cli.contrast.consts import fill
-from contextrast_cli.contrast.rows import row_cosines, sampled_layer
+from contextrast_cli.contrast.rows import RowGrads, row_cosines, sampled_layer
 from contextrast_cli.contrast.samples import NegativeSelection, Positives
 
 NEG_FILL = -1e4  # log-sum of an anchor without negatives: exp(-1e4) ~ 0, gradients stay finite
@@ -166,7 +166,7 @@ class Pairs:
 
 
 def sampled_loss(anchors: torch.Tensor, rows: torch.Tensor, pairs: Pairs, topup: torch.Tensor,
-                 tau: float) -> dict[str, torch.Tensor]:
+                 tau: float, link: RowGrads | None = None) -> dict[str, torch.Tensor]:
     """L_i of METHOD.md for every layer i at once: per layer, the mean over the classes with
     positives of the mean positive InfoNCE term
 
@@ -178,6 +178,8 @@ def sampled_loss(anchors: torch.Tensor, rows: torch.Tensor, pairs: Pairs, topup:
         anchors: (G, D) unit anchors, G = I x K.
         rows: (M + I x L, D) embeddings: the pairs' rows, then each layer's pool.
         topup: (I, K, L) bool, the pool rows each anchor takes.
+        link: the ``contrast.rows.RowGrads`` that ``rows`` was made with (``sampled_layers``): their
+            gradient is handed back as factors.
 
     Returns:
         (I,) tensors: ``loss`` (0 for a layer without positives), ``pos_sim`` and ``neg_sim`` (mean
@@ -185,7 +187,7 @@ def sampled_loss(anchors: torch.Tensor, rows: torch.Tensor, pairs: Pairs, topup:
         and top-up per layer, (I, 2)).
     """
     dtype, layers = torch.promote_types(rows.dtype, torch.float32), topup.shape[0]
-    pair_cos, pool_cos = row_cosines(anchors.to(dtype), rows.to(dtype), pairs.anchor, layers)  # (M,), (I, K, L)
+    pair_cos, pool_cos = row_cosines(anchors.to(dtype), rows.to(dtype), pairs.anchor, layers, link)  # (M,), (I, K, L)
     positive, bane = pairs.valid & pairs.positive, pairs.valid & ~pairs.positive
     loss = _InfoNCE.apply(pair_cos, pool_cos, pairs.anchor, positive, bane, topup, pairs.pos_counts, tau)
     with torch.no_grad():

@@ -135,12 +135,19 @@ class _Deferred:
         # a view (e.g. a feature cropped back from a padded map) takes no part in the network's
         # loss; its base does, so the hook goes there and the replay writes through the view
         self.target = x if x._base is None else x._base
-        self.grad_out: torch.Tensor | None = None
+        self.parts: list = []  # dL/demb: tensors, and makers of one (a loss builds it only when needed)
         self.hooked = self.target.requires_grad
         device = x.device.type
         self.autocast = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
         if self.hooked:
             self.target.register_hook(self.replay)
+
+    def hand(self, part) -> None:
+        """Take a part of dL/demb (a tensor, or a function that makes one when the replay runs); the
+        first part queues ``finish`` on autograd's engine, to run when this backward ends."""
+        if not self.parts:  # runs after every hook (the replay) had its chance
+            torch.autograd.Variable._execution_engine.queue_callback(self.finish)
+        self.parts.append(part)
 
     def finish(self) -> None:
         """At the end of the backward that reached the head: replay what the network's backward did
@@ -150,7 +157,7 @@ class _Deferred:
             RuntimeError: the contrastive gradient of a feature that needs one was lost (the
                 network's loss did not reach that feature in the same backward).
         """
-        if self.grad_out is None:  # replayed by the feature's hook
+        if not self.parts:  # replayed by the feature's hook
             return
         lost = self.hooked
         self.replay()
@@ -159,10 +166,14 @@ class _Deferred:
 
     def replay(self, grad_target: torch.Tensor | None = None) -> torch.Tensor | None:
         """The head's backward for ``grad_out``; returns ``grad_target`` plus the head's part of it."""
-        if self.grad_out is None:  # the contrastive loss took no part in this backward
+        if not self.parts:  # the contrastive loss took no part in this backward
             return grad_target
-        grad_out, x, target = self.grad_out, self.x, self.target
-        self.grad_out = self.x = self.target = None
+        parts, x, target = self.parts, self.x, self.target
+        self.parts, self.x, self.target = [], None, None
+        grad_out = None
+        for part in parts:
+            part = part() if callable(part) else part
+            grad_out = part if grad_out is None else grad_out + part
         device, dtype, enabled = self.autocast
         with torch.enable_grad():
             base = target.detach().requires_grad_(grad_target is not None)
@@ -186,18 +197,21 @@ def _raise_lost() -> None:
 
 
 class _Boundary(torch.autograd.Function):
-    """The head's output without its graph; the backward hands dL/demb to the pending replay."""
+    """The head's output without its graph; the backward hands dL/demb to the pending replay.
+    ``ContextrastLoss`` finds the pending replay on the output's ``grad_fn`` (``pending``) and hands
+    it a function that builds its part of dL/demb, so that map-sized gradient exists only during
+    the replay."""
 
     @staticmethod
     def forward(ctx, pending: _Deferred, *tensors: torch.Tensor) -> torch.Tensor:
-        ctx.pending = pending
+        ctx.pending = pending  # a loss that finds it on the output's grad_fn may hand its gradient lazily
+        ctx.set_materialize_grads(False)  # no map of zeros when the loss handed its part over that way
         return pending.head._project(pending.x)  # autograd.Function forwards run without a graph
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
-        ctx.pending.grad_out = grad_out
-        # runs when this backward ends, after every hook (the replay) had its chance
-        torch.autograd.Variable._execution_engine.queue_callback(ctx.pending.finish)
+    def backward(ctx, grad_out: torch.Tensor | None):
+        if grad_out is not None:
+            ctx.pending.hand(grad_out)
         return (None,) * len(ctx.needs_input_grad)
 
 

@@ -40,7 +40,7 @@ from contextrast_cli.contrast.grids import (
 from contextrast_cli.contrast.heads import build_heads
 from contextrast_cli.contrast.layout import layout
 from contextrast_cli.contrast.pixel_contrast import pixel_contrast_loss
-from contextrast_cli.contrast.rows import sampled_layers
+from contextrast_cli.contrast.rows import RowGrads, sampled_layers
 from contextrast_cli.contrast.sampling import choose_anchors, sample_stacked
 
 
@@ -146,12 +146,13 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
             pairs = samples.index.split([p + b for p, b in zip(lay.pos_sizes, lay.bane_sizes)])
             reads = [[(index, pair_rows), (pool, pool_rows)]
                      for index, pool, pair_rows, pool_rows in zip(pairs, samples.pool.unbind(), *samples.row_slices())]
-            sums, rows = sampled_layers(embs, bins, reads, samples.rows, k)
+            link = RowGrads()  # the rows' gradient goes back to sampled_layers as factors
+            sums, rows = sampled_layers(embs, bins, reads, samples.rows, k, link)
             anchors = stacked_anchors(means_of(sums, local, group)[0], counts, *self.anchor_weights,
                                       stop_grad=self.anchor_stop_grad)
             pairs = Pairs(samples.anchor, samples.valid, lay.slot_positive, lay.slot_group, samples.pos_counts,
                           samples.totals)
-            out = sampled_loss(anchors.flatten(0, 1), rows, pairs, samples.topup, self.tau)
+            out = sampled_loss(anchors.flatten(0, 1), rows, pairs, samples.topup, self.tau, link)
         terms.update(self._layer_terms(out, used))
         return terms
 

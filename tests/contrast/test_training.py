@@ -90,12 +90,14 @@ def test_deferred_heads_give_the_plain_gradients(name, monkeypatch):
 
 def check_deferred_heads(name: str, device: str, monkeypatch) -> None:
     """``test_deferred_heads_give_the_plain_gradients`` on ``device`` (tests/gpu runs it on CUDA)."""
-    seen = []
+    seen, lazy = [], []
     replay = heads_module._Deferred.replay
 
     def spy(self, grad_target=None):
-        if self.grad_out is not None:
+        if self.parts:
             seen.append(grad_target is not None)  # reached through the feature's hook
+            # the loss handed its part as a function, run only now (no map-sized gradient held before)
+            lazy.append(all(callable(part) for part in self.parts))
         return replay(self, grad_target)
 
     monkeypatch.setattr(heads_module._Deferred, "replay", spy)
@@ -121,6 +123,7 @@ def check_deferred_heads(name: str, device: str, monkeypatch) -> None:
         sum(v for k, v in terms.items() if k.startswith("loss_")).backward()
         grads[mode] = [p.grad for p in [*net.parameters(), *(loss.parameters() if mode != "ce" else [])]]
     assert seen == [True] * len(criteria[True].heads)  # every head replayed inside the network's backward
+    assert lazy == seen
     assert len(grads["deferred"]) == len(grads["plain"])
     for deferred, plain in zip(grads["deferred"], grads["plain"]):
         assert (deferred is None) == (plain is None)
