@@ -72,6 +72,8 @@ class _SampledLayers(torch.autograd.Function):
         ctx.reads, ctx.pixels, ctx.link = reads, pixels, link
         ctx.meta = [(emb.shape, emb.dtype, _rows_layout(emb)) for emb in embs]
         ctx.deferred = [getattr(emb.grad_fn, "pending", None) if link is not None else None for emb in embs]
+        if link is not None:  # factors only pay where a deferred head builds its gradient late
+            link.wanted = any(pending is not None for pending in ctx.deferred)
         return sums[:, :num_classes], out
 
     @staticmethod
@@ -155,10 +157,12 @@ class RowGrads:
     """dL/drows carried from ``row_cosines`` to ``sampled_layers`` as its factors, never as an
     (M + I x L, D) tensor unless one is asked for: the pairs' dL/dcos (M,) with their anchors, each
     pool's dL/dcos (K, L) with its layer's anchors (``factors``, set by the backward of
-    ``row_cosines``)."""
+    ``row_cosines`` when ``wanted``: some map of ``sampled_layers`` comes from a deferred head;
+    otherwise the rows' gradient is one plain tensor)."""
 
     def __init__(self) -> None:
         self.factors: tuple | None = None
+        self.wanted = True  # sampled_layers says whether any of its maps takes its gradient late
 
     def table(self) -> torch.Tensor:
         """The whole (M + I x L, D) dL/drows."""
@@ -197,7 +201,7 @@ class _RowCosines(torch.autograd.Function):
         anchors, rows, pair_anchor = ctx.saved_tensors
         pairs, grad_anchors, grad_rows = pair_anchor.numel(), None, None
         stacked, pool = _per_layer(anchors, rows, pairs, ctx.layers)
-        linked = ctx.link is not None and ctx.needs_input_grad[1]
+        linked = ctx.link is not None and ctx.link.wanted and ctx.needs_input_grad[1]
         # without a link, one (M + I x L, D) buffer: its pair rows first hold the pairs' terms of
         # dL/danchors, then dL/drows
         buffer = rows.new_empty(pairs, rows.shape[1]) if linked else torch.empty_like(
