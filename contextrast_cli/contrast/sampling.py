@@ -130,7 +130,7 @@ def sample_stacked(shapes: tuple[tuple[int, int, int], ...], bins: torch.Tensor,
     layer_totals = torch.stack([pos_counts.view(-1, num_classes).sum(1), bane_counts.view(-1, num_classes).sum(1)], 1)
     if not static:  # a host read: free on the CPU
         lay = lay.sized(*zip(*layer_totals.tolist()))
-    slots = (flat.new_zeros(lay.pairs + 1), torch.cat([lay.slot_anchor0, lay.slot_anchor0[:1]]))
+    slots = (flat.new_zeros(lay.pairs + 1), torch.cat([lay.slot_anchor0, lay.slot_anchor0.new_zeros(1)]))  # + a spare slot
     for *pick, start in picks:
         fill_slots(slots, *pick, getattr(lay, start), lay.local)
     valid = lay.slot_rank < layer_totals.view(-1)[lay.slot_group]

@@ -130,6 +130,22 @@ def test_degenerate_batches_have_finite_gradients(case):
         assert loss.item() == 0.0
 
 
+@pytest.mark.parametrize("static_slots", [True, False], ids=["static-slots", "slots-sized-to-the-batch"])
+def test_a_batch_without_a_labelled_pixel_gives_zero_and_finite_gradients(static_slots):
+    """Nothing to sample at any layer: no pair slot at all when the slots are sized to the batch."""
+    from contextrast_cli.contrast.loss import ContextrastLoss
+
+    torch.manual_seed(0)
+    features = [torch.randn(2, 6, 8, 8, requires_grad=True), torch.randn(2, 10, 4, 4, requires_grad=True)]
+    criterion = ContextrastLoss(4, (6, 10), layers=(1, 2), lambdas=(1.0, 1.0), embed_dim=8, hidden_cap=8,
+                                static_slots=static_slots)
+    terms = criterion(features, torch.randn(2, 4, 16, 16), torch.full((2, 16, 16), 255))
+    total = sum(value for name, value in terms.items() if name.startswith("loss_"))
+    total.backward()
+    assert float(total) == 0.0 and float(terms["ccl_present"]) == 0
+    assert all(torch.isfinite(f.grad).all() for f in features)
+
+
 def test_each_layer_term_is_alpha_times_its_lambda_times_its_layer_loss():
     """loss_ccl_l{i} = alpha * lambda_i * L_i: the same loss with alpha 1 and lambdas 1 gives the
     L_i; hand-set lambdas and alpha then scale each layer's term by exactly their product."""
