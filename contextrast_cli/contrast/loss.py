@@ -14,34 +14,17 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from contextrast_cli.config.datasets import IGNORE_INDEX
-from contextrast_cli.contrast.arguments import (
-    check,
-    check_common,
-    check_contextrast,
-    check_inputs,
-)
+from contextrast_cli.contrast.arguments import check, check_common, check_contextrast, check_inputs
 from contextrast_cli.contrast.bane import count_ids
-from contextrast_cli.contrast.ccl import (
-    Pairs,
-    means_of,
-    pixel_bins,
-    process_group,
-    sampled_loss,
-    stacked_anchors,
-)
+from contextrast_cli.contrast.ccl import Pairs, means_of, pixel_bins, process_group, sampled_loss, stacked_anchors
 from contextrast_cli.contrast.consts import constant
-from contextrast_cli.contrast.grids import (
-    predict_at,
-    resize_labels,
-    stacked_labels,
-    stacked_predictions,
-)
+from contextrast_cli.contrast.grids import predict_at, resize_labels, stacked_labels, stacked_predictions
 from contextrast_cli.contrast.heads import build_heads
 from contextrast_cli.contrast.layout import layout
 from contextrast_cli.contrast.pixel_contrast import pixel_contrast_loss
 from contextrast_cli.contrast.rows import RowGrads, sampled_layers
 from contextrast_cli.contrast.sampling import choose_anchors, sample_stacked
+from contextrast_cli.config.datasets import IGNORE_INDEX
 
 
 class _SettingsRepr:

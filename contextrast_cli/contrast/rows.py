@@ -2,6 +2,8 @@
 ``sampled_layers`` (every layer's class sums and its sampled pixels' embeddings as rows of one
 table) and ``row_cosines`` (those rows' cosines with their anchors). Float32 at least."""
 
+from functools import partial
+
 import torch
 
 Reads = list[list[tuple[torch.Tensor, slice]]]  # per layer: (pixel indices, the rows they fill)
@@ -83,20 +85,19 @@ class _SampledLayers(torch.autograd.Function):
         factored = ctx.link is not None and ctx.link.factors is not None
         if grad_rows is not None and factored and grad_rows.stride() == (0, 0):
             grad_rows = None  # row_cosines' placeholder: its part comes as factors
-        sources: list | None = None  # per layer, its reads' rows of dL/drows (made once, when needed)
+        sources: list | None = None  # per layer, each read's rows of dL/drows (made once, when needed)
         grads = []
         for layer_table, layer_bins, layer_reads, meta, pending in zip(
                 table, _split(bins, ctx.pixels), ctx.reads, ctx.meta, ctx.deferred):
             if pending is not None:  # built when the head's replay needs it
-                parts = (layer_table, layer_bins, layer_reads, ctx.link if factored else None, grad_rows, meta)
-                pending.hand(lambda parts=parts: _dense_grad(*parts))
+                link = ctx.link if factored else None
+                pending.hand(partial(_late_grad, layer_table, layer_bins, layer_reads, link, grad_rows, meta))
                 grads.append(None)
                 continue
             if sources is None:
                 full = _rows_grad(ctx.link if factored else None, grad_rows, table.dtype)
-                sources = [None] * len(ctx.reads) if full is None else _views(full, ctx.reads)
-            grads.append(_dense_grad(layer_table, layer_bins, layer_reads, None, None, meta,
-                                     sources[len(grads)]))
+                sources = [[None] * len(r) for r in ctx.reads] if full is None else _views(full, ctx.reads)
+            grads.append(_dense_grad(layer_table, layer_bins, layer_reads, sources[len(grads)], meta))
         return None, None, None, None, None, *grads
 
 
@@ -108,16 +109,31 @@ def _rows_grad(link: "RowGrads | None", grad_rows: torch.Tensor | None, dtype) -
     return full if grad_rows is None else full.add_(grad_rows)
 
 
-def _dense_grad(layer_table: torch.Tensor, layer_bins: torch.Tensor, layer_reads, link: "RowGrads | None",
-                grad_rows: torch.Tensor | None, meta, sources: list | None = None) -> torch.Tensor:
-    """One layer's dL/demb: each pixel's share of its class sum, plus its sampled rows' own terms
-    (from ``sources``, else from the link's factors and ``grad_rows``), in the map's layout."""
+def _read_grads(layer_reads, link: "RowGrads | None", grad_rows: torch.Tensor | None) -> list[torch.Tensor | None]:
+    """dL/drows of each of one layer's reads alone: from the link's factors, plus any other gradient
+    of the rows (None: no gradient reached them)."""
+    out = []
+    for _, where in layer_reads:
+        piece = None if link is None else link.piece(where)
+        if grad_rows is not None:
+            piece = grad_rows[where] if piece is None else piece.add_(grad_rows[where])
+        out.append(piece)
+    return out
+
+
+def _late_grad(layer_table: torch.Tensor, layer_bins: torch.Tensor, layer_reads, link: "RowGrads | None",
+               grad_rows: torch.Tensor | None, meta) -> torch.Tensor:
+    """``_dense_grad`` of one layer with its reads' rows built from thin factors only now."""
+    return _dense_grad(layer_table, layer_bins, layer_reads, _read_grads(layer_reads, link, grad_rows), meta)
+
+
+def _dense_grad(layer_table: torch.Tensor, layer_bins: torch.Tensor, layer_reads, pieces: list, meta) -> torch.Tensor:
+    """One layer's dL/demb: each pixel's share of its class sum, plus each read's rows of dL/drows
+    (``pieces``, None for none) added at its pixels, in the map's layout."""
     shape, dtype, rows_layout = meta
     grad = layer_table.index_select(0, layer_bins)  # (P, D)
-    for number, (index, where) in enumerate(layer_reads):
-        pieces = [sources[number]] if sources is not None else \
-            ([link.piece(where)] if link is not None else []) + ([grad_rows[where]] if grad_rows is not None else [])
-        for piece in pieces:
+    for (index, _), piece in zip(layer_reads, pieces):
+        if piece is not None:
             grad.index_add_(0, index, piece.to(grad.dtype))  # the sampled pixels' own terms
     grad = grad.view(shape[:1] + shape[2:] + shape[1:2]).movedim(-1, 1).to(dtype)
     return grad if rows_layout else grad.contiguous()

@@ -118,21 +118,22 @@ def sample_stacked(shapes: tuple[tuple[int, int, int], ...], bins: torch.Tensor,
     static = flat.device.type != "cpu" if static_slots is None else static_slots
     lay = layout(shapes, num_classes, max_positives, max_negatives, bane_ratio, pool_size, str(flat.device))
     anchored = flat.new_ones(len(shapes), num_classes, dtype=torch.bool) if anchored is None else anchored
-    picks, pos_counts = [], flat.new_zeros(anchored.numel())
+    positives, pos_counts = None, flat.new_zeros(anchored.numel())
     if max_positives > 0:
-        picks.append((*_positives(flat, labelled, lay, anchored, max_positives, generator), "pos_start"))
-        pos_counts = picks[-1][3]
-    maps, bane_counts = None, torch.zeros_like(pos_counts)
+        positives = _positives(flat, labelled, lay, anchored, max_positives, generator)
+        pos_counts = positives[3]
+    ranked, maps, bane_counts = None, None, torch.zeros_like(pos_counts)
     if bane_ratio is not None:
         ranked = ranked_errors(pred, flat, lay.layer, shapes, num_classes, bane_ratio, num_classes)
         maps, bane_counts = ranked.maps, ranked.keep.clamp_max(max_negatives).mul_(anchored.view(-1))
-        picks.append((ranked.order, ranked.sorted_anchor, ranked.rank, bane_counts, "bane_start"))
     layer_totals = torch.stack([pos_counts.view(-1, num_classes).sum(1), bane_counts.view(-1, num_classes).sum(1)], 1)
     if not static:  # a host read: free on the CPU
         lay = lay.sized(*zip(*layer_totals.tolist()))
     slots = (flat.new_zeros(lay.pairs + 1), torch.cat([lay.slot_anchor0, lay.slot_anchor0.new_zeros(1)]))  # + a spare slot
-    for *pick, start in picks:
-        fill_slots(slots, *pick, getattr(lay, start), lay.local)
+    if positives is not None:
+        fill_slots(slots, *positives, lay.pos_start, lay.local)
+    if ranked is not None:
+        fill_slots(slots, ranked.order, ranked.sorted_anchor, ranked.rank, bane_counts, lay.bane_start, lay.local)
     valid = lay.slot_rank < layer_totals.view(-1)[lay.slot_group]
     pool, topup = _pool(flat, labelled, lay, maps, anchored, max_negatives - bane_counts.view_as(anchored), generator)
     if not static:  # every layer's pool up to the last position any anchor takes (a host read)
