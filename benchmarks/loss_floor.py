@@ -47,10 +47,10 @@ def real_reads(feats, labels, logits):
     samples = sample_stacked(shapes, bins, stacked_predictions(logits, shapes), K, 1024, 2048, 0.5, static_slots=True)
     lay, reads, anchors, start = samples.layout, [], [], 0
     for index in range(len(shapes)):
-        pos, bane = lay.pair_slices(index)
-        valid = samples.valid[pos.start:bane.stop]
-        pixels = samples.index[pos.start:bane.stop][valid]
-        anchors.append(samples.anchor[pos.start:bane.stop][valid])
+        pos, _, spill = lay.pair_slices(index)
+        valid = samples.valid[pos.start:spill.stop]
+        pixels = samples.index[pos.start:spill.stop][valid]
+        anchors.append(samples.anchor[pos.start:spill.stop][valid])
         reads.append([(pixels, slice(start, start + pixels.numel()))])
         start += pixels.numel()
     width = int(max(samples.topup[i].any(0).nonzero().max() + 1 for i in range(len(shapes))))

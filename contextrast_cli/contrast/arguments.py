@@ -70,6 +70,23 @@ def check_inputs(features: Sequence[torch.Tensor], logits: torch.Tensor, target:
               f"(in_channels {list(in_channels)})")
     check(logits.dim() == 4 and logits.shape[1] == num_classes,
           f"logits have shape {tuple(logits.shape)}, expected (B, {num_classes}, H, W): num_classes is {num_classes}")
-    check(target.dim() == 3 and target.shape[0] == logits.shape[0] and not target.is_floating_point(),
-          f"target must be integer class ids of shape (B, H, W) with B = {logits.shape[0]}, "
-          f"got {target.dtype} {tuple(target.shape)}")
+    check(target.dim() == 3 and not target.is_floating_point(),
+          f"target must be integer class ids of shape (B, H, W), got {target.dtype} {tuple(target.shape)}")
+    shapes = {f"features[{layer - 1}]": features[layer - 1].shape for layer in layers}
+    shapes.update(logits=logits.shape, target=target.shape)
+    check(len({shape[0] for shape in shapes.values()}) == 1, "the batch sizes differ: " + ", ".join(
+        f"{name} {tuple(shape)}" for name, shape in shapes.items()) + "; pass one batch's features, logits and target")
+
+
+def check_labels(target: torch.Tensor, num_classes: int, ignore_index: int) -> None:
+    """Every id of ``target`` a class (0..K-1) or ``ignore_index``. Reads one value back from the
+    device: the losses call it on their first call, and on every call only where that is free.
+
+    Raises:
+        ValueError: the first id that is neither, and how to fix it.
+    """
+    bad = (target != ignore_index) & ((target < 0) | (target >= num_classes))
+    if bool(bad.any()):
+        value = int(target[bad][0])
+        raise ValueError(f"target holds label {value}, outside 0..{num_classes - 1} and not ignore_index "
+                         f"{ignore_index}: map it to a class id or to {ignore_index} (prepare-data does)")

@@ -15,12 +15,10 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from contextrast_cli.contrast.bane import count_ids
+from contextrast_cli.contrast.bane import BanePicks, count_ids
 from contextrast_cli.contrast.consts import fill
 from contextrast_cli.contrast.rows import RowGrads, row_cosines, sampled_layer
 from contextrast_cli.contrast.samples import NegativeSelection, Positives
-
-NEG_FILL = -1e4  # log-sum of an anchor without negatives: exp(-1e4) ~ 0, gradients stay finite
 
 
 def class_means(emb: torch.Tensor, labels: torch.Tensor, num_classes: int,
@@ -136,13 +134,15 @@ def pixel_anchor_loss(anchors: torch.Tensor, emb: torch.Tensor, positives: Posit
         ``loss`` (scalar; 0 when no class has a positive), ``pos_sim`` and ``neg_sim`` (mean
         cosine similarity of the positives and negatives used, detached).
     """
-    bane = negatives.bane
-    index = torch.cat([positives.index, bane.index, negatives.pool])
+    bane, spill = negatives.bane, negatives.spill
+    if spill is None:
+        spill = BanePicks(bane.index[:0], bane.anchor[:0], bane.valid[:0], torch.zeros_like(bane.counts))
+    index = torch.cat([positives.index, bane.index, spill.index, negatives.pool])
     rows = emb.permute(0, 2, 1).reshape(-1, emb.shape[1]).index_select(0, index)
-    positive = torch.cat([torch.ones_like(positives.valid), torch.zeros_like(bane.valid)])
-    totals = torch.stack([positives.valid.sum(), bane.valid.sum()])[None]
-    pairs = Pairs(torch.cat([positives.anchor, bane.anchor]), torch.cat([positives.valid, bane.valid]), positive,
-                  (~positive).long(), positives.counts, totals)
+    kind = torch.cat([torch.full_like(part.anchor, i) for i, part in enumerate((positives, bane, spill))])
+    totals = torch.stack([positives.valid.sum(), bane.valid.sum(), spill.valid.sum()])[None]
+    pairs = Pairs(torch.cat([positives.anchor, bane.anchor, spill.anchor]),
+                  torch.cat([positives.valid, bane.valid, spill.valid]), kind == 0, kind, positives.counts, totals)
     out = sampled_loss(anchors, rows, pairs, negatives.topup[None], tau)
     return {"loss": out["loss"][0], "pos_sim": out["pos_sim"][0], "neg_sim": out["neg_sim"][0]}
 
@@ -153,8 +153,9 @@ class Pairs:
 
     Attributes:
         anchor: (M,) anchor id (layer x K + class); valid: (M,) a real sample; positive: (M,) a
-        positive (else a BANE pick); group: (M,) layer x 2 + (0 a positive, 1 a BANE pick);
-        pos_counts: (G,) positives per anchor; totals: (I, 2) the valid positives and BANE picks per layer.
+        positive (else a negative read against its one anchor); group: (M,) layer x 3 + (0 a
+        positive, 1 a BANE pick, 2 a top-up pixel from past the pool); pos_counts: (G,) positives
+        per anchor; totals: (I, 3) the valid pairs of each kind per layer.
     """
 
     anchor: torch.Tensor
@@ -172,7 +173,7 @@ def sampled_loss(anchors: torch.Tensor, rows: torch.Tensor, pairs: Pairs, topup:
 
         -log( e^{a.v+/tau} / (e^{a.v+/tau} + sum_{v-} e^{a.v-/tau}) ) = softplus(LSE(neg) - a.v+/tau),
 
-    each anchor's negatives its BANE picks plus its top-up from its layer's pool.
+    each anchor's negatives its BANE picks plus its top-up (from its layer's pool, and past it).
 
     Args:
         anchors: (G, D) unit anchors, G = I x K.
@@ -183,18 +184,18 @@ def sampled_loss(anchors: torch.Tensor, rows: torch.Tensor, pairs: Pairs, topup:
 
     Returns:
         (I,) tensors: ``loss`` (0 for a layer without positives), ``pos_sim`` and ``neg_sim`` (mean
-        cosine similarity of the positives and negatives used, detached), ``negatives`` (BANE picks
-        and top-up per layer, (I, 2)).
+        cosine similarity of the positives and negatives used, detached), ``bane`` and ``topup``
+        (the negatives of each kind per layer).
     """
     dtype, layers = torch.promote_types(rows.dtype, torch.float32), topup.shape[0]
     pair_cos, pool_cos = row_cosines(anchors.to(dtype), rows.to(dtype), pairs.anchor, layers, link)  # (M,), (I, K, L)
-    positive, bane = pairs.valid & pairs.positive, pairs.valid & ~pairs.positive
-    loss = _InfoNCE.apply(pair_cos, pool_cos, pairs.anchor, positive, bane, topup, pairs.pos_counts, tau)
+    positive, negative = pairs.valid & pairs.positive, pairs.valid & ~pairs.positive
+    loss = _InfoNCE.apply(pair_cos, pool_cos, pairs.anchor, positive, negative, topup, pairs.pos_counts, tau)
     with torch.no_grad():
-        sums = pair_cos.new_zeros(layers * 2).index_add_(0, pairs.group, pair_cos * pairs.valid).view(layers, 2)
-        numbers = pairs.totals.to(dtype)  # (I, 2): positives, BANE picks
-        topups = topup.sum((1, 2)).to(dtype)
-        neg_sim = (sums[:, 1] + (pool_cos * topup).sum((1, 2))) / (numbers[:, 1] + topups).clamp_min(1)
+        sums = pair_cos.new_zeros(layers * 3).index_add_(0, pairs.group, pair_cos * pairs.valid).view(layers, 3)
+        numbers = pairs.totals.to(dtype)  # (I, 3): positives, BANE picks, top-up past the pool
+        topups = topup.sum((1, 2)).to(dtype) + numbers[:, 2]
+        neg_sim = (sums[:, 1:].sum(1) + (pool_cos * topup).sum((1, 2))) / (numbers[:, 1] + topups).clamp_min(1)
         pos_sim = sums[:, 0] / numbers[:, 0].clamp_min(1)
     return {"loss": loss, "pos_sim": pos_sim, "neg_sim": neg_sim, "bane": numbers[:, 1], "topup": topups}
 
@@ -208,34 +209,38 @@ class _InfoNCE(torch.autograd.Function):
         dL/ds_j = (sum_{p of a} dL/dz_p) e^{s_j - LSE_a} (a negative j of anchor a),
 
     w_a = dL/dL_i / (n_a x classes with positives at layer i). Each anchor's log-sum-exp is a segment
-    sum over its BANE picks plus a masked sum over its layer's pool, shifted by its largest logit;
-    an anchor without negatives gets NEG_FILL (e^-1e4 ~ 0: finite everywhere)."""
+    sum over its pair negatives plus a masked sum over its layer's pool, shifted by its largest
+    logit; an anchor without negatives has LSE = -inf (its positives' terms are log 1 = 0), so the
+    loss is the formula's at any tau > 0."""
 
     @staticmethod
-    def forward(ctx, pair_cos, pool_cos, anchor, positive, bane, topup, pos_counts, tau):
+    def forward(ctx, pair_cos, pool_cos, anchor, positive, negative, topup, pos_counts, tau):
         pair_logits = pair_cos / tau
-        pool_logits = torch.where(topup, pool_cos / tau, fill(pool_cos, NEG_FILL))  # masked before any exp: no inf * 0
-        bane_logits = torch.where(bane, pair_logits, fill(pair_cos, NEG_FILL))
-        shift = pool_logits.amax(2).view(-1).scatter_reduce(0, anchor, bane_logits, "amax")  # (G,)
-        pool_exp = torch.exp(pool_logits - shift.view_as(topup[..., 0])[..., None]).mul_(topup)
-        bane_exp = torch.exp(bane_logits - shift[anchor]).mul_(bane)
-        total = pool_exp.sum(2).view(-1).index_add_(0, anchor, bane_exp)
-        lse = torch.where(total > 0, shift + torch.log(total.clamp_min(1e-30)), fill(total, NEG_FILL))
+        none = fill(pool_cos, float("-inf"))
+        pool_logits = torch.where(topup, pool_cos / tau, none)  # masked before any exp: no inf * 0
+        neg_logits = torch.where(negative, pair_logits, none)
+        shift = pool_logits.amax(2).view(-1).scatter_reduce(0, anchor, neg_logits, "amax")  # (G,), -inf: none
+        shift = torch.where(shift > float("-inf"), shift, fill(shift, 0.0))
+        pool_exp = torch.exp(pool_logits - shift.view_as(topup[..., 0])[..., None])
+        neg_exp = torch.exp(neg_logits - shift[anchor])
+        total = pool_exp.sum(2).view(-1).index_add_(0, anchor, neg_exp)
+        lse = torch.where(total > 0, shift + torch.log(total), none)
         margin = lse[anchor] - pair_logits
         n_pos = pos_counts.to(pair_cos.dtype)
         present = (n_pos > 0).view(topup.shape[:2])
-        per_class = torch.zeros_like(n_pos).index_add_(0, anchor, F.softplus(margin) * positive) / n_pos.clamp_min(1)
+        terms = torch.where(positive, F.softplus(margin), fill(margin, 0.0))
+        per_class = torch.zeros_like(n_pos).index_add_(0, anchor, terms) / n_pos.clamp_min(1)
         classes = present.sum(1).clamp_min(1)
-        ctx.save_for_backward(anchor, positive, torch.sigmoid(margin), pool_exp, bane_exp, total, n_pos, present, classes)
+        ctx.save_for_backward(anchor, positive, torch.sigmoid(margin), pool_exp, neg_exp, total, n_pos, present, classes)
         ctx.tau = tau
         return (per_class.view_as(present) * present).sum(1) / classes
 
     @staticmethod
     def backward(ctx, grad):
-        anchor, positive, sigmoid, pool_exp, bane_exp, total, n_pos, present, classes = ctx.saved_tensors
+        anchor, positive, sigmoid, pool_exp, neg_exp, total, n_pos, present, classes = ctx.saved_tensors
         weight = ((grad / classes)[:, None] * present).view(-1) / n_pos.clamp_min(1)  # (G,)
         d_margin = (weight[anchor] * sigmoid).mul_(positive)  # (M,)
         share = torch.zeros_like(weight).index_add_(0, anchor, d_margin) / total.clamp_min(1)  # dL/dLSE / total (0 or >= 1)
-        d_pairs = (bane_exp * share[anchor] - d_margin) / ctx.tau
+        d_pairs = (neg_exp * share[anchor] - d_margin) / ctx.tau
         d_pool = pool_exp * (share / ctx.tau).view_as(present)[..., None]
         return d_pairs, d_pool, None, None, None, None, None, None

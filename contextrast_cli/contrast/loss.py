@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from contextrast_cli.contrast.arguments import check, check_common, check_contextrast, check_inputs
+from contextrast_cli.contrast.arguments import check, check_common, check_contextrast, check_inputs, check_labels
 from contextrast_cli.contrast.bane import count_ids
 from contextrast_cli.contrast.ccl import Pairs, means_of, pixel_bins, process_group, sampled_loss, stacked_anchors
 from contextrast_cli.contrast.consts import constant
@@ -97,6 +97,7 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
         self.bane_ratio, self.ignore_index, self.max_anchors = bane_ratio, ignore_index, max_anchors
         self.sync_anchors, self.deferred_heads, self.static_slots = sync_anchors, deferred_heads, static_slots
         self.heads = build_heads(in_channels, layers, hidden_cap, embed_dim, deferred_heads)
+        self._labels_checked = False
 
     def forward(self, features: list[torch.Tensor], logits: torch.Tensor,
                 target: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -107,6 +108,10 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
             ValueError: tensors whose shapes do not match the settings.
         """
         check_inputs(features, logits, target, self.num_classes, self.in_channels, self.layers)
+        static = target.device.type != "cpu" if self.static_slots is None else self.static_slots
+        if not static or not self._labels_checked:  # sized slots read counts back anyway; else once
+            check_labels(target, self.num_classes, self.ignore_index)
+            self._labels_checked = True
         group, k = self._group(), self.num_classes
         embs = [head(features[layer - 1]) for layer, head in zip(self.layers, self.heads)]  # (B, D, h, w) each
         shapes = tuple((target.shape[0], *emb.shape[-2:]) for emb in embs)
@@ -126,7 +131,7 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
                                  used, static_slots=self.static_slots)
         lay = samples.layout  # with slots of the batch's sizes where they are not static
         with torch.autocast(logits.device.type, enabled=False):  # the loss runs in float32 (float64 stays)
-            pairs = samples.index.split([p + b for p, b in zip(lay.pos_sizes, lay.bane_sizes)])
+            pairs = samples.index.split([lay.layer_pairs(i) for i in range(len(embs))])
             reads = [[(index, pair_rows), (pool, pool_rows)]
                      for index, pool, pair_rows, pool_rows in zip(pairs, samples.pool.unbind(), *samples.row_slices())]
             link = RowGrads()  # the rows' gradient goes back to sampled_layers as factors
@@ -183,11 +188,15 @@ class PixelContrastLoss(_SettingsRepr, nn.Module):
         self.max_samples, self.max_views, self.ignore_index = max_samples, max_views, ignore_index
         self.deferred_heads = deferred_heads
         self.heads = build_heads(in_channels, self.layers, hidden_cap, embed_dim, deferred_heads)
+        self._labels_checked = False
 
     def forward(self, features: list[torch.Tensor], logits: torch.Tensor,
                 target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Arguments as ``ContextrastLoss.forward``."""
         check_inputs(features, logits, target, self.num_classes, self.in_channels, self.layers)
+        if target.device.type == "cpu" or not self._labels_checked:  # on an accelerator: the first call
+            check_labels(target, self.num_classes, self.ignore_index)
+            self._labels_checked = True
         emb = self.heads[0](features[self.layers[0] - 1])
         labels = resize_labels(target, emb.shape[-2:])
         pred = predict_at(logits, emb.shape[-2:])

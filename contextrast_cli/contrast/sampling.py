@@ -114,33 +114,40 @@ def sample_stacked(shapes: tuple[tuple[int, int, int], ...], bins: torch.Tensor,
             cut after the last pixel any anchor takes (two reads of a count: free on the CPU).
             None (the default): False on the CPU, True elsewhere. The samples are the same.
     """
-    flat, labelled = bins, bins < num_classes  # ignored pixels hold K
+    flat, labelled, k = bins, bins < num_classes, num_classes  # ignored pixels hold K
     static = flat.device.type != "cpu" if static_slots is None else static_slots
-    lay = layout(shapes, num_classes, max_positives, max_negatives, bane_ratio, pool_size, str(flat.device))
-    anchored = flat.new_ones(len(shapes), num_classes, dtype=torch.bool) if anchored is None else anchored
+    lay = layout(shapes, k, max_positives, max_negatives, bane_ratio, pool_size, str(flat.device))
+    anchored = flat.new_ones(len(shapes), k, dtype=torch.bool) if anchored is None else anchored
     positives, pos_counts = None, flat.new_zeros(anchored.numel())
     if max_positives > 0:
         positives = _positives(flat, labelled, lay, anchored, max_positives, generator)
         pos_counts = positives[3]
     ranked, maps, bane_counts = None, None, torch.zeros_like(pos_counts)
     if bane_ratio is not None:
-        ranked = ranked_errors(pred, flat, lay.layer, shapes, num_classes, bane_ratio, num_classes)
+        ranked = ranked_errors(pred, flat, lay.layer, shapes, k, bane_ratio, k)
         maps, bane_counts = ranked.maps, ranked.keep.clamp_max(max_negatives).mul_(anchored.view(-1))
-    layer_totals = torch.stack([pos_counts.view(-1, num_classes).sum(1), bane_counts.view(-1, num_classes).sum(1)], 1)
+    room = max_negatives - bane_counts.view_as(anchored)
+    pool, topup, order = _pool(flat, labelled, lay, maps, anchored, room, generator)
+    classes = count_ids(lay.layer * (k + 1) + flat, len(shapes) * (k + 1)).view(len(shapes), k + 1)  # (I, K + 1)
+    eligible = classes[:, :k].sum(1, keepdim=True) - classes[:, :k] - bane_counts.view_as(anchored)
+    spill_counts = (torch.minimum(room, eligible) * anchored - topup.sum(2)).clamp_min(0).view(-1)  # (G,)
+    totals = torch.stack([counts.view(-1, k).sum(1) for counts in (pos_counts, bane_counts, spill_counts)], 1)
     if not static:  # a host read: free on the CPU
-        lay = lay.sized(*zip(*layer_totals.tolist()))
+        lay = lay.sized(*zip(*totals.tolist()))
     slots = (flat.new_zeros(lay.pairs + 1), torch.cat([lay.slot_anchor0, lay.slot_anchor0.new_zeros(1)]))  # + a spare slot
     if positives is not None:
         fill_slots(slots, *positives, lay.pos_start, lay.local)
     if ranked is not None:
         fill_slots(slots, ranked.order, ranked.sorted_anchor, ranked.rank, bane_counts, lay.bane_start, lay.local)
-    valid = lay.slot_rank < layer_totals.view(-1)[lay.slot_group]
-    pool, topup = _pool(flat, labelled, lay, maps, anchored, max_negatives - bane_counts.view_as(anchored), generator)
+    if static or lay.pairs > sum(lay.pos_sizes) + sum(lay.bane_sizes):
+        _spill(slots, flat, lay, maps, order, spill_counts)
+    valid = lay.slot_rank < totals.view(-1)[lay.slot_group]
     if not static:  # every layer's pool up to the last position any anchor takes (a host read)
         used = topup.any(1).any(0)  # (L,)
         width = max(1, int((used * torch.arange(1, used.numel() + 1, device=used.device)).max()))  # 1: never empty
         pool, topup = pool[:, :width], topup[:, :, :width]
-    return Samples(lay, slots[0][:-1], slots[1][:-1], valid, pos_counts, bane_counts, layer_totals, pool, topup, maps)
+    counts = (pos_counts, bane_counts, spill_counts)
+    return Samples(lay, slots[0][:-1], slots[1][:-1], valid, *counts, totals, pool, topup, maps)
 
 
 def _positives(flat: torch.Tensor, labelled: torch.Tensor, lay: Layout, anchored: torch.Tensor, max_positives: int,
@@ -158,21 +165,60 @@ def _positives(flat: torch.Tensor, labelled: torch.Tensor, lay: Layout, anchored
 
 
 def _pool(flat: torch.Tensor, labelled: torch.Tensor, lay: Layout, maps: BaneMaps | None, anchored: torch.Tensor,
-          room: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
+          room: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each layer's pool (I, L) (a uniform sample without replacement of its labelled pixels, in
-    random order: one sort of the integer key (layer, unlabelled, random 40 bits)) and the top-up (I, K, L): per
-    anchor, the first pool pixels of other classes (not its own BANE picks) up to ``room`` (I, K),
-    by a cumulative count along the pool."""
+    random order: one sort of the integer key (layer, unlabelled, random 40 bits)) and the top-up
+    (I, K, L): per anchor, the first pool pixels of other classes (not its own BANE picks) up to
+    ``room`` (I, K), by a cumulative count along the pool. Also the whole order (P,): every
+    layer's pixels, labelled first in that random order, layer after layer."""
     keys = torch.randint(1 << RANDOM_BITS, (flat.numel(),), device=flat.device, generator=generator)
     keys += ((~labelled).long() + lay.layer * 2) << RANDOM_BITS
-    at = keys.argsort()[lay.pool_at]  # (I, L) pixels in the flat arrays
+    order = keys.argsort()
+    at = order[lay.pool_at]  # (I, L) pixels in the flat arrays
     pool_labels = flat[at][:, None, :]
     eligible = (lay.pool_valid & labelled[at])[:, None, :] & (pool_labels != lay.classes) & anchored[:, :, None]
     if maps is not None:  # a BANE pick of anchor n is its negative already
         picked = (maps.selected & maps.error)[at][:, None, :]
         eligible &= ~(picked & (maps.pred[at][:, None, :] == lay.classes))
     taken = eligible.cumsum(2, dtype=torch.int32) <= room[:, :, None]
-    return lay.local[at], eligible & taken
+    return lay.local[at], eligible & taken, order
+
+
+def _spill(slots: tuple[torch.Tensor, torch.Tensor], flat: torch.Tensor, lay: Layout, maps: BaneMaps | None,
+           order: torch.Tensor, spill: torch.Tensor) -> None:
+    """The top-up an anchor still lacks after the pool (``spill`` (G,) pixels each): its next
+    eligible pixels in the same random ``order`` past the pool, written into the third segment of
+    each layer's pair slots. So every anchor's top-up is the first eligible pixels of one uniform
+    random order (a uniform sample without replacement), whatever the class shares.
+
+    The j-th eligible pixel of anchor n past the pool lies at tail position j + (the excluded
+    pixels of n before it): its own class's pixels and its BANE picks, sorted once by (anchor,
+    position) and counted with ``searchsorted``, never a (classes x pixels) table."""
+    groups, k, device = spill.numel(), lay.num_classes, order.device
+    position = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=device))
+    starts = torch.tensor([o + pool for o, pool in zip(lay.offsets, lay.pool_sizes)], device=device)
+    tail = position - starts[lay.layer]  # (P,) place past the layer's pool (its labelled pixels first)
+    span = max(lay.sizes) + 1
+    anchor = [torch.where((flat < k) & (tail >= 0), lay.layer * k + flat.clamp_max(k - 1), fill(flat, groups))]
+    if maps is not None:  # an anchor's BANE picks are its negatives already
+        picked = maps.selected & maps.error & (tail >= 0)
+        anchor.append(torch.where(picked, lay.layer * k + maps.pred, fill(flat, groups)))
+    anchor = torch.cat(anchor)
+    ranked = torch.sort(anchor * span + tail.clamp_min(0).repeat(len(anchor) // tail.numel())).values
+    counts = count_ids(torch.div(ranked, span, rounding_mode="floor"), groups + 1)
+    seg_start = counts.cumsum(0) - counts
+    before = ranked - (torch.arange(ranked.numel(), device=device) - seg_start[ranked // span])  # ascending
+    ends = spill.cumsum(0)
+    slot_layer, rank = lay.spill_slot_layer, lay.spill_slot_rank  # (S,) each spill slot's layer and rank in it
+    wanted = (ends - spill).view(-1, k)[:, 0][slot_layer] + rank  # the slot's place in the flat order of anchors
+    valid = wanted < ends.view(-1, k)[:, -1][slot_layer]
+    group = torch.searchsorted(ends, wanted, right=True).clamp_max(groups - 1)
+    j = wanted - (ends - spill)[group]
+    skipped = torch.searchsorted(before, group * span + j, right=True) - seg_start[group]
+    at = (starts[slot_layer] + j + skipped).clamp_max(order.numel() - 1)
+    slot = torch.where(valid, lay.spill_start[slot_layer] + rank, fill(rank, slots[0].numel() - 1))
+    slots[0].scatter_(0, slot, lay.local[order[at]])
+    slots[1].scatter_(0, slot, group)
 
 
 def sample_positives(labels: torch.Tensor, num_classes: int, max_positives: int, anchored: torch.Tensor | None = None,
@@ -192,7 +238,8 @@ def sample_positives(labels: torch.Tensor, num_classes: int, max_positives: int,
     slots = (flat.new_zeros(lay.pairs + 1), flat.new_zeros(lay.pairs + 1))
     *pick, counts = _positives(flat, (flat >= 0) & (flat < num_classes), lay, anchored, max_positives, generator)
     fill_slots(slots, *pick, counts, lay.pos_start, lay.local)
-    return Positives(slots[0][:-1], slots[1][:-1], lay.slot_rank < counts.sum(), counts)
+    size = lay.pos_sizes[0]
+    return Positives(slots[0][:size], slots[1][:size], lay.slot_rank[:size] < counts.sum(), counts)
 
 
 def select_negatives(pred: torch.Tensor, labels: torch.Tensor, num_classes: int, max_negatives: int,

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 def samples_of(positives, negatives) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
     """The loss's samples of one layer as plain lists: class -> positive pixels, anchor -> negative
-    pixels (its BANE picks and its pool top-up)."""
+    pixels (its BANE picks, its pool top-up and its top-up from past the pool)."""
     pos, neg = {}, {}
     for index, anchor, valid in zip(positives.index.tolist(), positives.anchor.tolist(), positives.valid.tolist()):
         if valid:
@@ -21,6 +21,10 @@ def samples_of(positives, negatives) -> tuple[dict[int, list[int]], dict[int, li
         for j, taken in enumerate(row):
             if taken:
                 neg.setdefault(anchor, []).append(int(negatives.pool[j]))
+    spill = negatives.spill
+    for index, anchor, valid in zip(spill.index.tolist(), spill.anchor.tolist(), spill.valid.tolist()):
+        if valid:
+            neg.setdefault(anchor, []).append(index)
     return pos, neg
 
 

@@ -29,11 +29,14 @@ def capture(monkeypatch) -> list:
     return drawn
 
 
-def inputs(seed: int = 0):
-    """Three float64 maps (B=2, D=5) at 12x16, 6x8, 3x4; 6 classes with void; a prediction with errors."""
+def inputs(seed: int = 0, dominated: bool = False):
+    """Three float64 maps (B=2, D=5) at 12x16, 6x8, 3x4; 6 classes with void; a prediction with
+    errors. ``dominated``: class 0 holds most of every layer (anchor 0's top-up runs past the pool)."""
     generator = torch.Generator().manual_seed(seed)
     features = [torch.randn(2, 5, 12 // s, 16 // s, generator=generator, dtype=torch.float64) for s in (1, 2, 4)]
     target = torch.randint(0, 6, (2, 12, 16), generator=generator)
+    if dominated:
+        target = torch.where(torch.rand(2, 12, 16, generator=generator) < 0.85, 0, target)
     target[0, :3, :5] = 255
     target[1, 7:, 10:] = 2  # a large region: BANE's error regions have an inside
     pred = target.clamp_max(5).roll(2, 2)
@@ -45,8 +48,9 @@ def inputs(seed: int = 0):
 @pytest.mark.parametrize("bane", [0.5, None], ids=["bane", "random-negatives"])
 @pytest.mark.parametrize("stop_grad", [False, True], ids=["grad-through-deep-anchors", "stop-grad"])
 @pytest.mark.parametrize("static_slots", [True, False], ids=["static-slots", "slots-sized-to-the-batch"])
-def test_the_loss_equals_a_plain_float64_reference(bane, stop_grad, static_slots, monkeypatch):
-    features, logits, target = inputs()
+@pytest.mark.parametrize("dominated", [False, True], ids=["mixed", "one-class-dominates"])
+def test_the_loss_equals_a_plain_float64_reference(bane, stop_grad, static_slots, dominated, monkeypatch):
+    features, logits, target = inputs(dominated=dominated)
     criterion = ContextrastLoss(6, (5, 5, 5), bane_ratio=bane, anchor_stop_grad=stop_grad, static_slots=static_slots,
                                 **SETTINGS).double()
     criterion.heads = nn.ModuleList(nn.Identity() for _ in range(3))  # the embeddings are the maps themselves
@@ -56,6 +60,8 @@ def test_the_loss_equals_a_plain_float64_reference(bane, stop_grad, static_slots
     total = sum(terms[f"loss_ccl_l{i}"] for i in (1, 2, 3))
     total.backward()
     assert len(drawn) == 3 and sum(int(neg.bane.valid.sum()) for _, neg in drawn) > (0 if bane else -1)
+    spilled = sum(int(neg.spill.valid.sum()) for _, neg in drawn)
+    assert spilled == 0 if not dominated else (spilled > 0 or bane)  # the top-up past the pool took part
     if bane:
         assert all(int(neg.bane.valid.sum()) > 0 for _, neg in drawn[:2])  # BANE picks took part
     theirs = [f.clone().requires_grad_() for f in features]

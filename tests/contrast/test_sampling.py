@@ -12,7 +12,8 @@ import torch
 from scipy.stats import chisquare
 
 from contextrast_cli.contrast.bane import bane_maps
-from contextrast_cli.contrast.sampling import choose_anchors, present_classes, sample_positives, select_negatives
+from contextrast_cli.contrast.sampling import (choose_anchors, present_classes, sample_layers, sample_positives,
+                                              select_negatives)
 
 DRAWS = 2000
 
@@ -163,3 +164,44 @@ def test_slots_sized_to_the_batch_hold_exactly_the_static_slots_real_samples():
         assert torch.equal(neg_a.bane.index[neg_a.bane.valid], neg_b.bane.index)
         assert torch.equal(neg_a.index, neg_b.index) and torch.equal(neg_a.valid, neg_b.valid)
         assert torch.equal(neg_a.is_bane, neg_b.is_bane)
+
+
+@pytest.mark.parametrize("static_slots", [True, False], ids=["static-slots", "slots-sized-to-the-batch"])
+def test_top_up_reaches_max_negatives_when_one_class_holds_most_of_the_layer(static_slots):
+    """Class 0 holds 90% of a layer (1000 of 1100 labelled pixels), so the shared pool of 4 x 8
+    pixels holds about 3 of anchor 0's 100 other-class pixels: anchor 0 still gets its 8 top-up
+    negatives every draw (the review saw 2.05 on average, from 0 to 6), distinct, never its own
+    class or void, and uniformly over the 100 (issue 34)."""
+    labels = torch.tensor([0] * 1000 + [1] * 64 + [2] * 36 + [255] * 20).view(1, 40, 28)
+    flat = labels.reshape(-1)
+    hits = np.zeros(flat.numel())
+    for seed in range(DRAWS):
+        samples = sample_layers([labels], None, 3, 1, 8, None, generator=torch.Generator().manual_seed(seed),
+                                static_slots=static_slots)
+        negatives = samples.layer(0)[1]
+        for anchor in range(3):
+            taken = negatives.random(anchor)
+            assert taken.numel() == 8 and taken.unique().numel() == 8
+            assert ((flat[taken] != anchor) & (flat[taken] != 255)).all()
+        hits[negatives.random(0).numpy()] += 1
+    assert hits[:1000].sum() == 0 and hits[1100:].sum() == 0
+    assert hits[1000:1100].sum() == 8 * DRAWS and uniform(hits[1000:1100]) > 1e-3
+
+
+def test_top_up_past_the_pool_skips_the_anchors_own_bane_picks():
+    """With BANE on and the class dominating, the top-up taken past the pool never repeats one of
+    the anchor's BANE picks, and BANE picks plus top-up fill max_negatives exactly."""
+    labels = torch.zeros(1, 30, 40, dtype=torch.long)
+    labels[0, 20:, 30:] = 1  # 100 px of class 1, the rest (1100 px) class 0
+    labels[0, :4, :5] = 2  # 20 px of class 2
+    pred = labels.clone()
+    pred[0, 22:, 32:] = 0  # most of the class-1 block predicted as 0: E^0 holds 64 pixels
+    for static_slots in (True, False):
+        negatives = sample_layers([labels], [pred], 3, 1, 40, 0.25, generator=torch.Generator().manual_seed(1),
+                                  static_slots=static_slots).layer(0)[1]
+        picks = negatives.bane.index[negatives.bane.valid & (negatives.bane.anchor == 0)]
+        random = negatives.random(0)
+        assert picks.numel() == 16 and random.numel() == 40 - 16
+        everything = torch.cat([picks, random])
+        assert everything.unique().numel() == 40 and (labels.reshape(-1)[everything] != 0).all()
+        assert int(negatives.spill.valid.sum()) > 0  # the pool alone fell short
