@@ -4,22 +4,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from contextrast_cli.config.base_size import BaseSize
+from contextrast_cli.config.contrast import ContrastConfig
 from contextrast_cli.config.datasets import DATASETS
+from contextrast_cli.config.section import PosFloat, PosInt, Section as _Section, Unit
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-PosInt = Annotated[int, Field(gt=0)]
-PosFloat = Annotated[float, Field(gt=0)]
-Unit = Annotated[float, Field(ge=0, le=1)]
-PAPER_LAMBDAS = (0.1, 0.4, 0.7, 1.0)  # layers 1-4, shallow to deep (METHOD.md 2.6)
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class SyntheticData(_Section):
@@ -111,100 +104,6 @@ class ModelConfig(_Section):
     """Local backbone weights file (a state dict), loaded with weights_only=True."""
     options: dict[str, Any] = {}
     """Extra keyword arguments for the segmentor builder."""
-
-
-class BaneConfig(_Section):
-    """Boundary-aware negative sampling (METHOD.md section 3)."""
-
-    enabled: bool = True
-    """Take hard negatives from the boundaries of wrongly predicted regions."""
-    ratio: Annotated[float, Field(gt=0, le=1)] = 0.5
-    """Share of each error region taken, nearest its boundary first (the follow-up paper's value; METHOD.md calls it K)."""
-
-
-class PixelContrastConfig(_Section):
-    """The pixel-to-pixel baseline of Wang et al., ICCV 2021 (their published values)."""
-
-    base_tau: PosFloat = 0.07
-    """Base temperature: the loss is scaled by tau / base_tau (paper)."""
-    max_samples: PosInt = 1024
-    """Pixels sampled over all qualifying (image, class) pairs (paper)."""
-    max_views: PosInt = 100
-    """Pixels per (image, class) pair at most; a pair qualifies with more pixels than this (paper)."""
-
-
-class ContrastConfig(_Section):
-    """The contrastive loss, training only (METHOD.md section 2).
-
-    Paper values: alpha 0.1, lambdas (0.1, 0.4, 0.7, 1.0), embed_dim 256 (follow-up).
-    Our defaults, not in the paper: tau, anchor_weights, the sampling caps, BANE top-up.
-    """
-
-    method: Literal["none", "contextrast", "pixel-contrast"] = "none"
-    """none: cross-entropy only; contextrast: CCL + BANE on every entry of ``layers``;
-    pixel-contrast: the Wang et al. (ICCV 2021) baseline on the last entry of ``layers``."""
-    alpha: Annotated[float, Field(ge=0)] = 0.1
-    """Weight of L_PA in L = L_CE + alpha * L_PA (paper; also pixel-contrast's published weight)."""
-    tau: PosFloat = 0.1
-    """Temperature (default, not in paper; pixel-contrast: its paper's value)."""
-    layers: tuple[PosInt, ...] = (1, 2, 3, 4)
-    """Tapped encoder layers used, 1 = shallowest (paper: all four HRNet stages)."""
-    lambdas: tuple[Annotated[float, Field(ge=0)], ...] | None = None
-    """Per-layer weights, one per entry of ``layers``; null: the paper's weight of each layer
-    (0.1, 0.4, 0.7, 1.0 for layers 1-4), so varying ``layers`` keeps every layer's weight."""
-    embed_dim: PosInt = 256
-    """Projection output width d."""
-    hidden_cap: PosInt = 512
-    """Projection hidden width h_i = min(C_i, hidden_cap) (default, not in paper)."""
-    anchor_weights: tuple[Unit, Unit] = (0.7, 0.3)
-    """(w_l, w_h) of the cross-layer anchor update; must sum to 1 (default, not in paper)."""
-    anchor_stop_grad: bool = False
-    """Detach the deepest layer's anchors inside shallower layers' anchors."""
-    max_positives: PosInt = 1024
-    """Positives sampled per class and layer (default, not in paper)."""
-    max_negatives: PosInt = 2048
-    """Negatives per anchor and layer, BANE picks first then random top-up (default, not in paper)."""
-    max_anchors: PosInt | None = None
-    """null (the default): every class present in the batch gets an anchor, at any class count
-    (ADE20K 150, COCO-Stuff 171). A number caps them, as a memory bound: with more classes
-    present, that many are drawn at random each step, each present class equally often over
-    steps whatever its pixel count (logged as ccl_present and ccl_anchored). Default, not in paper."""
-    warmup_iters: Annotated[int, Field(ge=0)] = 0
-    """Iterations of plain cross-entropy before the contrastive loss switches on."""
-    sync_anchors: bool = True
-    """With several processes, the class means behind the anchors (and which classes get one)
-    are taken over the global batch by a differentiable all-reduce: anchors and their gradients
-    are those of one process holding the whole batch. Positives and negatives stay per process."""
-    deferred_heads: bool = True
-    """Replay the projection heads' backward when the network's backward reaches their features
-    (less memory: the gradient into a wide feature exists only then; relies on a private torch
-    callback and falls back to plain autograd, with a warning, where a torch release lacks it).
-    false: plain autograd through the heads. Both give the same gradients."""
-    bane: BaneConfig = BaneConfig()
-    pixel_contrast: PixelContrastConfig = PixelContrastConfig()
-
-    @property
-    def used_layers(self) -> tuple[int, ...]:
-        """The tapped layers that get a projection head under ``method``."""
-        if self.method == "pixel-contrast":
-            return self.layers[-1:]
-        return self.layers if self.method == "contextrast" else ()
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "ContrastConfig":
-        if self.lambdas is None:
-            if max(self.layers) > len(PAPER_LAMBDAS):
-                raise ValueError(f"contrast.layers {list(self.layers)} goes beyond the paper's four layers; give "
-                                 f"contrast.lambdas, one weight per layer")
-            object.__setattr__(self, "lambdas", tuple(PAPER_LAMBDAS[i - 1] for i in self.layers))
-        if len(self.lambdas) != len(self.layers):
-            raise ValueError(f"contrast.lambdas has {len(self.lambdas)} entries but contrast.layers "
-                             f"has {len(self.layers)}; give one weight per layer")
-        if list(self.layers) != sorted(set(self.layers)):
-            raise ValueError(f"contrast.layers must be distinct and ascending, got {list(self.layers)}")
-        if abs(sum(self.anchor_weights) - 1.0) > 1e-6:
-            raise ValueError(f"contrast.anchor_weights must sum to 1, got {list(self.anchor_weights)}")
-        return self
 
 
 class OptimConfig(_Section):

@@ -54,6 +54,23 @@ def check_contextrast(layers: Sequence[int], lambdas: Sequence[float], anchor_we
     check(max_anchors is None or max_anchors >= 1, f"max_anchors must be None or >= 1, got {max_anchors}")
 
 
+def check_plus_plus(fusion: str, fusion_mlp_layers: int, bank_size: int, aa_selection: str,
+                    implementation: str) -> None:
+    """Contextrast++'s settings and the implementation.
+
+    Raises:
+        ValueError: the first argument that is out of range, with its value.
+    """
+    check(fusion in ("static", "adaptive"), f"fusion must be 'static' or 'adaptive', got {fusion!r}")
+    check(fusion_mlp_layers in (1, 2), f"fusion_mlp_layers must be 1 or 2, got {fusion_mlp_layers!r}")
+    check(isinstance(bank_size, int) and bank_size >= 1, f"bank_size must be an integer >= 1, got {bank_size!r}")
+    check(aa_selection in AA_SELECTIONS, f"aa_selection must be one of {', '.join(AA_SELECTIONS)}, got {aa_selection!r}")
+    check(implementation in ("fast", "plain"), f"implementation must be 'fast' or 'plain', got {implementation!r}")
+
+
+AA_SELECTIONS = ("prioritized", "deepest", "earliest", "average")
+
+
 def check_inputs(features: Sequence[torch.Tensor], logits: torch.Tensor, target: torch.Tensor,
                  num_classes: int, in_channels: Sequence[int], layers: Sequence[int]) -> None:
     """A call's tensors against the loss's settings (shapes and dtypes only).

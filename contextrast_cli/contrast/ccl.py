@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from contextrast_cli.contrast.bane import BanePicks, count_ids
 from contextrast_cli.contrast.consts import fill
+from contextrast_cli.contrast.reduce import global_sum
 from contextrast_cli.contrast.rows import RowGrads, row_cosines, sampled_layer
 from contextrast_cli.contrast.samples import NegativeSelection, Positives
 
@@ -56,38 +56,6 @@ def means_of(sums: torch.Tensor, counts: torch.Tensor, group=None) -> tuple[torc
         both = global_sum(torch.cat([sums, counts[..., None].to(sums.dtype)], -1), group)
         sums, counts = both[..., :-1], both[..., -1].round().long()
     return sums / counts.clamp_min(1)[..., None].to(sums.dtype), counts
-
-
-def process_group():
-    """The default process group when ``torch.distributed`` runs several processes, else None."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return dist.group.WORLD
-    return None
-
-
-def global_sum(tensor: torch.Tensor, group) -> torch.Tensor:
-    """``tensor`` summed over the processes of ``group``, differentiably: the backward sums the
-    gradients of every process's loss (each process's loss reads the same global sum)."""
-    return _GlobalSum.apply(tensor, group)
-
-
-class _GlobalSum(torch.autograd.Function):
-    """``dist.all_reduce`` with its adjoint (an all-reduce of the gradient). What
-    ``torch.distributed.nn.functional.all_reduce`` does, which torch 2.14 deprecates in favour
-    of a private module."""
-
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor, group) -> torch.Tensor:
-        ctx.group = group
-        out = tensor.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(out, group=group)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        grad = grad.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(grad, group=ctx.group)
-        return grad, None
 
 
 def contextual_anchors(means: list[torch.Tensor], counts: list[torch.Tensor], w_low: float, w_high: float,

@@ -14,17 +14,23 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from contextrast_cli.contrast.arguments import check, check_common, check_contextrast, check_inputs, check_labels
+from contextrast_cli.contrast.arguments import (check, check_common, check_contextrast, check_inputs, check_labels,
+                                                check_plus_plus)
 from contextrast_cli.contrast.bane import count_ids
-from contextrast_cli.contrast.ccl import Pairs, means_of, pixel_bins, process_group, sampled_loss, stacked_anchors
-from contextrast_cli.contrast.consts import constant
+from contextrast_cli.contrast.bank import AnchorBank, aa_loss, representatives
+from contextrast_cli.contrast.ccl import Pairs, means_of, pixel_bins, sampled_loss, stacked_anchors
+from contextrast_cli.contrast.reduce import process_group
+from contextrast_cli.contrast.fusion import build_fusions, fused_anchors
 from contextrast_cli.contrast.grids import predict_at, resize_labels, stacked_labels, stacked_predictions
 from contextrast_cli.contrast.heads import build_heads
 from contextrast_cli.contrast.layout import layout
 from contextrast_cli.contrast.pixel_contrast import pixel_contrast_loss
+from contextrast_cli.contrast.plain_terms import layer_terms, plain_terms
 from contextrast_cli.contrast.rows import RowGrads, sampled_layers
 from contextrast_cli.contrast.sampling import choose_anchors, sample_stacked
 from contextrast_cli.config.datasets import IGNORE_INDEX
+
+PLUS_PLUS_LAMBDAS = (0.1, 0.3, 0.7, 1.0)  # Contextrast++'s layer weights (METHOD.md section 6.3)
 
 
 class _SettingsRepr:
@@ -43,20 +49,23 @@ class _SettingsRepr:
 
 
 class ContextrastLoss(_SettingsRepr, nn.Module):
-    """CCL + BANE (METHOD.md sections 2-3): alpha * lambda_i * L_i for every layer, as
-    ``loss_ccl_l{i}``, plus ``ccl_*`` diagnostics (classes present, BANE and top-up negatives
-    per anchor, mean anchor-positive / anchor-negative similarity).
+    """CCL + BANE (METHOD.md sections 2-3), and Contextrast++ (section 6) with ``fusion="adaptive"``
+    and ``aa=True`` (``ContextrastLoss.plus_plus`` sets its defaults): alpha * lambda_i * L_i for
+    every layer, as ``loss_ccl_l{i}``, alpha * L_AA as ``loss_aa``, plus ``ccl_*`` / ``aa_*``
+    diagnostics (classes present, BANE and top-up negatives per anchor, mean anchor-positive /
+    anchor-negative similarity, the memory bank's fill per class).
 
     Args:
         num_classes: classes of the segmentation (the logits' channels); ids outside
-            0..num_classes-1 in the target must be ``ignore_index``.
+            0..num_classes-1 in the target must be ``ignore_index`` (checked on the first call, and
+            on every call where the samples are sized on the host: the CPU).
         in_channels: channels of the network's tapped maps [F_1 .. F_I], shallow to deep.
         layers: the taps used (1-based); one projection head each.
         lambdas: per-layer weights, one per entry of ``layers``.
-        alpha: weight of the whole term in L = L_CE + alpha * L_PA.
+        alpha: weight of the whole term in L = L_CE + alpha * (L_PA + L_AA).
         tau: temperature.
         embed_dim, hidden_cap: head output width d and hidden width cap.
-        anchor_weights: (w_l, w_h) of the cross-layer anchor update, summing to 1.
+        anchor_weights: (w_l, w_h) of the static cross-layer anchor update, summing to 1.
         anchor_stop_grad: detach the deepest anchors inside shallower ones.
         max_positives, max_negatives: sampling caps per class / anchor and layer.
         bane_ratio: BANE's ratio (the share of each error region taken), or None for random negatives only.
@@ -69,7 +78,8 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
             behind the anchors, and the classes that get one, over the global batch (one
             differentiable all-reduce per layer): anchors and their gradients are those of one
             process holding every process's images. Positives and negatives stay per process,
-            and each process's term is the mean over its own classes, as DDP averages it.
+            and each process's term is the mean over its own classes, as DDP averages it. The
+            memory bank then stays equal on every process without communication.
         deferred_heads: run the heads' backward deferred (``contrast.heads.ProjectionHead``): less
             memory, but only when the network's own loss is backpropagated in the same
             ``backward()`` (the trainer's case). False (plain autograd) works in any training loop.
@@ -77,6 +87,19 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
             host synchronisation, what a GPU needs) or by the batch's real counts (False: no
             padding rows, two reads of a count, free on the CPU). None (the default): False on the
             CPU, True on any other device. The samples and the loss are the same either way.
+        fusion: "static" (section 2.4's weighted sum) or "adaptive" (section 6.1: one
+            ``contrast.fusion.AnchorFusion`` per layer but the deepest, trained through L_PA).
+        fusion_mlp_layers: the fusion MLP's depth, 2 (our reading) or 1 (the paper's +1.58M).
+        aa: add the anchor-to-anchor loss over a class-balanced memory bank (section 6.2).
+        bank_size: K_M, the entries per class in the bank.
+        aa_selection: the anchor each class gives the bank: "prioritized" (the paper's: from the
+            deepest layer where it is present), "deepest", "earliest" or "average".
+        aa_balanced: each class contributes K_M entries to a read, with replacement while its
+            queue holds fewer (default, not in paper); False: its queue as it is.
+        aa_read_before_push: the AA loss reads the bank before this step's anchors enter it
+            (default, not in paper); False: after.
+        implementation: "fast" (the default) or "plain" (``contrast.plain`` and
+            ``contrast.plain_sampling``: the equations as written, slow; the same law).
     """
 
     def __init__(self, num_classes: int, in_channels: Sequence[int], *, layers: Sequence[int] = (1, 2, 3, 4),
@@ -84,11 +107,15 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
                  embed_dim: int = 256, hidden_cap: int = 512, anchor_weights: Sequence[float] = (0.7, 0.3),
                  anchor_stop_grad: bool = False, max_positives: int = 1024, max_negatives: int = 2048,
                  bane_ratio: float | None = 0.5, ignore_index: int = IGNORE_INDEX, max_anchors: int | None = None,
-                 sync_anchors: bool = True, deferred_heads: bool = False, static_slots: bool | None = None) -> None:
+                 sync_anchors: bool = True, deferred_heads: bool = False, static_slots: bool | None = None,
+                 fusion: str = "static", fusion_mlp_layers: int = 2, aa: bool = False, bank_size: int = 100,
+                 aa_selection: str = "prioritized", aa_balanced: bool = True, aa_read_before_push: bool = True,
+                 implementation: str = "fast") -> None:
         super().__init__()
         layers, lambdas, anchor_weights = tuple(layers), tuple(lambdas), tuple(anchor_weights)
         check_common(num_classes, in_channels, layers, alpha, tau, embed_dim, hidden_cap, ignore_index)
         check_contextrast(layers, lambdas, anchor_weights, max_positives, max_negatives, bane_ratio, max_anchors)
+        check_plus_plus(fusion, fusion_mlp_layers, bank_size, aa_selection, implementation)
         self.num_classes, self.in_channels = num_classes, tuple(in_channels)
         self.layers, self.lambdas = layers, lambdas
         self.alpha, self.tau, self.embed_dim, self.hidden_cap = alpha, tau, embed_dim, hidden_cap
@@ -96,8 +123,22 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
         self.max_positives, self.max_negatives = max_positives, max_negatives
         self.bane_ratio, self.ignore_index, self.max_anchors = bane_ratio, ignore_index, max_anchors
         self.sync_anchors, self.deferred_heads, self.static_slots = sync_anchors, deferred_heads, static_slots
+        self.fusion, self.fusion_mlp_layers, self.aa, self.bank_size = fusion, fusion_mlp_layers, aa, bank_size
+        self.aa_selection, self.aa_balanced, self.aa_read_before_push = aa_selection, aa_balanced, aa_read_before_push
+        self.implementation = implementation
         self.heads = build_heads(in_channels, layers, hidden_cap, embed_dim, deferred_heads)
+        if fusion == "adaptive":
+            self.fusions = build_fusions(len(layers), embed_dim, fusion_mlp_layers)
+        if aa:
+            self.bank = AnchorBank(num_classes, bank_size, embed_dim, aa_balanced)
         self._labels_checked = False
+
+    @classmethod
+    def plus_plus(cls, num_classes: int, in_channels: Sequence[int], **settings) -> "ContextrastLoss":
+        """Contextrast++ with the follow-up's settings (adaptive fusion, the AA loss over a bank of
+        100 anchors per class, lambdas (0.1, 0.3, 0.7, 1.0)); ``settings`` override any of them."""
+        defaults = dict(fusion="adaptive", aa=True, bank_size=100, lambdas=PLUS_PLUS_LAMBDAS)
+        return cls(num_classes, in_channels, **{**defaults, **settings})
 
     def forward(self, features: list[torch.Tensor], logits: torch.Tensor,
                 target: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -105,15 +146,18 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
         current prediction (detached for BANE); target (B, H, W), ``ignore_index`` ignored.
 
         Raises:
-            ValueError: tensors whose shapes do not match the settings.
+            ValueError: tensors whose shapes do not match the settings, or a label id outside
+                the classes that is not ``ignore_index``.
         """
         check_inputs(features, logits, target, self.num_classes, self.in_channels, self.layers)
         static = target.device.type != "cpu" if self.static_slots is None else self.static_slots
         if not static or not self._labels_checked:  # sized slots read counts back anyway; else once
             check_labels(target, self.num_classes, self.ignore_index)
             self._labels_checked = True
-        group, k = self._group(), self.num_classes
         embs = [head(features[layer - 1]) for layer, head in zip(self.layers, self.heads)]  # (B, D, h, w) each
+        if self.implementation == "plain":
+            return plain_terms(self, embs, logits, target)
+        group, k = self._group(), self.num_classes
         shapes = tuple((target.shape[0], *emb.shape[-2:]) for emb in embs)
         lay = layout(shapes, k, self.max_positives, self.max_negatives, self.bane_ratio, None, str(target.device))
         bins = pixel_bins(stacked_labels(target, shapes), k)  # (P,) all layers, one gather
@@ -136,30 +180,38 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
                      for index, pool, pair_rows, pool_rows in zip(pairs, samples.pool.unbind(), *samples.row_slices())]
             link = RowGrads()  # the rows' gradient goes back to sampled_layers as factors
             sums, rows = sampled_layers(embs, bins, reads, samples.rows, k, link)
-            anchors = stacked_anchors(means_of(sums, local, group)[0], counts, *self.anchor_weights,
-                                      stop_grad=self.anchor_stop_grad)
+            anchors = self._anchors(means_of(sums, local, group)[0], counts)
             pairs = Pairs(samples.anchor, samples.valid, lay.slot_positive, lay.slot_group, samples.pos_counts,
                           samples.totals)
             out = sampled_loss(anchors.flatten(0, 1), rows, pairs, samples.topup, self.tau, link)
-        terms.update(self._layer_terms(out, used))
+            terms.update(layer_terms(self, out, used))
+            if self.aa:
+                terms.update(self.aa_terms(*representatives(anchors, counts, self.aa_selection)))
         return terms
+
+    def _anchors(self, means: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """The (I, K, D) unit anchors: the static or the adaptive cross-layer update."""
+        if self.fusion == "adaptive":
+            return fused_anchors(means, counts, self.fusions, self.anchor_stop_grad)
+        return stacked_anchors(means, counts, *self.anchor_weights, stop_grad=self.anchor_stop_grad)
+
+    def aa_terms(self, S: torch.Tensor, chosen: torch.Tensor, compute=aa_loss) -> dict[str, torch.Tensor]:
+        """``loss_aa`` (alpha x L_AA of this step's class anchors S (K, D), ``chosen`` (K,), against
+        the bank, by ``compute``: the fast ``contrast.bank.aa_loss`` or the plain form) and the
+        bank's fill; in training, S enters the bank (after the read, or before it)."""
+        push = self.training and torch.is_grad_enabled()
+        if push and not self.aa_read_before_push:
+            self.bank.push(S, chosen)
+        draw = self.bank.draw()
+        loss = compute(S, chosen, draw, self.tau)
+        if push and self.aa_read_before_push:
+            self.bank.push(S, chosen)
+        return {"loss_aa": self.alpha * loss, "aa_classes": (chosen & draw.available).sum().to(loss.dtype),
+                **self.bank.fill_stats()}
 
     def _group(self):
         """The default process group when anchors are synchronised over several processes, else None."""
         return process_group() if self.sync_anchors else None
-
-    def _layer_terms(self, out: dict, used: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per layer: the weighted loss and the diagnostics, from the (I,) vectors of ``sampled_loss``."""
-        weights = constant(tuple(self.alpha * w for w in self.lambdas), out["loss"].dtype, str(out["loss"].device))
-        classes = used.sum(1).to(out["loss"].dtype)
-        per_class = classes.clamp_min(1)
-        columns = {"loss_ccl_l{}": out["loss"] * weights, "ccl_l{}_classes": classes,
-                   "ccl_l{}_bane": out["bane"] / per_class, "ccl_l{}_topup": out["topup"] / per_class,
-                   "ccl_l{}_pos_sim": out["pos_sim"], "ccl_l{}_neg_sim": out["neg_sim"]}
-        terms = {}
-        for layer_values in zip(self.layers, *(values.unbind() for values in columns.values())):
-            terms.update({name.format(layer_values[0]): value for name, value in zip(columns, layer_values[1:])})
-        return terms
 
 
 class PixelContrastLoss(_SettingsRepr, nn.Module):

@@ -9,6 +9,7 @@ import torch
 
 from contextrast_cli.contrast.bane import BaneMaps, BanePicks
 from contextrast_cli.contrast.layout import Layout
+from contextrast_cli.contrast.plain import LayerSamples
 
 
 @dataclass
@@ -134,6 +135,19 @@ class Samples:
     def rows(self) -> int:
         """Rows of the table of sampled embeddings: every pair slot, then each layer's pool."""
         return self.layout.pairs + self.pool.numel()
+
+    def as_plain(self) -> list[LayerSamples]:
+        """Every layer's samples in ``contrast.plain``'s form: per class, its positives and its
+        negatives (BANE picks, then the top-up from the pool and from past it)."""
+        out = []
+        for index in range(len(self.layout.shapes)):
+            positives, negatives = self.layer(index)
+            k = positives.counts.numel()
+            pos = [positives.index[positives.valid & (positives.anchor == n)] for n in range(k)]
+            bane = negatives.bane
+            neg = [torch.cat([bane.index[bane.valid & (bane.anchor == n)], negatives.random(n)]) for n in range(k)]
+            out.append(LayerSamples(pos, neg))
+        return out
 
     def row_slices(self) -> tuple[list[slice], list[slice]]:
         """Per layer, the rows of its pair slots and of its pool in that table."""

@@ -216,7 +216,7 @@ def evaluate_checkpoint(checkpoint: Path, *, split: str | None = None, data_root
 
 def feature_probe(payload: dict, model: torch.nn.Module, dataset: PreparedDataset) -> FeatureProbe:
     """The probe of a checkpoint's network, with its projection heads when it was trained with them."""
-    from contextrast_cli.contrast.criterion import build_criterion
+    from contextrast_cli.contrast.criterion import build_criterion, load_contrast_state
     from contextrast_cli.models.checkpoint import config_from_checkpoint
     from contextrast_cli.evaluation.feature_space import FeatureSpaceMeter
 
@@ -225,7 +225,7 @@ def feature_probe(payload: dict, model: torch.nn.Module, dataset: PreparedDatase
     criterion = (build_criterion(cfg.contrast, model.feature_channels, model.num_classes)
                  if payload.get("contrast") else None)
     if criterion is not None:
-        criterion.heads.load_state_dict(payload["contrast"])
+        load_contrast_state(criterion, payload["contrast"])
         criterion.to(next(model.parameters()).device).eval()
         heads = dict(zip(criterion.layers, criterion.heads))
     return FeatureProbe(model, FeatureSpaceMeter(dataset.num_classes), heads)

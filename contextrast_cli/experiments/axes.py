@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from contextrast_cli.errors import ConfigError
 
-SAFE = re.compile(r"[^A-Za-z0-9._=-]+")
+SAFE = re.compile(r"[^A-Za-z0-9._=+-]+")  # "+" kept: contextrast++
 
 
 @dataclass(frozen=True)

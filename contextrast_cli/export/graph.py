@@ -98,7 +98,8 @@ def inference_network(payload: dict) -> tuple[nn.Module, dict]:
         parent, _, leaf = name.rpartition(".")
         delattr(network.get_submodule(parent), leaf)
     contrast = payload.get("contrast") or {}
-    projection = sum(v.numel() for k, v in contrast.items() if not k.endswith((*BN_STATS, "num_batches_tracked")))
+    projection = sum(v.numel() for k, v in contrast.items()  # heads and fusion modules (a bank is no parameter)
+                     if isinstance(v, torch.Tensor) and not k.endswith((*BN_STATS, "num_batches_tracked")))
     params = sum(p.numel() for p in network.parameters())
     stats = sum(b.numel() for k, b in network.named_buffers() if k.endswith(BN_STATS))
     return network, {"network": params, "training_only": training_only, "projection": projection,

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from contextrast_cli.config.datasets import IGNORE_INDEX
-from contextrast_cli.contrast.ccl import process_group
+from contextrast_cli.contrast.reduce import process_group
 
 
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor, group=None) -> torch.Tensor:

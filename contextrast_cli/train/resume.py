@@ -9,6 +9,7 @@ from pathlib import Path
 from torch import nn
 
 from contextrast_cli.config import Config
+from contextrast_cli.contrast.criterion import transferable_state
 from contextrast_cli.errors import CheckpointError, ConfigError
 from contextrast_cli.models.checkpoint import NETWORK_FIELDS, NORMALIZATION_KEYS, load_checkpoint
 from contextrast_cli.train.runs import checkpoint_path, interval_checkpoints
@@ -46,10 +47,9 @@ def init_from(model: nn.Module, criterion: nn.Module | None, payload: dict, cfg:
                      f"re-initialised {', '.join(reset)}")
     if criterion is not None:
         method = payload["config"]["contrast"]["method"]
-        heads, saved = criterion.heads.state_dict(), payload.get("contrast") or {}
-        if method == cfg.contrast.method and {k: v.shape for k, v in saved.items()} == \
-                {k: v.shape for k, v in heads.items()}:
-            criterion.heads.load_state_dict(saved)
+        fitting = transferable_state(criterion, payload.get("contrast") or {})
+        if method == cfg.contrast.method and fitting is not None:
+            criterion.load_state_dict(fitting, strict=False)  # heads and fusion modules; the bank starts empty
         else:
             notes.append(f"--init-from: projection heads start fresh ({source.name} was trained with "
                          f"contrast.method {method} and other heads)")

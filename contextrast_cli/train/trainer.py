@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from contextrast_cli.config import Config
-from contextrast_cli.contrast.criterion import build_criterion
+from contextrast_cli.contrast.criterion import build_criterion, load_contrast_state
 from contextrast_cli.data.locate import locate_dataset
 from contextrast_cli.data.loading import InfiniteSampler, SegmentationFolder, train_loader
 from contextrast_cli.data.transforms import train_transform
@@ -142,7 +142,7 @@ class Trainer:
                                   f"{self.dataset.name} ({self.dataset.num_classes}); resume on the same dataset")
         self.model.load_state_dict(payload["model"])
         if self.criterion is not None:
-            self.criterion.heads.load_state_dict(payload["contrast"])
+            load_contrast_state(self.criterion, payload["contrast"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
         if self.scaler is not None and payload.get("scaler"):
@@ -329,7 +329,7 @@ class Trainer:
 
     def _payload(self, full: bool) -> dict:
         payload = {**self.meta, "model": self.model.state_dict(), "iteration": self.iteration,
-                   "contrast": self.criterion.heads.state_dict() if self.criterion is not None else None,
+                   "contrast": self.criterion.state_dict() if self.criterion is not None else None,
                    "metrics": self.last_metrics, "best_miou": self.best_miou, "trackers": self.log.tracker_ids}
         if full:
             states = ddp.gather(rng_state(self.runtime.device), self.runtime)
