@@ -54,21 +54,32 @@ def test_contextrast_terms_weights_and_diagnostics():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in criterion.parameters())
 
 
-def test_contextrast_run_logs_and_checkpoint_drops_heads(tmp_path):
-    cfg = resolve_config("toy", overrides=tiny_overrides(tmp_path, 2) + ["contrast.method=contextrast"])
+@pytest.mark.parametrize("method", ["contextrast", "contextrast++"])
+def test_contextrast_run_logs_and_checkpoint_drops_heads(tmp_path, method):
+    cfg = resolve_config("toy", overrides=tiny_overrides(tmp_path, 2) + [f"contrast.method={method}"])
     result = Trainer(cfg).run()
     records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
-    logged = records[0]
+    logged = [record for record in records if "loss" in record][-1]  # the last step's terms
     assert {"loss_ccl_l1", "ccl_l4_bane", "ccl_l4_topup", "ccl_l1_pos_sim"} <= set(logged)
-    assert math.isclose(logged["loss"], logged["loss_ce"] + sum(logged[f"loss_ccl_l{i}"] for i in (1, 2, 3, 4)),
-                        rel_tol=1e-5)
-    # what the file holds: the network's tensors under "model", exactly the heads' under "contrast"
+    plus = method == "contextrast++"
+    extra = ["loss_aa"] if plus else []
+    assert math.isclose(logged["loss"], logged["loss_ce"] + sum(logged[k] for k in [
+        *(f"loss_ccl_l{i}" for i in (1, 2, 3, 4)), *extra]), rel_tol=1e-5)
+    if plus:  # the AA loss and the bank's fill per class, logged with the other terms
+        assert logged["loss_aa"] > 0 and logged["aa_fill_max"] == 2 and logged["aa_fill_min"] <= logged["aa_fill_mean"]
+    # what the file holds: the network's tensors under "model", exactly the loss's state under "contrast"
     payload = torch.load(result.run_dir / "last.pt", map_location="cpu", weights_only=True)
     fresh = build_model(cfg.model, len(payload["dataset"]["classes"]))
-    heads = build_criterion(cfg.contrast, fresh.feature_channels, fresh.num_classes).heads
+    criterion = build_criterion(cfg.contrast, fresh.feature_channels, fresh.num_classes)
+    state = criterion.state_dict()
     assert {k: v.shape for k, v in payload["model"].items()} == {k: v.shape for k, v in fresh.state_dict().items()}
-    assert {k: v.shape for k, v in payload["contrast"].items()} == {k: v.shape for k, v in heads.state_dict().items()}
-    assert not set(payload["model"]) & {f"heads.{k}" for k in heads.state_dict()} and len(payload["contrast"]) > 0
+    assert payload["contrast"].keys() == state.keys()
+    assert any(k.startswith("fusions.") for k in state) == plus and ("bank._extra_state" in state) == plus
+    assert not set(payload["model"]) & set(state) and len(payload["contrast"]) > 0
+    criterion.load_state_dict(payload["contrast"])  # the whole loss restores from it
+    if plus:
+        assert criterion.bank.filled.max() == 2 and torch.equal(criterion.bank.entries,
+                                                                payload["contrast"]["bank._extra_state"]["entries"])
 
 
 def test_resume_cannot_switch_method(tmp_path):

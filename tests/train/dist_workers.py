@@ -33,6 +33,7 @@ def worker(rank: int, world: int, port: int, out: str, data_root: str, run_dir: 
     results = {"ce": ce_steps(runtime), "ce_uneven": ce_steps(runtime, uneven=True),
                "contrast": contrast_gradients(runtime),
                "anchors": anchors_and_gradients(runtime), "sampled": sampled_loss(runtime),
+               "plus_plus": plus_plus(runtime),
                "validation": validation(runtime, Path(data_root))}
     results["trainer"] = trainer_agreement(Path(out), Path(run_dir))  # last: it leaves the process group
     torch.save(results, Path(out) / f"rank{rank}.pt")
@@ -222,6 +223,82 @@ def sampled_loss(runtime) -> dict:
 
     return {"total": total.detach(), "grads": [f.grad for f in local],
             "samples": [samples_of(pos, neg) for pos, neg in drawn]}
+
+
+def plus_plus(runtime) -> dict:
+    """Contextrast++ (adaptive fusion, the AA loss over a partly filled bank) on this process's
+    share, anchors over the global batch: the fast loss and the plain form on the same samples and
+    bank draw (values, dL/dfeature, the fusion modules' gradients); the bank after 4 steps; the
+    all-reduces of one step with and without the ++ parts."""
+    import torch.distributed as dist
+
+    from contextrast_cli.contrast import loss as loss_module, plain
+    from contextrast_cli.contrast.grids import resize_labels
+    from tests.contrast.test_loss_reference import inputs
+    from tests.contrast.test_plain import prepared
+
+    features, logits, target = inputs(seed=4)
+    share = slice(runtime.rank, None, runtime.world_size)
+    criterion = prepared(dict(fusion="adaptive", aa=True))
+    draw = criterion.bank.draw()
+    criterion.bank.draw = lambda *a, **kw: draw
+    drawn, real = [], loss_module.sample_stacked
+    loss_module.sample_stacked = lambda *a, **kw: drawn.append(real(*a, **kw)) or drawn[-1]
+    try:
+        torch.manual_seed(runtime.rank)
+        ours = [f[share].clone().requires_grad_() for f in features]
+        fast = sum(v for k, v in criterion(ours, logits[share], target[share]).items() if k.startswith("loss_"))
+    finally:
+        loss_module.sample_stacked = real
+    params = list(criterion.fusions.parameters())
+    fast_params = torch.autograd.grad(fast, params, retain_graph=True)
+    fast.backward()
+    theirs = [f[share].clone().requires_grad_() for f in features]
+    labels = [resize_labels(target[share], f.shape[-2:]) for f in features]
+    losses, anchors, counts = plain.contextrast_losses(theirs, labels, drawn[0].as_plain(), 6, tau=0.15, w_low=0.6,
+                                                       w_high=0.4, fusions=criterion.fusions, group=dist.group.WORLD)
+    S, chosen = plain.representatives(anchors, counts, "prioritized")
+    expected = sum(0.2 * lam * layer for lam, layer in zip(criterion.lambdas, losses)) + \
+        0.2 * plain.anchor_to_anchor_loss(S, chosen, draw, 0.15)
+    plain_params = torch.autograd.grad(expected, params, retain_graph=True)
+    expected.backward()
+    return {"fast": fast.detach(), "plain": expected.detach(), "fast_grads": [f.grad for f in ours],
+            "plain_grads": [f.grad for f in theirs], "fast_params": list(fast_params), "plain_params": list(plain_params),
+            "bank": bank_after_steps(runtime), "reduces": {m: reduces_per_step(runtime, m) for m in ("static", "plus")}}
+
+
+def bank_after_steps(runtime, steps: int = 4) -> dict:
+    """The memory bank after ``steps`` fast ++ steps on this process's shares of different batches."""
+    from tests.contrast.test_loss_reference import inputs
+    from tests.contrast.test_plain import prepared
+
+    criterion = prepared(dict(fusion="adaptive", aa=True))
+    share = slice(runtime.rank, None, runtime.world_size)
+    for step in range(steps):
+        features, logits, target = inputs(seed=10 + step)
+        torch.manual_seed(100 * step + runtime.rank)  # each process samples its own pixels
+        terms = criterion([f[share].requires_grad_() for f in features], logits[share], target[share])
+        sum(v for k, v in terms.items() if k.startswith("loss_")).backward()
+    return {"entries": criterion.bank.entries, "filled": criterion.bank.filled, "head": criterion.bank.head}
+
+
+def reduces_per_step(runtime, variant: str) -> int:
+    """The all-reduces one fast step (forward and backward) makes: Contextrast, or ++ with the AA loss."""
+    import torch.distributed as dist
+
+    from tests.contrast.test_loss_reference import inputs
+    from tests.contrast.test_plain import prepared
+
+    criterion = prepared(dict(fusion="adaptive", aa=True) if variant == "plus" else {})
+    features, logits, target = inputs(seed=4)
+    share, calls, real = slice(runtime.rank, None, runtime.world_size), [], dist.all_reduce
+    dist.all_reduce = lambda *a, **kw: calls.append(1) or real(*a, **kw)
+    try:
+        terms = criterion([f[share].requires_grad_() for f in features], logits[share], target[share])
+        sum(v for k, v in terms.items() if k.startswith("loss_")).backward()
+    finally:
+        dist.all_reduce = real
+    return len(calls)
 
 
 # (c) distributed validation ---------------------------------------------------------------------

@@ -128,6 +128,33 @@ def test_the_loss_over_two_processes_equals_the_plain_reference(spawned):
             torch.testing.assert_close(got, want.grad[rank::WORLD], rtol=1e-10, atol=1e-10)
 
 
+def test_contextrast_plus_plus_over_two_processes_equals_the_plain_form(spawned):
+    """Issue 34: on each process, the fast ++ loss (adaptive fusion, AA over the bank) equals the
+    plain form over the global batch, values and gradients (features and fusion modules), float64."""
+    results, _ = spawned
+    for rank in range(WORLD):
+        got = results[rank]["plus_plus"]
+        assert float(got["fast"]) == pytest.approx(float(got["plain"]), rel=1e-10)
+        for fast, plain in [*zip(got["fast_grads"], got["plain_grads"]), *zip(got["fast_params"], got["plain_params"])]:
+            assert plain.abs().sum() > 0
+            torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-10)
+
+
+def test_the_memory_banks_stay_equal_without_extra_communication(spawned):
+    """After 4 steps on different shares the banks are bit-equal on both processes, and a ++ step
+    makes no all-reduce beyond a Contextrast step's."""
+    results, _ = spawned
+    banks = [results[rank]["plus_plus"]["bank"] for rank in range(WORLD)]
+    from tests.contrast.test_plain import prepared
+
+    before = prepared(dict(fusion="adaptive", aa=True)).bank
+    assert not torch.equal(banks[0]["entries"], before.entries)  # the steps' anchors entered it
+    for key in ("entries", "filled", "head"):
+        assert torch.equal(banks[0][key], banks[1][key]), key
+    reduces = [results[rank]["plus_plus"]["reduces"] for rank in range(WORLD)]
+    assert reduces[0] == reduces[1] and reduces[0]["plus"] == reduces[0]["static"] > 0
+
+
 def test_distributed_validation_equals_one_process(spawned):
     results, dataset = spawned
     torch.manual_seed(0)

@@ -75,11 +75,15 @@ def run_dir_of(tmp_path: Path) -> Path:
 
 
 def final_state(run_dir: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of the final network and heads (parameters and BatchNorm buffers)."""
+    """Every tensor of the final network and contrastive loss (parameters, BatchNorm buffers and,
+    under Contextrast++, the memory bank's queues)."""
     payload = load_checkpoint(run_dir / "last.pt")
     assert payload["iteration"] == ITERATIONS
-    return {**{f"model.{k}": v for k, v in payload["model"].items()},
-            **{f"contrast.{k}": v for k, v in payload["contrast"].items()}}
+    contrast = {}
+    for key, value in payload["contrast"].items():
+        nested = value.items() if isinstance(value, dict) else [("", value)]
+        contrast.update({f"contrast.{key}.{name}".rstrip("."): tensor for name, tensor in nested})
+    return {**{f"model.{k}": v for k, v in payload["model"].items()}, **contrast}
 
 
 def assert_bit_equal(a: dict, b: dict) -> None:
@@ -124,6 +128,27 @@ def test_sigkill_at_three_points_then_resume_is_bit_equal(reference, tmp_path):
     assert not list(run_dir.glob(".*.tmp"))  # the stale temporary file was cleaned up on resume
     assert_bit_equal(final_state(run_dir), reference)
     assert sorted(p.name for p in run_dir.glob("iter_*.pt")) == ["iter_000005.pt", "iter_000006.pt"]
+
+
+def test_contextrast_plus_plus_continues_its_memory_bank_after_sigkill(tmp_path):
+    """Issue 34: the bank is training state. A ++ run killed mid-forward of iteration 4 and resumed
+    ends bit-equal to the uninterrupted run, queues included."""
+    plus = ["--set", "contrast.method=contextrast++"]
+    reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
+    code, output = finish(start(tmp_path / "markers", [], train_args(reference_dir) + plus))
+    assert code == 0, output
+    expected = final_state(run_dir_of(reference_dir))
+    filled = expected["contrast.bank._extra_state.filled"]
+    assert int(filled.max()) == ITERATIONS and expected["contrast.bank._extra_state.entries"].abs().sum() > 0
+    process = start(tmp_path / "markers", ["stall_forward=4"], train_args(killed_dir) + plus)
+    wait_for(tmp_path / "markers" / "stall_forward", process)
+    process.kill()
+    finish(process)
+    run_dir = run_dir_of(killed_dir)
+    assert int(load_checkpoint(run_dir / "last.pt")["contrast"]["bank._extra_state"]["filled"].max()) == 3
+    code, output = finish(start(tmp_path / "markers", [], ["train", "--resume", str(run_dir)]))
+    assert code == 0, output
+    assert_bit_equal(final_state(run_dir), expected)
 
 
 # each signal once and each worker count once (every pairing adds ~40 s of subprocesses to CI)
