@@ -100,7 +100,7 @@ def test_a_run_stopped_during_its_final_validation_is_validated_again(tmp_path):
     """last.pt at train.iterations but saved while the final validation was pending (a SIGTERM
     during it): the ablation resumes the run, which redoes that validation, instead of scoring
     a stale best.pt."""
-    from contextrast_cli.config import resolve_config
+    from contextrast_cli.config import ContrastConfig, resolve_config
     from contextrast_cli.experiments.ablation import _train
     from contextrast_cli.models.checkpoint import load_checkpoint, save_checkpoint
     from contextrast_cli.train.reporting import Reporter
@@ -182,8 +182,11 @@ def test_vary_a_list_valued_key_and_a_grid_resumes_and_tabulates(tmp_path, monke
     assert summary["paired"][labels[3]]["mIoU"]["values"] == pytest.approx([diff])
     table = (folder / "ablation.md").read_text()
     assert f"| {labels[3]} | mIoU | {diff * 100:+.2f} |" in table
+    from contextrast_cli.config import ContrastConfig
+
     trained = __import__("contextrast_cli.models.checkpoint", fromlist=["x"]).load_checkpoint(folder / names[2] / "last.pt")
-    assert trained["config"]["contrast"]["layers"] == [3, 4] and trained["config"]["contrast"]["lambdas"] == [0.7, 1.0]
+    contrast = trained["config"]["contrast"]  # lambdas null: each layer's paper weight, resolved by the loss
+    assert contrast["layers"] == [3, 4] and ContrastConfig(**contrast).resolved().lambdas == (0.7, 1.0)
     # every run is one MLflow run (the interrupted one continued), tagged with its axis values and seed
     from mlflow import MlflowClient
 

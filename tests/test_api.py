@@ -122,7 +122,7 @@ def test_the_trainer_uses_the_public_loss_with_the_papers_defaults(tiny_config):
     defaults = {k: p.default for k, p in inspect.signature(ContextrastLoss).parameters.items()
                 if p.default is not inspect.Parameter.empty}
     assert {k: defaults[k] for k in PAPER} == PAPER
-    schema = ContrastConfig(method="contextrast").model_dump()
+    schema = ContrastConfig(method="contextrast").resolved().model_dump()
     schema["bane_ratio"] = schema["bane"]["ratio"]
     assert {k: (tuple(v) if isinstance(v, list) else v) for k, v in schema.items() if k in PAPER} == PAPER
 
@@ -237,3 +237,37 @@ def test_build_criterion_maps_the_config_section_to_the_public_object():
     assert type(criterion) is PixelContrastLoss and criterion.config["layer"] == 2
     assert criterion.config["num_classes"] == 6
     assert build_criterion(ContrastConfig(method="none"), [4, 8], 6) is None
+
+
+def test_contextrast_plus_plus_in_your_own_loop_keeps_its_bank_across_steps(tmp_path):
+    """Issue 34: ``ContextrastLoss.plus_plus`` in a user's loop: the bank fills one entry per step
+    for every class present, the AA term joins once the bank holds anchors, the bank travels with
+    ``state_dict`` (a resumed loop continues it), and it stays out of the parameters and buffers."""
+    torch.manual_seed(0)
+    images, labels = synthetic_batch(2, 64, 64, seed=3)
+    backbone = timm.create_model("resnet18", pretrained=False, features_only=True, out_indices=(1, 2, 3, 4))
+    tapped = tap_features(backbone).train()
+    head = torch.nn.Conv2d(512, 8, 1)
+    criterion = ContextrastLoss.plus_plus(8, tapped.channels, bank_size=5)
+    assert criterion.lambdas == (0.1, 0.3, 0.7, 1.0) and criterion.fusion == "adaptive" and criterion.aa
+    optimizer = torch.optim.SGD([*tapped.parameters(), *head.parameters(), *criterion.parameters()], lr=0.01)
+    present = int((torch.bincount(labels[labels != 255], minlength=8) > 0).sum())
+    aa = []
+    for step in range(3):
+        _, features = tapped(images)
+        logits = F.interpolate(head(features[-1]), size=images.shape[-2:], mode="bilinear", align_corners=False)
+        terms = criterion(features, logits, labels)
+        loss = F.cross_entropy(logits, labels, ignore_index=255) + sum_losses(terms)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        aa.append(float(terms["loss_aa"]))
+        assert int((criterion.bank.filled > 0).sum()) <= present and int(criterion.bank.filled.max()) == step + 1
+    assert aa[0] == 0 and aa[1] > 0 and aa[2] > 0  # the first step read an empty bank
+    assert all(p.grad is not None for p in criterion.fusions.parameters())
+    torch.save(criterion.state_dict(), tmp_path / "loss.pt")
+    again = ContextrastLoss.plus_plus(8, tapped.channels, bank_size=5)
+    again.load_state_dict(torch.load(tmp_path / "loss.pt", weights_only=True))
+    assert torch.equal(again.bank.entries, criterion.bank.entries) and torch.equal(again.bank.head, criterion.bank.head)
+    assert not any("bank" in name for name, _ in criterion.named_buffers())
+    assert pickle.loads(pickle.dumps(criterion)).bank.filled.tolist() == criterion.bank.filled.tolist()

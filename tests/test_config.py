@@ -183,3 +183,23 @@ def test_dataset_presets_resize_to_their_codebases_base_size():
     big = resolve_config("coco-stuff-164k")
     assert (big.data.dataset, big.data.crop_size, big.train.batch_size, big.train.iterations) == (
         "coco-stuff", (512, 512), 16, 80000)
+
+
+def test_contextrast_plus_plus_settings_follow_the_method():
+    """Issue 34: ++'s defaults (adaptive fusion, the AA loss, lambdas 0.1/0.3/0.7/1.0) come with the
+    method, Contextrast keeps its own, the ++ parts are refused under Contextrast in one line, and a
+    saved config that switches method takes the new method's defaults (they are stored as null)."""
+    plus = resolve_config("camvid-lite", overrides=["contrast.method=contextrast++"]).contrast.resolved()
+    assert (plus.fusion, plus.aa.enabled, plus.lambdas, plus.aa.bank_size) == ("adaptive", True, (0.1, 0.3, 0.7, 1.0), 100)
+    ccl = resolve_config("camvid-lite").contrast
+    assert ccl.resolved().fusion == "static" and not ccl.resolved().aa.enabled
+    assert ccl.resolved().lambdas == (0.1, 0.4, 0.7, 1.0)
+    switched = resolve_config(base=resolve_config("camvid-lite").to_dict(), overrides=["contrast.method=contextrast++"])
+    assert switched.contrast.resolved().lambdas == (0.1, 0.3, 0.7, 1.0) and switched.contrast.resolved().aa.enabled
+    table = resolve_config("camvid-lite", overrides=["contrast.method=contextrast++", "contrast.fusion=static",
+                                                    "contrast.aa.enabled=false", "contrast.layers=[2, 4]"]).contrast
+    assert table.resolved().lambdas == (0.3, 1.0) and table.resolved().fusion == "static"
+    with pytest.raises(ConfigError, match=r"contrast.aa.enabled: true are Contextrast\+\+'s; set contrast.method"):
+        resolve_config("camvid-lite", overrides=["contrast.aa.enabled=true"])
+    with pytest.raises(ConfigError, match="contrast.aa.selection"):
+        resolve_config("camvid-lite", overrides=["contrast.method=contextrast++", "contrast.aa.selection=latest"])

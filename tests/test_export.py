@@ -283,3 +283,25 @@ def test_evaluate_onnx_equals_evaluate_checkpoint(toy, flags, tmp_path):
     for name, iou in want["IoU"].items():
         assert (got["IoU"][name] is None) == (iou is None)
         assert iou is None or got["IoU"][name] == pytest.approx(iou, abs=1e-4)
+
+
+def test_a_contextrast_plus_plus_checkpoint_exports_the_network_alone(toy, tmp_path):
+    """Issue 34: the fusion modules and the memory bank stay out of the graph; parity holds, and
+    the training-only count includes the fusion modules."""
+    payload = load_checkpoint(toy.checkpoint)
+    cfg = resolve_config(base=payload["config"], overrides=["contrast.method=contextrast++"])
+    criterion = build_criterion(cfg.contrast, toy.model.feature_channels, toy.model.num_classes)
+    k = toy.model.num_classes
+    criterion.bank.push(torch.randn(k, cfg.contrast.embed_dim), torch.ones(k, dtype=torch.bool))
+    path = tmp_path / "plus.pt"
+    save_checkpoint(path, {**payload, "config": cfg.to_dict(), "contrast": criterion.state_dict()})
+    result = export_checkpoint(path, tmp_path / "plus.onnx", ExportOptions())
+    state = toy.model.state_dict()
+    assert result.graph_tensors == {k: tuple(v.shape) for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    fusion = sum(p.numel() for p in criterion.fusions.parameters())
+    assert result.counts["projection"] == sum(p.numel() for p in criterion.parameters()) > fusion > 0
+    images = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = toy.model(images)["out"]
+    got = torch.from_numpy(session(result.path).run(["logits"], {"image": images.numpy()})[0])
+    assert float((got - ref).abs().max()) <= 1e-3

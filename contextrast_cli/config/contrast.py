@@ -127,23 +127,30 @@ class ContrastConfig(Section):
             return self.layers[-1:]
         return self.layers if self.method in ("contextrast", "contextrast++") else ()
 
-    @model_validator(mode="after")
-    def _consistent(self) -> "ContrastConfig":
+    def resolved(self) -> "ContrastConfig":
+        """This section with every method-dependent default filled in (lambdas, fusion,
+        aa.enabled). The section itself keeps them null, so a saved config that changes method
+        later (``--set contrast.method=...`` over a run's config) takes the new method's defaults."""
         plus = self.method == "contextrast++"
-        if not plus and (self.fusion == "adaptive" or self.aa.enabled):
-            raise ValueError(f"contrast.fusion: adaptive and contrast.aa.enabled: true are Contextrast++'s; set "
-                             f"contrast.method=contextrast++ (now {self.method})")
+        update = {}
         if self.fusion is None:
-            object.__setattr__(self, "fusion", "adaptive" if plus else "static")
+            update["fusion"] = "adaptive" if plus else "static"
         if self.aa.enabled is None:
-            object.__setattr__(self, "aa", self.aa.model_copy(update={"enabled": plus}))
+            update["aa"] = self.aa.model_copy(update={"enabled": plus})
         if self.lambdas is None:
             defaults = PLUS_PLUS_LAMBDAS if plus else PAPER_LAMBDAS
-            if max(self.layers) > len(defaults):
-                raise ValueError(f"contrast.layers {list(self.layers)} goes beyond the paper's four layers; give "
-                                 f"contrast.lambdas, one weight per layer")
-            object.__setattr__(self, "lambdas", tuple(defaults[i - 1] for i in self.layers))
-        if len(self.lambdas) != len(self.layers):
+            update["lambdas"] = tuple(defaults[i - 1] for i in self.layers)
+        return self.model_copy(update=update) if update else self
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ContrastConfig":
+        if self.method != "contextrast++" and (self.fusion == "adaptive" or self.aa.enabled):
+            raise ValueError(f"contrast.fusion: adaptive and contrast.aa.enabled: true are Contextrast++'s; set "
+                             f"contrast.method=contextrast++ (now {self.method})")
+        if self.lambdas is None and max(self.layers) > len(PAPER_LAMBDAS):
+            raise ValueError(f"contrast.layers {list(self.layers)} goes beyond the paper's four layers; give "
+                             f"contrast.lambdas, one weight per layer")
+        if self.lambdas is not None and len(self.lambdas) != len(self.layers):
             raise ValueError(f"contrast.lambdas has {len(self.lambdas)} entries but contrast.layers "
                              f"has {len(self.layers)}; give one weight per layer")
         if list(self.layers) != sorted(set(self.layers)):

@@ -21,6 +21,7 @@ def build_criterion(cfg: ContrastConfig, in_channels: Sequence[int], num_classes
     """
     if cfg.method == "none":
         return None
+    cfg = cfg.resolved()  # the method's defaults (lambdas, fusion, aa.enabled)
     if max(cfg.layers) > len(in_channels):
         raise ConfigError(f"contrast.layers: {list(cfg.layers)} but the network taps only "
                           f"{len(in_channels)} layers (1..{len(in_channels)})")

@@ -143,7 +143,7 @@ def test_camvid_preset_networks_on_the_meta_device(preset):
         model = build_model(cfg.model, 11)
         out = model(torch.empty(2, 3, 360, 480))
     assert out["out"].shape == (2, 11, 360, 480)
-    assert len(out["features"]) == len(cfg.contrast.lambdas) == 4
+    assert len(out["features"]) == len(cfg.contrast.resolved().lambdas) == 4
     expected = [4, 8, 8, 8] if preset == "camvid-deeplab" else [4, 8, 16, 32]
     assert model.feature_strides == expected
 

@@ -255,3 +255,13 @@ def test_the_view_shows_the_picks_of_every_class_beyond_64():
     (view,) = bane.bane_view(pred, label, {1: (20, 24)}, num_classes=70, max_negatives=50, ratio=0.5)
     assert set(view.bane_classes.tolist()) == {66, 69}
     assert view.bane_counts[66] == 12 and view.bane_counts[69] == 12  # ceil(0.5 * 24) each
+
+
+def test_a_contextrast_plus_plus_run_is_drawn(tmp_path):
+    """Issue 34: a ++ checkpoint (fusion modules and a memory bank in its loss state) draws as any."""
+    cfg = resolve_config("toy", overrides=tiny_overrides(tmp_path, 2) + ["contrast.method=contextrast++"])
+    run_dir = Trainer(cfg).run().run_dir
+    image = sorted((tmp_path / "synthetic" / "val" / "images").iterdir())[0]
+    result = invoke("visualize", image, "--checkpoint", run_dir / "last.pt", "--out", tmp_path / "v", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert cv2.imread(str(tmp_path / "v" / f"{image.stem}.png")) is not None
