@@ -21,6 +21,12 @@ fragmentation, which made it vary by 5% between identical CE children on the dev
     python benchmarks/contrast_overhead.py --model deeplabv3 --backbone resnet50 --output-stride 8
     python benchmarks/contrast_overhead.py --preset camvid          # the preset's network
     python benchmarks/contrast_overhead.py --preset camvid --paired 6   # time only, one process
+    python benchmarks/contrast_overhead.py --preset camvid --method contextrast++ --baseline contextrast
+    python benchmarks/contrast_overhead.py --preset camvid --method contextrast++ --baseline contextrast \
+        --implementation plain --paired 2                                # the plain path's cost
+
+``--baseline`` is what the method is compared with (cross-entropy alone by default; Contextrast
+for Contextrast++'s own cost).
 """
 
 import argparse
@@ -44,10 +50,17 @@ from contextrast_cli.train.step import training_step  # noqa: E402
 from contextrast_cli.models.registry import build_model  # noqa: E402
 
 
+METHODS = ["none", "contextrast", "contextrast++", "pixel-contrast"]
+
+
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_network_args(parser)
-    parser.add_argument("--method", default="contextrast", choices=["contextrast", "pixel-contrast"])
+    parser.add_argument("--method", default="contextrast", choices=METHODS[1:])
+    parser.add_argument("--baseline", default="none", choices=METHODS[:3],
+                        help="what the method is compared with (none: cross-entropy alone)")
+    parser.add_argument("--implementation", default="fast", choices=["fast", "plain"],
+                        help="contrast.implementation of --method (the baseline stays fast)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--num-classes", type=int, default=11)
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per child")
@@ -60,13 +73,14 @@ def parse() -> argparse.Namespace:
                         help="rename each image's 8 scene classes to random ids of --num-classes (ADE20K-like batches)")
     parser.add_argument("--paired", type=int, default=0, metavar="N",
                         help="time only: N CE / contrast step pairs interleaved in one process")
-    parser.add_argument("--child", choices=["none", "contextrast", "pixel-contrast"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
 def overrides(args: argparse.Namespace, method: str) -> list[str]:
-    return [f"contrast.method={method}", f"train.device={args.device}",
-            f"train.precision={args.precision}"] + network_overrides(args)
+    implementation = args.implementation if method == args.method else "fast"
+    return [f"contrast.method={method}", f"train.device={args.device}", f"train.precision={args.precision}",
+            f"contrast.implementation={implementation}"] + network_overrides(args)
 
 
 def build(args: argparse.Namespace, method: str):
@@ -174,12 +188,19 @@ def paired(args: argparse.Namespace) -> dict:
     apart, cannot on a shared machine. No memory figure (one process holds both).
     """
     cfg, runtime, model, criterion, optimizer, images, labels, scaler = build(args, args.method)
+    baseline = None
+    if args.baseline != "none":  # a second loss on the same network, its parameters in the optimizer too
+        base_cfg = resolve_config(args.preset, overrides=overrides(args, args.baseline))
+        torch.manual_seed(0)
+        baseline = build_criterion(base_cfg.contrast, model.feature_channels, model.num_classes)
+        baseline.to(runtime.device).train()
+        optimizer.add_param_group({"params": list(baseline.parameters())})
 
     def step(contrast: bool) -> float:
         if runtime.device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        training_step(model, optimizer, images, labels, runtime.autocast, criterion if contrast else None,
+        training_step(model, optimizer, images, labels, runtime.autocast, criterion if contrast else baseline,
                       scaler=scaler)
         if runtime.device.type == "cuda":
             torch.cuda.synchronize()
@@ -194,9 +215,11 @@ def paired(args: argparse.Namespace) -> dict:
         a, b = step(first), step(not first)
         ce, ct = (b, a) if first else (a, b)
         pairs.append({"ce_s": ce, "contrast_s": ct, "ratio": ct / ce})
-        print(f"pair {index + 1}: CE {ce:.3f} s  contrast {ct:.3f} s  ratio {ct / ce:.3f}", file=sys.stderr)
+        print(f"pair {index + 1}: {args.baseline} {ce:.3f} s  {args.method} {ct:.3f} s  ratio {ct / ce:.3f}",
+              file=sys.stderr)
     ratios = sorted(p["ratio"] for p in pairs)
-    return {"network": cfg.model.model_dump(mode="json"), "method": args.method,
+    return {"network": cfg.model.model_dump(mode="json"), "method": args.method, "baseline": args.baseline,
+            "implementation": args.implementation,
             "input": [args.batch, 3, args.height, args.width], "precision": runtime.precision, "machine": machine(runtime.device),
             "pairs": pairs, "median_time_ratio": statistics.median(ratios), "min_ratio": ratios[0],
             "max_ratio": ratios[-1], "ce_step_s": statistics.median(p["ce_s"] for p in pairs),
@@ -211,9 +234,9 @@ def main() -> None:
     if args.paired:
         print(json.dumps({**paired(args), "conv_flops_per_image": flop_shares(args)}, indent=1))
         return
-    results: dict[str, list[dict]] = {"none": [], args.method: []}
+    results: dict[str, list[dict]] = {args.baseline: [], args.method: []}
     for round_index in range(args.rounds):
-        order = ("none", args.method) if round_index % 2 == 0 else (args.method, "none")
+        order = (args.baseline, args.method) if round_index % 2 == 0 else (args.method, args.baseline)
         for method in order:
             results[method].append(run_child(args, method))
             r = results[method][-1]
@@ -226,13 +249,14 @@ def main() -> None:
 
 def summary(args: argparse.Namespace, results: dict[str, list[dict]]) -> dict:
     """Medians per configuration and contrast / CE ratios."""
-    ce, ct = results["none"], results[args.method]
+    ce, ct = results[args.baseline], results[args.method]
 
     def med(rows, key):
         return statistics.median(r[key] for r in rows)
 
     out = {"network": resolve_config(args.preset, overrides=overrides(args, "none")).model.model_dump(mode="json"),
-           "method": args.method, "input": [args.batch, 3, args.height, args.width], "precision": args.precision,
+           "method": args.method, "baseline": args.baseline, "implementation": args.implementation,
+           "input": [args.batch, 3, args.height, args.width], "precision": args.precision,
            "machine": ce[0]["machine"], "ce_step_s": med(ce, "step_s"), "contrast_step_s": med(ct, "step_s"),
            "time_ratio": med(ct, "step_s") / med(ce, "step_s"),
            "cpu_time_ratio": med(ct, "step_cpu_s") / med(ce, "step_cpu_s"),
