@@ -51,22 +51,31 @@ def build_fusions(layers: int, dim: int, mlp_layers: int = 2) -> nn.ModuleList:
 
 
 def fused_anchors(means: torch.Tensor, counts: torch.Tensor, fusions: Sequence[AnchorFusion],
-                  stop_grad: bool = False) -> torch.Tensor:
+                  stop_grad: bool = False, compact: bool = False) -> torch.Tensor:
     """The adaptive cross-layer update, then unit length, every layer at once: for a layer i < I
-    and a class present at both i and I, M_i(a_i, a_I); otherwise a_i. Every class goes through the
-    modules (fixed shapes: no host synchronisation) and ``torch.where`` keeps the updated ones.
+    and a class present at both i and I, M_i(a_i, a_I); otherwise a_i.
 
     Args:
         means: (I, K, D) class means, shallow to deep; counts: (I, K) pixel counts.
         fusions: I - 1 modules.
         stop_grad: detach a_I inside the shallower layers' anchors.
+        compact: run the modules on the updated classes alone (their indices read on the host:
+            free on the CPU, where a class's (D x D) attention is the cost); otherwise on every
+            class, ``torch.where`` keeping the updated ones (fixed shapes, no host synchronisation).
 
     Returns:
         (I, K, D) unit anchors.
     """
     deep = means[-1].detach() if stop_grad else means[-1]
     both = (counts[:-1] > 0) & (counts[-1] > 0)  # (I - 1, K)
-    fused = torch.stack([fusion(low, deep) for fusion, low in zip(fusions, means[:-1])]) if len(fusions) else \
-        means[:-1]
-    shallow = torch.where(both[..., None], fused.to(means.dtype), means[:-1])
+    if compact:
+        shallow = []
+        for fusion, low, updated in zip(fusions, means[:-1], both):
+            rows = updated.nonzero().flatten()
+            shallow.append(low.index_copy(0, rows, fusion(low[rows], deep[rows]).to(low.dtype)))
+        shallow = torch.stack(shallow) if shallow else means[:-1]
+    else:
+        fused = torch.stack([fusion(low, deep) for fusion, low in zip(fusions, means[:-1])]) if len(fusions) else \
+            means[:-1]
+        shallow = torch.where(both[..., None], fused.to(means.dtype), means[:-1])
     return F.normalize(torch.cat([shallow, means[-1:]]), dim=-1)

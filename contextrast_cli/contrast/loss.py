@@ -180,7 +180,7 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
                      for index, pool, pair_rows, pool_rows in zip(pairs, samples.pool.unbind(), *samples.row_slices())]
             link = RowGrads()  # the rows' gradient goes back to sampled_layers as factors
             sums, rows = sampled_layers(embs, bins, reads, samples.rows, k, link)
-            anchors = self._anchors(means_of(sums, local, group)[0], counts)
+            anchors = self._anchors(means_of(sums, local, group)[0], counts, compact=not static)
             pairs = Pairs(samples.anchor, samples.valid, lay.slot_positive, lay.slot_group, samples.pos_counts,
                           samples.totals)
             out = sampled_loss(anchors.flatten(0, 1), rows, pairs, samples.topup, self.tau, link)
@@ -189,10 +189,11 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
                 terms.update(self.aa_terms(*representatives(anchors, counts, self.aa_selection)))
         return terms
 
-    def _anchors(self, means: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """The (I, K, D) unit anchors: the static or the adaptive cross-layer update."""
+    def _anchors(self, means: torch.Tensor, counts: torch.Tensor, compact: bool) -> torch.Tensor:
+        """The (I, K, D) unit anchors: the static or the adaptive cross-layer update (``compact``:
+        the fusion modules run on the updated classes alone, found by a host read)."""
         if self.fusion == "adaptive":
-            return fused_anchors(means, counts, self.fusions, self.anchor_stop_grad)
+            return fused_anchors(means, counts, self.fusions, self.anchor_stop_grad, compact)
         return stacked_anchors(means, counts, *self.anchor_weights, stop_grad=self.anchor_stop_grad)
 
     def aa_terms(self, S: torch.Tensor, chosen: torch.Tensor, compute=aa_loss) -> dict[str, torch.Tensor]:

@@ -122,8 +122,11 @@ def prepared(settings: dict, k: int = 6) -> ContextrastLoss:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_the_fast_loss_equals_the_plain_form(case, monkeypatch):
-    criterion = prepared(CASES[case])
+@pytest.mark.parametrize("static_slots", [True, False], ids=["static", "sized-and-compact"])
+def test_the_fast_loss_equals_the_plain_form(case, static_slots, monkeypatch):
+    """Both fast paths: fixed shapes (a GPU's), and sized on the host (the CPU's: samples sized to
+    the batch, the fusion modules run on the updated classes alone)."""
+    criterion = prepared({**CASES[case], "static_slots": static_slots})
     features, logits, target = inputs(dominated=case.endswith("unbalanced"))
     drawn = []
     real = loss_module.sample_stacked
