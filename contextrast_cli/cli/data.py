@@ -6,33 +6,59 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from contextrast_cli.cli.app import DebugOpt, SetOpt, guarded, out, parse_size, prepare_app, presets_app, progress
+from contextrast_cli.cli.app import (DebugOpt, SetOpt, group_debug, guarded, out, out_option, parse_size, prepare_app,
+                                     presets_app, progress)
 
-OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Prepared dataset folder to create.")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing --out folder.")]
+OutDirOpt = out_option("Prepared dataset folder to create.")
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing --out folder (a prepared dataset is "
+                                        "an expensive input: it is never replaced without this flag).")]
 
 
 @presets_app.callback()
-def presets_list(ctx: typer.Context, debug: DebugOpt = False) -> None:
-    """List the presets with their one-line descriptions."""
-    if ctx.invoked_subcommand is not None:
-        return
-    from contextrast_cli.config import list_presets, resolve_config
+def presets(ctx: typer.Context, debug: DebugOpt = False) -> None:
+    """List the presets (`presets list`, or `presets` alone), or show one resolved (`presets show NAME`)."""
+    group_debug(ctx, debug)
+    if ctx.invoked_subcommand is None:
+        presets_list(ctx)
 
-    table = Table("preset", "description", title="presets")
+
+@presets_app.command("list")
+def presets_list(ctx: typer.Context, debug: DebugOpt = False) -> None:
+    """List the presets grouped by dataset: ImageNet initialisation and description."""
+    from contextrast_cli.config.catalogue import preset_row, grouped_presets
+
     with guarded(ctx, debug):
-        for name in list_presets():
-            table.add_row(name, resolve_config(preset=name).description)
+        configs = grouped_presets()
+    table = Table("preset", "ImageNet", "description", title="presets, by dataset")
+    table.columns[0].no_wrap = True
+    for index, cfg in enumerate(configs):
+        row = preset_row(cfg)
+        if index == 0 or configs[index - 1].data.dataset != cfg.data.dataset:
+            if index:
+                table.add_section()
+            table.add_row(f"[bold]{row['dataset']}[/]", "", "")
+        table.add_row(f"  {cfg.name}", row["imagenet"], row["description"])
     out.print(table)
+    out.print("ImageNet: model.pretrained (the backbone's ImageNet weights, fetched by torchvision / timm). "
+              "Show one: contextrast presets show NAME")
 
 
 @presets_app.command("show")
-def presets_show(ctx: typer.Context, name: str, overrides: SetOpt = None, debug: DebugOpt = False) -> None:
-    """Print preset NAME fully resolved (defaults filled in) as YAML."""
-    from contextrast_cli.config import resolve_config
+def presets_show(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="NAME", help="A preset name.")],
+                 overrides: SetOpt = None, debug: DebugOpt = False) -> None:
+    """Print preset NAME fully resolved (defaults filled in) as YAML, each value the paper states marked."""
+    from contextrast_cli.config import preset_path, resolve_config
+    from contextrast_cli.config.catalogue import annotated_yaml
 
     with guarded(ctx, debug):
-        print(resolve_config(preset=name, overrides=overrides or []).to_yaml(), end="")
+        preset_path(name, alternative="see `contextrast presets list`")
+        print(annotated_yaml(resolve_config(preset=name, overrides=overrides or [])), end="")
+
+
+@prepare_app.callback()
+def prepare_data(ctx: typer.Context, debug: DebugOpt = False) -> None:
+    """Convert a dataset into the prepared layout."""
+    group_debug(ctx, debug)
 
 
 def _print_dataset(prepared) -> None:
