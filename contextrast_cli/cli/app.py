@@ -151,6 +151,11 @@ def note_replaced(before: dict[Path, tuple[int, int]]) -> list[Path]:
     return replaced
 
 
+def plural(count: int, word: str) -> str:
+    """``1 file``, ``2 files``."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 def group_debug(ctx: typer.Context, debug: bool) -> None:
     """A group's ``--debug`` (``contextrast prepare-data --debug folder ...``): for every command below it."""
     root = ctx.find_root()
