@@ -47,7 +47,7 @@ RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", metavar="DIR", help="Fol
                                           "(RUNS_DIR/PRESET/TIME/), searched when no --checkpoint is given.")]
 CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", metavar="PATH", help=CHECKPOINT_HELP,
                                                        show_default="the newest best.pt under --runs-dir")]
-SplitOpt = Annotated[Optional[str], typer.Option("--split", metavar="SPLIT", help="Prepared split to read.",
+SplitOpt = Annotated[Optional[str], typer.Option("--split", metavar="SPLIT", help="Prepared split to evaluate on.",
                                                  show_default="the config's eval.split")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")]
 

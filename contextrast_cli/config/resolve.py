@@ -45,6 +45,7 @@ def resolve_config(
     overrides: list[str] = (),
     flags: dict[str, Any] | None = None,
     base: dict[str, Any] | None = None,
+    varied: Sequence[str] = (),
 ) -> Config:
     """Merge the sources in precedence order and validate once.
 
@@ -54,6 +55,8 @@ def resolve_config(
         overrides: ``key.path=value`` strings; values are parsed as YAML.
         flags: dotted key -> value from explicit command-line flags (None values skipped).
         base: a starting dict (a checkpoint's resolved config when resuming).
+        varied: ``key.path=value`` strings of an ablation's ``--vary`` axes, laid over ``overrides``
+            and named ``--vary ...`` in errors.
 
     Raises:
         ConfigError: listing every problem with field path and source.
@@ -70,9 +73,10 @@ def resolve_config(
         merge(data, doc, sources, lambda key, p=path, ln=lines: f"{p}:{ln.get(key, 1)}")
     if preset and config_file is None and "name" not in data:
         data["name"] = preset
-    for text in overrides:
-        key, value = parse_override(text)
-        merge(data, _nest(key, value), sources, lambda _, t=text: f"--set {t}")
+    for option, texts in (("--set", overrides), ("--vary", varied)):
+        for text in texts:
+            key, value = parse_override(text, option)
+            merge(data, _nest(key, value), sources, lambda _, o=option, t=text: f"{o} {t}")
     for dotted, value in (flags or {}).items():
         if value is not None:
             merge(data, _nest(tuple(dotted.split(".")), value), sources,
