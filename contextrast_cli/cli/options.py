@@ -52,8 +52,9 @@ SplitOpt = Annotated[Optional[str], typer.Option("--split", metavar="SPLIT", hel
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")]
 
 
-def out_option(help: str, metavar: str = "DIR", default: str | None = None):
-    """``-o/--out``, the main output of a command (a folder, or a FILE), with its help."""
+def out_option(help: str, metavar: str = "DIR", default: str | bool = True):
+    """``-o/--out``, the main output of a command (a folder, or a FILE), with its help; ``default``:
+    the text of a computed default (True: the option's own default value, if any)."""
     return Annotated[Optional[Path], typer.Option("--out", "-o", metavar=metavar, help=help, show_default=default)]
 
 
