@@ -76,6 +76,11 @@ def test_ablate_resumes_and_its_table_adds_up(tmp_path, monkeypatch):
     assert f"| none | {mean * 100:.2f} +- {std * 100:.2f} |" in table
     assert f"{mean * 100:.2f} +- {std * 100:.2f}" in second.output
     assert cv2.imread(str(folder / "ablation.png")) is not None
+    assert summary["units"] == "fraction" and "note: replaced" not in second.output
+    # the same command once more: nothing trains, the summary is written again, and one line says so
+    third = invoke(*ablate_args(tmp_path, "--features"))
+    assert third.exit_code == 0 and "training" not in third.output and "evaluating" not in third.output
+    assert f"note: replaced 3 existing files: {folder / 'ablation.json'}" in " ".join(third.output.split())
 
     # paired: a seed's runs start from the same weights and see the same first batch
     def first_ce(name):

@@ -82,5 +82,5 @@ def visualize_boundaries(ctx: typer.Context, images: ImagesArg = None, checkpoin
     for path, note in written:
         if note:
             out.print(escape(note), soft_wrap=True)
-        out.print(f"wrote {escape(str(path))}")
+        out.print(f"wrote {escape(str(path))}", soft_wrap=True)
     note_replaced(before)
