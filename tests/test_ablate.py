@@ -163,7 +163,7 @@ def test_vary_a_list_valued_key_and_a_grid_resumes_and_tabulates(tmp_path, monke
     sets = [a for o in [*tiny_overrides(tmp_path), "contrast.method=contextrast", "train.loggers=[mlflow]"]
             for a in ("--set", o)]
     args = ["ablate", "--preset", "toy", "--vary", "contrast.layers=[4],[3,4]", "--vary",
-            "contrast.bane.ratio=0.25,1.0", "--seeds", "0", "--out", tmp_path / "abl", "--no-features", *sets]
+            "contrast.bane.ratio=0.25,1.0", "--seeds", "0", "--out", tmp_path / "abl", *sets]
     monkeypatch.setattr(Trainer, "_step", sigterm_in_the_last_run)
     assert invoke(*args).exit_code == 143
     monkeypatch.setattr(Trainer, "_step", original)
