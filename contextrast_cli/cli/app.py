@@ -38,7 +38,8 @@ class _Tidy:
         for param in self.get_params(ctx):
             if isinstance(param, TyperOption) and param.is_flag:
                 param.metavar = ""  # Typer shows an option's metavar instead of its type
-                param.show_default = False  # "[default: no-force]": the help says what the flag does
+                if not isinstance(param.show_default, str):  # a computed default ("eval.flip") is shown
+                    param.show_default = False  # "[default: no-force]": the help says what the flag does
         return super().format_help(ctx, formatter)
 
 
