@@ -18,6 +18,7 @@ The rule, for whoever adds a block:
 import re
 import shlex
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -86,7 +87,9 @@ def test_every_readme_block_that_runs_here_runs(tmp_path, monkeypatch):
             assert args[0] == "contextrast", f"README.md:{line}: {shlex.join(args)}: only contextrast commands run " \
                                              f"here; mark the block <!-- readme-test: skip (WHY) -->"
             extra = SHORTER if args[1:3] == ["train", "--preset"] and args[3] == "toy" else []
+            start = time.perf_counter()
             result = invoke(*args[1:], *extra)
             assert result.exit_code == 0, f"README.md:{line}: {shlex.join(args)}\n{result.output}"
             ran.append(args[1])
+            print(f"README.md:{line}: {time.perf_counter() - start:5.1f} s  {shlex.join(args)}")  # pytest -s
     assert {"train", "evaluate", "export", "predict", "visualize", "presets", "prepare-data"} <= set(ran), ran

@@ -9,7 +9,7 @@ from contextrast_cli.cli.app import (BatchSizeOpt, ConfigOpt, DataRootOpt, Debug
                                      err, guarded, out, renamed)
 
 RunsDirOpt = Annotated[Optional[Path], typer.Option("--runs-dir", metavar="DIR", help="Folder of run folders: the "
-                                                    "run goes to DIR/PRESET/TIME/.", show_default="train.output_dir, "
+                                                    "run goes to DIR/PRESET/TIME/.", show_default="train.output_dir: "
                                                     "runs")]
 IterationsOpt = Annotated[Optional[int], typer.Option(metavar="N", help="Optimizer steps (train.iterations); with "
                                                       "--resume, a finished run trains on to N.",
