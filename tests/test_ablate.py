@@ -17,7 +17,7 @@ from tests.conftest import invoke, one_line_error, tiny_overrides
 def ablate_args(tmp_path, *extra):
     sets = [a for o in tiny_overrides(tmp_path) for a in ("--set", o)]
     return ["ablate", "--preset", "toy", "--methods", "none,contextrast", "--seeds", "0,1",
-            "--out", tmp_path / "abl", *sets, *extra]
+            "-o", tmp_path / "abl", *sets, *extra]
 
 
 def test_ablate_resumes_and_its_table_adds_up(tmp_path, monkeypatch):
@@ -32,7 +32,7 @@ def test_ablate_resumes_and_its_table_adds_up(tmp_path, monkeypatch):
         return terms
 
     monkeypatch.setattr(Trainer, "_step", sigterm_in_the_last_run)
-    first = invoke(*ablate_args(tmp_path))
+    first = invoke(*ablate_args(tmp_path, "--features"))
     assert first.exit_code == 143, first.output
     assert "run the same `contextrast ablate` command again" in first.output
     folder = tmp_path / "abl"
@@ -43,7 +43,7 @@ def test_ablate_resumes_and_its_table_adds_up(tmp_path, monkeypatch):
     stamps = {name: (folder / name / "evaluation.json").stat().st_mtime_ns for name in done}
     monkeypatch.undo()
 
-    second = invoke(*ablate_args(tmp_path))
+    second = invoke(*ablate_args(tmp_path, "--features", "--score", "last"))
     assert second.exit_code == 0, second.output
     assert "contextrast-seed1: resuming at iteration 2 of 4" in second.output
     assert {name: (folder / name / "evaluation.json").stat().st_mtime_ns for name in done} == stamps  # kept
@@ -76,6 +76,11 @@ def test_ablate_resumes_and_its_table_adds_up(tmp_path, monkeypatch):
     assert f"| none | {mean * 100:.2f} +- {std * 100:.2f} |" in table
     assert f"{mean * 100:.2f} +- {std * 100:.2f}" in second.output
     assert cv2.imread(str(folder / "ablation.png")) is not None
+    assert summary["units"] == "fraction" and "note: replaced" not in second.output
+    # the same command once more: nothing trains, the summary is written again, and one line says so
+    third = invoke(*ablate_args(tmp_path, "--features"))
+    assert third.exit_code == 0 and "training" not in third.output and "evaluating" not in third.output
+    assert f"note: replaced 3 existing files: {folder / 'ablation.json'}" in " ".join(third.output.split())
 
     # paired: a seed's runs start from the same weights and see the same first batch
     def first_ce(name):
@@ -158,7 +163,7 @@ def test_vary_a_list_valued_key_and_a_grid_resumes_and_tabulates(tmp_path, monke
     sets = [a for o in [*tiny_overrides(tmp_path), "contrast.method=contextrast", "train.loggers=[mlflow]"]
             for a in ("--set", o)]
     args = ["ablate", "--preset", "toy", "--vary", "contrast.layers=[4],[3,4]", "--vary",
-            "contrast.bane.ratio=0.25,1.0", "--seeds", "0", "--out", tmp_path / "abl", "--no-features", *sets]
+            "contrast.bane.ratio=0.25,1.0", "--seeds", "0", "--out", tmp_path / "abl", *sets]
     monkeypatch.setattr(Trainer, "_step", sigterm_in_the_last_run)
     assert invoke(*args).exit_code == 143
     monkeypatch.setattr(Trainer, "_step", original)
@@ -202,7 +207,16 @@ def test_an_invalid_axis_value_or_a_biased_selection_is_refused_before_training(
     base = ["ablate", "--preset", "toy", "--seeds", "0", "--out", tmp_path / "abl", *sets]
     one_line_error(invoke(*base, "--vary", "contrast.bane.ratio=0.5,1.5"), 2, "--vary contrast.bane.ratio=1.5")
     one_line_error(invoke(*base, "--vary", "contrast.layers=[4],[5,6]"), 2, "contrast.layers=[5,6]")
-    one_line_error(invoke(*base, "--checkpoint", "best", "--select-split", "val", "--split", "val"), 2,
+    one_line_error(invoke(*base, "--score", "best", "--select-split", "val", "--split", "val"), 2,
                    "is the split best.pt is selected on")
-    one_line_error(invoke(*base, "--checkpoint", "best"), 2, "--checkpoint best needs --select-split")
+    one_line_error(invoke(*base, "--score", "best"), 2, "--score best needs --select-split")
+    # issue 37: the value is named with the option that gave it (it said --set contrast.bane.ratio=abc)
+    one_line_error(invoke(*base, "--vary", "contrast.bane.ratio=0.5,abc"), 2,
+                   "invalid configuration: --vary contrast.bane.ratio=abc: contrast.bane.ratio")
+    assert "--set" not in invoke(*base, "--vary", "contrast.bane.ratio=0.5,abc").output
+    # the old --checkpoint last|best works one more release, with one line; a path is refused in one line
+    old = invoke(*base, "--checkpoint", "best")
+    one_line_error(old, 2, "--score best needs --select-split", after_progress=True)
+    assert old.output.count("note: --checkpoint last|best is now --score last|best") == 1, old.output
+    one_line_error(invoke(*base, "--checkpoint", "runs/toy"), 2, "ablate trains its own runs and takes no checkpoint")
     assert not (tmp_path / "abl").exists() and not (tmp_path / "runs").exists()  # nothing trained

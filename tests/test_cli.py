@@ -189,7 +189,7 @@ def test_a_run_folder_means_best_pt_or_last_pt_with_a_note(run, tmp_path):
     assert drawn.exit_code == 0 and "using its last.pt" in drawn.output, drawn.output
     for command in ("evaluate", "export", "visualize-boundaries"):
         assert "or a run folder (its best.pt; its last.pt, with a note, before the first validation)" in help_text(command)
-    assert "Continue a run: its folder (its last.pt), or a last.pt / iter_<N>.pt file" in help_text("train")
+    assert "Continue a run: its folder (its last.pt), or a last.pt / iter_000500.pt file" in help_text("train")
 
 
 def test_init_from_starts_a_new_run_from_the_weights(run, tmp_path):

@@ -169,7 +169,7 @@ def test_report_writes_the_per_class_table_and_the_confusion_figure(run, tmp_pat
     assert figure is not None and 450 <= figure.shape[0] <= 700 and 550 <= figure.shape[1] <= 850  # 8 classes
     assert figure.std() > 0
     said = output.replace("\n", "")  # rich wraps long paths
-    assert f"{tmp_path / 'report'}/per_class.csv and {tmp_path / 'report'}/confusion.png" in said
+    assert f"{tmp_path / 'report'}/per_class.csv, {tmp_path / 'report'}/confusion.png" in said
     assert not list((tmp_path / "report").glob(".*"))  # written through temporary names
 
 

@@ -40,7 +40,7 @@ def test_checkpoint_and_onnx_write_identical_labels_and_skip_a_corrupt_image(toy
     for result in (by_torch, by_onnx):
         text = " ".join(result.output.split())
         assert result.exit_code == 1, result.output  # one input failed
-        assert "for 4 images" in text and "1 input(s) failed" in text
+        assert "4 images (label" in text and "; 1 input failed" in text
         assert "zz_broken.png: cannot read image" in text
     names = sorted(p.name for p in toy.images.iterdir())
     for sub in ("labels", "colour"):
@@ -73,7 +73,9 @@ def test_video_in_overlay_video_out(toy, tmp_path):
             break
         assert frame.shape == (32, 48, 3)
         count += 1
-    assert count == 8 and "8 video frames" in " ".join(result.output.split())
+    text = " ".join(result.output.split())
+    assert count == 8 and "wrote 9 files to" in text and "1 video of 8 frames (an overlay video and 8 label frames)" \
+        in text, text
     assert not list((tmp_path / "v").glob(".*.tmp*"))
 
 
@@ -117,7 +119,8 @@ def test_folders_are_searched_recursively_and_outputs_never_overwrite_each_other
     shutil.copyfile(sources[3], out / "labels" / "stale.png")
     result = invoke("predict", root, "--checkpoint", toy.checkpoint, "--device", "cpu", "--out", out, "--overlay")
     assert result.exit_code == 0, result.output
-    assert "wrote 9 files for 3 images" in " ".join(result.output.split())
+    assert "wrote 9 files to" in result.output and "3 images (label, colour and overlay PNGs each)" in \
+        " ".join(result.output.split())
     expected = {"a/x.png.png": root / "a" / "x.png", "a/x.jpg.png": root / "a" / "x.jpg",
                 "b/x.png": root / "b" / "x.png"}
     for sub in ("labels", "colour", "overlay"):
@@ -217,11 +220,26 @@ def test_video_frames_in_batches_give_the_labels_of_one_at_a_time(toy, tmp_path,
         result = invoke("predict", clip, "--checkpoint", toy.checkpoint, "--device", "cpu", "--batch-size", size,
                         "--out", tmp_path / str(size))
         assert result.exit_code == 0, result.output
-        assert "5 video frames" in " ".join(result.output.split())
+        assert "1 video of 5 frames" in " ".join(result.output.split())
         assert batches == ([1] * 5 if size == 1 else [4, 1])
         labels[size] = np.stack(drawn)
     assert labels[1].shape == (5, 32, 48) and len(np.unique(labels[1])) >= 2
     np.testing.assert_array_equal(labels[1], labels[4])
+    # each frame's train ids, as PNGs beside the overlay video: the labels the overlay was drawn from
+    frames = sorted((tmp_path / "4" / "labels" / "five_frames").iterdir())
+    assert [p.name for p in frames] == [f"{i:06d}.png" for i in range(5)]
+    np.testing.assert_array_equal(np.stack([cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in frames]), labels[4])
+
+
+def test_video_without_label_frames_and_the_counts_in_the_singular(toy, tmp_path):
+    frames = [cv2.imread(str(p)) for p in sorted(toy.images.iterdir())]
+    write_clip(tmp_path / "one.mp4", frames[:1], 5)
+    result = invoke("predict", tmp_path / "one.mp4", "--checkpoint", toy.checkpoint, "--device", "cpu",
+                    "--no-label-frames", "-o", tmp_path / "p")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "wrote 1 file to" in text and "1 video of 1 frame (an overlay video)" in text, text
+    assert not (tmp_path / "p" / "labels").exists()
 
 
 def test_the_checkpoint_taken_by_default_is_named_with_where_it_comes_from(toy, tmp_path):

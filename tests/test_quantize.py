@@ -63,6 +63,13 @@ def test_int8_passes_its_gate_and_records_both_graphs(trained, tmp_path):
     assert q["images"] == 4 and q["miou_drop"] <= 1.0 and 0.9 <= q["pixel_agreement"] <= 1.0
     assert q["miou_drop"] == pytest.approx((q["float"]["mIoU"] - q["int8"]["mIoU"]) * 100, abs=1e-3)
     assert (q["eval"]["mode"], q["eval"]["crop"]) == ("slide", [16, 24])
+    # printed side by side, in percent: mIoU, aAcc, mAcc, and IoU and accuracy per class (issue 37: only mIoU was)
+    rows = {cells[0]: cells[1:] for line in result.output.splitlines()
+            if (cells := [c.strip() for c in line.strip("│┃ ").split("│")]) and len(cells) >= 3}
+    for key in ("mIoU", "aAcc", "mAcc"):
+        assert rows[key][:2] == [f"{q['float'][key] * 100:.2f}", f"{q['int8'][key] * 100:.2f}"], (key, result.output)
+    for name in q["float"]["IoU"]:
+        assert rows[name] == [f"{q[g][k][name] * 100:.2f}" for k in ("IoU", "Acc") for g in ("float", "int8")], name
     # each graph evaluated like any export scores exactly what the gate measured
     for key, graph in (("float", "m.onnx"), ("int8", "m.int8.onnx")):
         scores = evaluated(tmp_path / graph, data, tmp_path / f"{key}.json")

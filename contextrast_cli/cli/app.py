@@ -3,7 +3,7 @@
 import contextlib
 import inspect
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from typer.core import TyperCommand, TyperGroup, TyperOption
@@ -12,6 +12,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from contextrast_cli import __version__
+from contextrast_cli.cli.options import (  # noqa: F401  (the shared options, also importable from here)
+    CHECKPOINT_HELP, AmpOpt, BatchSizeOpt, CheckpointOpt, ConfigOpt, DataRootOpt, DebugOpt, DeviceOpt, PresetOpt,
+    RunsDirOpt, SetOpt, SplitOpt, checked_sets, out_option)
 from contextrast_cli.errors import ConfigError, ContextrastError, first_line
 
 EXIT_CODES = ("Exit codes: 0 done, 1 failure, 2 bad input (config, data, checkpoint), 3 the loss diverged, "
@@ -35,7 +38,8 @@ class _Tidy:
         for param in self.get_params(ctx):
             if isinstance(param, TyperOption) and param.is_flag:
                 param.metavar = ""  # Typer shows an option's metavar instead of its type
-                param.show_default = False  # "[default: no-force]": the help says what the flag does
+                if not isinstance(param.show_default, str):  # a computed default ("eval.flip") is shown
+                    param.show_default = False  # "[default: no-force]": the help says what the flag does
         return super().format_help(ctx, formatter)
 
 
@@ -61,28 +65,13 @@ class App(typer.Typer):
 app = App(name="contextrast", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
           rich_markup_mode="rich", epilog=EXIT_CODES, cls=Group,
           help="Train semantic segmentation networks with contextual contrastive learning.")
-presets_app = App(no_args_is_help=False, invoke_without_command=True, cls=Group,
-                  help="List presets, or show one resolved.")
-prepare_app = App(no_args_is_help=True, cls=Group, help="Convert a dataset into the prepared layout.")
+presets_app = App(no_args_is_help=False, invoke_without_command=True, cls=Group)
+prepare_app = App(no_args_is_help=True, cls=Group)
 app.add_typer(presets_app, name="presets")
 app.add_typer(prepare_app, name="prepare-data")
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
-
-CHECKPOINT_HELP = ("Checkpoint file, or a run folder (its best.pt; its last.pt, with a note, before the first "
-                   "validation). Default: the newest best.pt under --runs-dir.")
-PresetOpt = Annotated[Optional[str], typer.Option("--preset", "-p", help="Preset name (see `contextrast presets`).")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file laid over the preset.")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override key.path=value (repeatable).")]
-DataRootOpt = Annotated[Optional[Path], typer.Option(
-    "--data-root", help="Prepared dataset folder; it must exist (see `contextrast prepare-data`).")]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto (CUDA when available, the default), cpu, "
-                                                  "cuda or cuda:N.")]
-RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="Folder of run folders (<runs-dir>/<preset>/<time>/).")]
-CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", help=CHECKPOINT_HELP)]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks.")]
-
 
 def renamed(new_value, old_value, old: str, new: str):
     """The value of an option given under its old, hidden spelling (with a note), else the new one's."""
@@ -133,6 +122,45 @@ def root(ctx: typer.Context,
          debug: DebugOpt = False) -> None:
     """Contextrast: CCL + BANE pixel contrastive learning for semantic segmentation."""
     ctx.obj = {"debug": debug}
+
+
+def existing(*targets: Path, recursive: bool = True) -> dict[Path, tuple[int, int]]:
+    """The files a command may replace, as they are now: each target that is a file, and the files
+    below each target that is a folder (with ``recursive``; else those directly in it), with their
+    identity (inode, modification time), which a write-then-rename changes."""
+    found = {}
+    for target in map(Path, targets):
+        files = [target] if target.is_file() else sorted(target.rglob("*") if recursive else target.iterdir()) \
+            if target.is_dir() else []
+        found.update({path: _identity(path) for path in files if path.is_file()})
+    return found
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def note_replaced(before: dict[Path, tuple[int, int]]) -> list[Path]:
+    """The overwrite rule, said in one line: a command replaces the outputs it writes again (except
+    ``prepare-data``'s datasets, which need ``--force``), naming them; returns the replaced files."""
+    replaced = [path for path, identity in before.items() if path.is_file() and _identity(path) != identity]
+    if replaced:
+        names = ", ".join(escape(str(path)) for path in replaced[:3]) + (", ..." if len(replaced) > 3 else "")
+        count = f"{len(replaced)} existing files" if len(replaced) > 1 else "an existing file"
+        err.print(f"[yellow]note:[/] replaced {count}: {names}", soft_wrap=True)
+    return replaced
+
+
+def plural(count: int, word: str) -> str:
+    """``1 file``, ``2 files``."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def group_debug(ctx: typer.Context, debug: bool) -> None:
+    """A group's ``--debug`` (``contextrast prepare-data --debug folder ...``): for every command below it."""
+    root = ctx.find_root()
+    root.obj = {**(root.obj or {}), "debug": bool((root.obj or {}).get("debug")) or debug}
 
 
 def progress() -> Progress:

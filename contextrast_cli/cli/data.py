@@ -6,33 +6,59 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from contextrast_cli.cli.app import DebugOpt, SetOpt, guarded, out, parse_size, prepare_app, presets_app, progress
+from contextrast_cli.cli.app import (DebugOpt, SetOpt, group_debug, guarded, out, out_option, parse_size, prepare_app,
+                                     presets_app, progress)
 
-OutDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Prepared dataset folder to create.")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing --out folder.")]
+OutDirOpt = out_option("Prepared dataset folder to create.")
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing --out folder (a prepared dataset is "
+                                        "an expensive input: it is never replaced without this flag).")]
 
 
 @presets_app.callback()
-def presets_list(ctx: typer.Context, debug: DebugOpt = False) -> None:
-    """List the presets with their one-line descriptions."""
-    if ctx.invoked_subcommand is not None:
-        return
-    from contextrast_cli.config import list_presets, resolve_config
+def presets(ctx: typer.Context, debug: DebugOpt = False) -> None:
+    """List the presets (`presets list`, or `presets` alone), or show one resolved (`presets show NAME`)."""
+    group_debug(ctx, debug)
+    if ctx.invoked_subcommand is None:
+        presets_list(ctx)
 
-    table = Table("preset", "description", title="presets")
+
+@presets_app.command("list")
+def presets_list(ctx: typer.Context, debug: DebugOpt = False) -> None:
+    """List the presets grouped by dataset: ImageNet initialisation and description."""
+    from contextrast_cli.config.catalogue import preset_row, grouped_presets
+
     with guarded(ctx, debug):
-        for name in list_presets():
-            table.add_row(name, resolve_config(preset=name).description)
+        configs = grouped_presets()
+    table = Table("preset", "ImageNet", "description", title="presets, by dataset")
+    table.columns[0].no_wrap = True
+    for index, cfg in enumerate(configs):
+        row = preset_row(cfg)
+        if index == 0 or configs[index - 1].data.dataset != cfg.data.dataset:
+            if index:
+                table.add_section()
+            table.add_row(f"[bold]{row['dataset']}[/]", "", "")
+        table.add_row(f"  {cfg.name}", row["imagenet"], row["description"])
     out.print(table)
+    out.print("ImageNet: model.pretrained (the backbone's ImageNet weights, fetched by torchvision / timm). "
+              "Show one: contextrast presets show NAME")
 
 
 @presets_app.command("show")
-def presets_show(ctx: typer.Context, name: str, overrides: SetOpt = None, debug: DebugOpt = False) -> None:
-    """Print preset NAME fully resolved (defaults filled in) as YAML."""
-    from contextrast_cli.config import resolve_config
+def presets_show(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="NAME", help="A preset name.")],
+                 overrides: SetOpt = None, debug: DebugOpt = False) -> None:
+    """Print preset NAME fully resolved (defaults filled in) as YAML, each value the paper states marked."""
+    from contextrast_cli.config import preset_path, resolve_config
+    from contextrast_cli.config.catalogue import annotated_yaml
 
     with guarded(ctx, debug):
-        print(resolve_config(preset=name, overrides=overrides or []).to_yaml(), end="")
+        preset_path(name, alternative="see `contextrast presets list`")
+        print(annotated_yaml(resolve_config(preset=name, overrides=overrides or [])), end="")
+
+
+@prepare_app.callback()
+def prepare_data(ctx: typer.Context, debug: DebugOpt = False) -> None:
+    """Convert a dataset into the prepared layout."""
+    group_debug(ctx, debug)
 
 
 def _print_dataset(prepared) -> None:
@@ -69,7 +95,7 @@ def _run(ctx: typer.Context, debug: bool, plan_of, out_dir: Path, force: bool) -
 
 def _converter_command(name: str, source_help: str):
     def command(ctx: typer.Context,
-                source: Annotated[Path, typer.Option(help=source_help)],
+                source: Annotated[Path, typer.Option(metavar="DIR", help=source_help)],
                 out_dir: OutDirOpt = Path("data") / name,
                 force: ForceOpt = False,
                 debug: DebugOpt = False) -> None:
@@ -85,7 +111,7 @@ def _register_converters() -> None:
     from contextrast_cli.data.converters import SOURCES
 
     for name, (_, source_help) in SOURCES.items():
-        prepare_app.command(name)(_converter_command(name, f"{source_help}."))
+        prepare_app.command(name)(_converter_command(name, f"{source_help[:1].upper()}{source_help[1:]}."))
 
 
 _register_converters()
@@ -94,22 +120,26 @@ _register_converters()
 @prepare_app.command("folder")
 def prepare_folder(
     ctx: typer.Context,
-    images: Annotated[Path, typer.Option(help="Folder of images (or of <split>/ sub-folders).")],
-    labels: Annotated[Path, typer.Option(help="Folder of label PNGs <image stem><suffix>.png (same sub-folders).")],
-    classes: Annotated[Path, typer.Option(help="One class per line in id order, optionally with its colour "
-                                          "R,G,B: `traffic light 250,170,30`.")],
+    images: Annotated[Path, typer.Option(metavar="DIR", help="Folder of images (or of SPLIT/ sub-folders).")],
+    labels: Annotated[Path, typer.Option(metavar="DIR", help="Folder of label PNGs named IMAGE_STEM + SUFFIX + .png "
+                                         "(same sub-folders).")],
+    classes: Annotated[Path, typer.Option(metavar="FILE", help="One class per line in id order, optionally with its "
+                                          "colour R,G,B: `traffic light 250,170,30`.")],
     out_dir: OutDirOpt = Path("data/folder"),
     split_file: Annotated[Optional[list[str]], typer.Option(
-        "--split-file", help="SPLIT=FILE listing that split's image names, one per line (repeatable).")] = None,
-    val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, help="Without split files or sub-folders: "
-                                                "this share of the images, drawn with --seed, becomes val.")] = 0.1,
-    seed: Annotated[int, typer.Option(help="Seed of the --val-fraction draw.")] = 0,
-    ignore_index: Annotated[int, typer.Option(min=0, max=255, help="Index masks: the unlabelled value "
+        "--split-file", metavar="SPLIT=FILE", help="A file listing that split's image names, one per line "
+        "(repeatable).")] = None,
+    val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9, metavar="F", help="Without split files or "
+                                                "sub-folders: this share of the images, drawn with --seed, becomes "
+                                                "val.")] = 0.1,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of the --val-fraction draw.")] = 0,
+    ignore_index: Annotated[int, typer.Option(min=0, max=255, metavar="N", help="Index masks: the unlabelled value "
                                               "(not a class id).")] = 255,
     reduce_zero_label: Annotated[bool, typer.Option(
         "--reduce-zero-label", help="Index masks: 0 means unlabelled, class k is stored as k+1.")] = False,
-    ignore_color: Annotated[Optional[str], typer.Option(help="Colour masks: R,G,B of unlabelled pixels.")] = None,
-    label_suffix: Annotated[str, typer.Option(help="Label file = <image stem><suffix>.png.")] = "",
+    ignore_color: Annotated[Optional[str], typer.Option(metavar="R,G,B", help="Colour masks: the colour of "
+                                                        "unlabelled pixels.")] = None,
+    label_suffix: Annotated[str, typer.Option(metavar="SUFFIX", help="Label file = IMAGE_STEM + SUFFIX + .png.")] = "",
     force: ForceOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -138,10 +168,11 @@ def prepare_folder(
 def prepare_synthetic_cmd(
     ctx: typer.Context,
     out_dir: OutDirOpt = Path("data/synthetic"),
-    num_train: Annotated[int, typer.Option(min=1, help="Training scenes.")] = 200,
-    num_val: Annotated[int, typer.Option(min=1, help="Validation scenes.")] = 40,
-    size: Annotated[str, typer.Option(help="Scene size HxW.")] = "120x160",
-    seed: Annotated[int, typer.Option(help="Generator seed: the scenes are a pure function of (seed, index).")] = 0,
+    num_train: Annotated[int, typer.Option(min=1, metavar="N", help="Training scenes.")] = 200,
+    num_val: Annotated[int, typer.Option(min=1, metavar="N", help="Validation scenes.")] = 40,
+    size: Annotated[str, typer.Option(metavar="HxW", help="Scene size.")] = "120x160",
+    seed: Annotated[int, typer.Option(metavar="N", help="Generator seed: the scenes are a pure function of (seed, "
+                                      "index).")] = 0,
     force: ForceOpt = False,
     debug: DebugOpt = False,
 ) -> None:

@@ -7,17 +7,19 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from contextrast_cli.cli.app import (CheckpointOpt, DataRootOpt, DebugOpt, RunsDirOpt, app, err, guarded, out,
-                                     parse_size, pick_checkpoint, renamed)
+from contextrast_cli.cli.app import (CheckpointOpt, DataRootOpt, DebugOpt, RunsDirOpt, SetOpt, app, checked_sets, err,
+                                     existing, guarded, note_replaced, out, out_option, parse_size, pick_checkpoint,
+                                     renamed)
+from contextrast_cli.cli.options import EVAL_KEYS
 
 
 OnnxFlagOpt = Annotated[bool, typer.Option("--onnx", hidden=True, help="ONNX, the default and only format.")]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="ONNX file (default: the checkpoint with .onnx); "
-                                                "FILE.json is written beside it.")]
-OpsetOpt = Annotated[int, typer.Option(help="ONNX opset (18 or newer).")]
-SizeOpt = Annotated[Optional[str], typer.Option(help="Traced and verified size HxW (default: the crop).")]
+OutOpt = out_option("ONNX file; FILE.json is written beside it.", "FILE", "the checkpoint with .onnx")
+OpsetOpt = Annotated[int, typer.Option(metavar="N", help="ONNX opset (18 or newer).")]
+SizeOpt = Annotated[Optional[str], typer.Option(metavar="HxW", help="Traced and verified size.",
+                                                show_default="the training crop")]
 DynamicOpt = Annotated[bool, typer.Option("--dynamic/--static", help=(
-    "--dynamic: symbolic batch, height and width (onnxruntime, TensorRT with profiles); --static: fixed 1 x H x W "
+    "Dynamic: symbolic batch, height and width (onnxruntime, TensorRT with profiles); static: fixed 1 x H x W "
     "with every size a constant, no Shape/Gather/Concat chains feeding Resize or Reshape (checked), for runtimes "
     "without dynamic shapes (OpenCV DNN, many embedded runtimes)."))]
 ArgmaxOpt = Annotated[bool, typer.Option("--argmax", help="Output int64 labels (N, H, W), not logits.")]
@@ -28,16 +30,18 @@ HalfOpt = Annotated[bool, typer.Option("--half", help="Also write FILE.fp16.onnx
                                        "float32 input/output) for GPUs, only if it keeps its accuracy on onnxruntime's "
                                        "CUDA provider (--max-miou-drop), so on a CPU machine it needs --no-verify.")]
 QuantizeOpt = Annotated[Optional[str], typer.Option(
-    "--quantize", metavar="int8", help="int8: also write FILE.int8.onnx (onnxruntime static QDQ quantization, per-channel weights, "
-    "calibrated on the dataset's images), only if it keeps its accuracy (--max-miou-drop).")]
-CalibrationSplitOpt = Annotated[str, typer.Option(help="Split whose images calibrate int8.")]
-CalibrationImagesOpt = Annotated[int, typer.Option(help="Calibration images (evenly spread over the split).")]
-VerifyImagesOpt = Annotated[Optional[int], typer.Option(help="int8 (or float16) vs float on this many validation "
-                                                        "images (default: the whole split).")]
-MaxDropOpt = Annotated[float, typer.Option(help="Largest mIoU loss of int8 or float16, in points, that is written "
-                                           "(measured as evaluate --onnx measures it).")]
-ExcludeOpt = Annotated[Optional[str], typer.Option(help="Nodes kept in float, comma-separated (a refused int8 export "
-                                                   "names candidates).")]
+    "--quantize", metavar="int8", help="Also write FILE.int8.onnx (onnxruntime static QDQ quantization, per-channel "
+    "weights, calibrated on the dataset's images), only if it keeps its accuracy (--max-miou-drop); both graphs' "
+    "scores are printed side by side.")]
+CalibrationSplitOpt = Annotated[str, typer.Option(metavar="SPLIT", help="Split whose images calibrate int8.")]
+CalibrationImagesOpt = Annotated[int, typer.Option(metavar="N", help="Calibration images (evenly spread over the "
+                                                   "split).")]
+VerifyImagesOpt = Annotated[Optional[int], typer.Option(metavar="N", help="Validation images int8 (or float16) is "
+                                                        "compared with float on.", show_default="the whole split")]
+MaxDropOpt = Annotated[float, typer.Option(metavar="POINTS", help="Largest mIoU loss of int8 or float16, in points, "
+                                           "that is written (measured as evaluate --onnx measures it).")]
+ExcludeOpt = Annotated[Optional[str], typer.Option(metavar="NODES", help="Nodes kept in float, comma-separated (a "
+                                                   "refused int8 export names candidates).")]
 OldOutputOpt = Annotated[Optional[Path], typer.Option("--output", hidden=True)]
 OldSideOpt = Annotated[Optional[int], typer.Option(min=1, hidden=True)]
 
@@ -49,11 +53,14 @@ def export(ctx: typer.Context, onnx: OnnxFlagOpt = False, checkpoint: Checkpoint
            quantize: QuantizeOpt = None, calibration_split: CalibrationSplitOpt = "train",
            calibration_images: CalibrationImagesOpt = 64, verify_images: VerifyImagesOpt = None,
            max_miou_drop: MaxDropOpt = 1.0, exclude_nodes: ExcludeOpt = None, data_root: DataRootOpt = None,
-           runs_dir: RunsDirOpt = Path("runs"), debug: DebugOpt = False, output: OldOutputOpt = None,
+           overrides: SetOpt = None, runs_dir: RunsDirOpt = Path("runs"), debug: DebugOpt = False,
+           output: OldOutputOpt = None,
            height: OldSideOpt = None, width: OldSideOpt = None) -> None:
     """Export the contrastive-free inference network (no projection heads) to ONNX, verified.
 
     The graph normalises its input itself: feed RGB in [0, 1], or uint8 RGB with --include-preprocessing.
+    --set eval.KEY=VALUE changes the evaluation settings the sidecar records (what evaluate --onnx and the
+    int8 and float16 gates use). Existing files are replaced, with a note.
     """
     from contextrast_cli.export import ExportOptions
     from contextrast_cli.export.gate import GateOptions
@@ -64,14 +71,17 @@ def export(ctx: typer.Context, onnx: OnnxFlagOpt = False, checkpoint: Checkpoint
         out_file = renamed(out_file, output, "--output", "--out")
         h, w = _export_size(size, height, width)
         options = ExportOptions(opset=opset, height=h, width=w, dynamic=dynamic, argmax=argmax,
-                                preprocessing=include_preprocessing, verify=verify)
+                                preprocessing=include_preprocessing, verify=verify,
+                                settings=checked_sets(overrides, EVAL_KEYS, "export"))
         quant = _quantize_options(quantize, calibration_split, calibration_images, verify_images, max_miou_drop,
                                   exclude_nodes, data_root)
         gate = GateOptions(images=verify_images, max_miou_drop=max_miou_drop, data_root=data_root)
         path = pick_checkpoint(checkpoint, runs_dir)
+        before = existing((out_file or path).parent, recursive=False)
         with err.status("exporting") as status:
             report = export_all(path, out_file, options, half, quant, status=status.update, half_gate=gate)
     _print_report(report)
+    note_replaced(before)
 
 
 def _export_size(size: str | None, height: int | None, width: int | None) -> tuple[int | None, int | None]:
@@ -101,7 +111,8 @@ def _print_report(report) -> None:
         checked = _half_check(fp16["verification"])
         out.print(f"[bold green]wrote[/] {escape(str(fp16['path']))} and {escape(fp16['path'].name)}.json; {checked}")
     if report.int8 is not None:
-        out.print(_int8_table(report.int8))
+        for table in _int8_tables(report.int8):
+            out.print(table)
         out.print(f"[bold green]wrote[/] {escape(str(report.int8['path']))} and {escape(report.int8['path'].name)}.json")
 
 
@@ -127,18 +138,30 @@ def _quantize_options(quantize, split, images, verify_images, max_drop, exclude,
                            max_miou_drop=max_drop, exclude_nodes=nodes, data_root=data_root)
 
 
-def _int8_table(report: dict) -> Table:
-    table = Table("graph", f"mIoU ({report['images']} {report['split']} images)", "latency (batch 1, onnxruntime)",
-                  title="int8 vs float")
-    for key in ("float", "int8"):
-        table.add_row(key, f"{report[key]['mIoU'] * 100:.2f}", f"{report[key]['latency_ms']:.1f} ms")
+def _int8_tables(report: dict) -> list[Table]:
+    """int8 against float, side by side, in percent: mIoU, aAcc, mAcc and latency, then per class."""
+    graphs = ("float", "int8")
+    scores = Table("score", *graphs, "int8 - float", title=f"int8 vs float, {report['images']} {report['split']} "
+                   f"images (scores in %)")
+    for key in ("mIoU", "aAcc", "mAcc"):
+        values = [report[g][key] for g in graphs]
+        scores.add_row(key, *(_pct(v) for v in values), _pct(None if None in values else values[1] - values[0], True))
+    latency = [report[g]["latency_ms"] for g in graphs]
+    scores.add_row("latency (batch 1)", *(f"{v:.1f} ms" for v in latency), f"{report['speedup']:.2f}x faster")
     protocol = report["eval"]
     how = (f"scales {','.join(map(str, protocol['scales']))}{' + flip' if protocol['flip'] else ''}, "
            f"{protocol['mode']}")
-    table.caption = (f"drop {report['miou_drop']:.2f} points, pixel agreement {report['pixel_agreement']:.2%}, "
-                     f"int8 {report['speedup']:.2f}x faster; calibrated on {report['calibration_images']} "
-                     f"{report['calibration_split']} images; evaluated as evaluate --onnx does ({how})")
-    return table
+    scores.caption = (f"drop {report['miou_drop']:.2f} points, pixel agreement {report['pixel_agreement']:.2%}; "
+                      f"calibrated on {report['calibration_images']} {report['calibration_split']} images; evaluated "
+                      f"as evaluate --onnx does ({how})")
+    per_class = Table("class", "IoU float", "IoU int8", "Acc float", "Acc int8", title="per class (%)")
+    for name in report["float"]["IoU"]:
+        per_class.add_row(name, *(_pct(report[g][key][name]) for key in ("IoU", "Acc") for g in graphs))
+    return [scores, per_class]
+
+
+def _pct(value: float | None, signed: bool = False) -> str:
+    return "-" if value is None else f"{value * 100:+.2f}" if signed else f"{value * 100:.2f}"
 
 
 def _parameter_table(counts: dict) -> Table:

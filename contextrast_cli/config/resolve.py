@@ -5,6 +5,7 @@ explicit command-line flags. Every problem is reported with its field path and
 the place (file and line, or the override) that set it. No torch import here.
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +27,15 @@ def presets_dir() -> Path:
 
 def list_presets() -> dict[str, Path]:
     """Preset name -> YAML path, sorted by name."""
-    return {path.stem: path for path in sorted(presets_dir().glob("*.yaml"))}
+    return {path.stem: path for path in sorted(presets_dir().glob("*.yaml"), key=lambda path: path.stem)}
 
 
-def preset_path(name: str) -> Path:
-    """The YAML of preset ``name``; a ConfigError listing the presets on a miss."""
+def preset_path(name: str, alternative: str = "or pass your own file with --config FILE.yaml") -> Path:
+    """The YAML of preset ``name``; a ConfigError listing the presets (and ``alternative``) on a miss."""
     presets = list_presets()
     if name not in presets:
-        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(presets)} "
-                          f"(or pass your own file with --config FILE.yaml)")
+        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(presets)}"
+                          + (f" ({alternative})" if alternative else ""))
     return presets[name]
 
 
@@ -44,6 +45,7 @@ def resolve_config(
     overrides: list[str] = (),
     flags: dict[str, Any] | None = None,
     base: dict[str, Any] | None = None,
+    varied: Sequence[str] = (),
 ) -> Config:
     """Merge the sources in precedence order and validate once.
 
@@ -53,6 +55,8 @@ def resolve_config(
         overrides: ``key.path=value`` strings; values are parsed as YAML.
         flags: dotted key -> value from explicit command-line flags (None values skipped).
         base: a starting dict (a checkpoint's resolved config when resuming).
+        varied: ``key.path=value`` strings of an ablation's ``--vary`` axes, laid over ``overrides``
+            and named ``--vary ...`` in errors.
 
     Raises:
         ConfigError: listing every problem with field path and source.
@@ -69,9 +73,10 @@ def resolve_config(
         merge(data, doc, sources, lambda key, p=path, ln=lines: f"{p}:{ln.get(key, 1)}")
     if preset and config_file is None and "name" not in data:
         data["name"] = preset
-    for text in overrides:
-        key, value = parse_override(text)
-        merge(data, _nest(key, value), sources, lambda _, t=text: f"--set {t}")
+    for option, texts in (("--set", overrides), ("--vary", varied)):
+        for text in texts:
+            key, value = parse_override(text, option)
+            merge(data, _nest(key, value), sources, lambda _, o=option, t=text: f"{o} {t}")
     for dotted, value in (flags or {}).items():
         if value is not None:
             merge(data, _nest(tuple(dotted.split(".")), value), sources,
@@ -142,29 +147,49 @@ def _valid_keys(loc: tuple[str, ...]) -> list[str]:
 
 
 
-def with_eval(cfg: Config, overrides: dict[str, Any]) -> Config:
-    """``cfg`` with ``eval.*`` settings replaced (command-line evaluation options), validated.
+def with_overrides(cfg: Config, overrides: Sequence[str] = (), flags: dict[str, Any] | None = None) -> Config:
+    """``cfg`` (a checkpoint's config) with ``--set`` overrides and explicit flags laid over it,
+    validated and reported as ``train``'s are (``resolve_config`` with ``base``).
 
     Raises:
-        ConfigError: an invalid value, naming the ``eval`` field.
+        ConfigError: a bad override or value, naming the ``--set`` or flag that gave it.
     """
-    if not overrides:
+    if not overrides and not any(v is not None for v in (flags or {}).values()):
         return cfg
-    return cfg.model_copy(update={"eval": eval_settings({**cfg.eval.model_dump(mode="json"), **overrides})})
+    return resolve_config(overrides=list(overrides), flags=flags, base=cfg.to_dict())
 
 
-def eval_settings(settings: dict[str, Any]) -> EvalConfig:
-    """A validated ``EvalConfig`` from plain settings (errors name the option, ``--<key>``).
+def with_eval(cfg: Config, overrides: dict[str, Any], sets: Sequence[str] = ()) -> Config:
+    """``cfg`` with ``eval.*`` settings replaced: ``sets`` (``--set eval.key=value``), then the
+    command-line evaluation options ``overrides`` (``{"scales": ...}``), validated.
 
     Raises:
-        ConfigError: an invalid value, naming the ``eval`` field.
+        ConfigError: an invalid value, naming the option or ``--set`` that gave it.
     """
+    return with_overrides(cfg, sets, {f"eval.{key}": value for key, value in overrides.items()})
+
+
+def eval_settings(settings: dict[str, Any], flags: dict[str, Any] | None = None,
+                  sets: Sequence[str] = ()) -> EvalConfig:
+    """A validated ``EvalConfig`` from plain ``settings`` (an ONNX sidecar's), with ``sets``
+    (``--set eval.key=value``) and then ``flags`` (command-line options) laid over; errors name
+    the option (``--<key>``) or ``--set`` that gave a value.
+
+    Raises:
+        ConfigError: an invalid value, naming the ``eval`` field; a ``--set`` outside ``eval.*``.
+    """
+    data: dict[str, Any] = {}
+    sources = Sources()
+    merge(data, {"eval": settings}, sources, lambda key: f"--{key[-1].replace('_', '-')}")
+    for text in sets:
+        key, value = parse_override(text)
+        if key[0] != "eval":
+            raise ConfigError(f"--set {text}: an exported graph has evaluation settings only; give eval.* keys")
+        merge(data, _nest(key, value), sources, lambda _, t=text: f"--set {t}")
+    merge(data, {"eval": flags or {}}, sources, lambda key: f"--{key[-1].replace('_', '-')}")
     try:
-        return _EvalOnly.model_validate({"eval": settings}).eval
+        return _EvalOnly.model_validate(data).eval
     except ValidationError as exc:
-        sources = Sources()
-        for key in settings:
-            sources.record(("eval", key), f"--{key.replace('_', '-')}")
         raise ConfigError(_format_errors(exc, sources)) from None
 
 

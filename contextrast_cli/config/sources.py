@@ -72,8 +72,11 @@ def _collect_lines(node: yaml.Node, prefix: KeyPath, lines: dict[KeyPath, int]) 
         _collect_lines(value_node, key, lines)
 
 
-def parse_override(text: str) -> tuple[KeyPath, Any]:
+def parse_override(text: str, option: str = "--set") -> tuple[KeyPath, Any]:
     """Split ``a.b.c=value`` into a key path and a YAML-parsed value.
+
+    Args:
+        option: the command-line option that gave it, for the error (``--set``, ``--vary``).
 
     Raises:
         ConfigError: no ``=``, an empty key part, or a value that is not YAML.
@@ -81,11 +84,11 @@ def parse_override(text: str) -> tuple[KeyPath, Any]:
     key, sep, raw = text.partition("=")
     parts = tuple(key.strip().split("."))
     if not sep or not all(parts):
-        raise ConfigError(f"--set {text!r}: expected key.path=value, e.g. --set train.iterations=100")
+        raise ConfigError(f"{option} {text!r}: expected key.path=value, e.g. {option} train.iterations=100")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML; quote it") from None
+        raise ConfigError(f"{option} {text!r}: the value is not valid YAML; quote it") from None
     return parts, value
 
 

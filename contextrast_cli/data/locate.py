@@ -31,13 +31,15 @@ def prepare_synthetic(out: Path, params: SyntheticData, *, force: bool = False,
         force=force, on_sample=on_sample)
 
 
-def locate_dataset(cfg: DataConfig, root: Path | None = None) -> PreparedDataset:
+def locate_dataset(cfg: DataConfig, root: Path | None = None,
+                   say: Callable[[str], None] | None = None) -> PreparedDataset:
     """The prepared dataset a config asks for, generating synthetic scenes on first use.
 
     Args:
         cfg: the data section.
         root: explicit ``--data-root``; overrides ``cfg.root`` and the defaults. It must hold a
             prepared dataset: nothing is generated at a path given on the command line.
+        say: told, in one line, when synthetic scenes are generated (where, how many).
 
     Raises:
         DataError: missing data (with the command that prepares it) or a mismatch.
@@ -47,7 +49,11 @@ def locate_dataset(cfg: DataConfig, root: Path | None = None) -> PreparedDataset
         if path.exists() and any(path.iterdir()):
             raise DataError(f"{path} is not empty but has no {DATASET_JSON}; remove it or "
                             f"choose another --data-root for the synthetic scenes")
-        prepare_synthetic(path, cfg.synthetic or SyntheticData())
+        params = cfg.synthetic or SyntheticData()
+        if say is not None:
+            say(f"note: drawing {params.num_train} + {params.num_val} synthetic scenes into {path}/ (first use; "
+                f"no download; reused by later runs)")
+        prepare_synthetic(path, params)
     prepared = read_prepared(path, cfg.dataset)
     _check_synthetic_params(cfg, prepared)
     return prepared

@@ -7,7 +7,7 @@ score two graphs in one pass, with their pixel agreement); its predictions come 
 """
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -117,7 +117,8 @@ def evaluate_split(model: Segmenter, dataset: PreparedDataset, split: str, cfg: 
             float graph against int8 or float16).
 
     Returns:
-        ``confusion_scores`` output plus ``split``, ``num_images``, ``confusion`` (the counts,
+        ``confusion_scores`` output (scores as fractions: ``units`` says so) plus ``split``, ``num_images``,
+        ``confusion`` (the counts,
         rows = ground truth, columns = prediction), ``boundary`` (with ``cfg.boundary``:
         ``BoundaryMeter.compute``) and ``features`` (with ``probe``: ``FeatureSpaceMeter.compute``);
         with ``reference``, also ``reference`` (its own metrics, the same keys) and
@@ -166,7 +167,7 @@ def _results(split: str, num_images: int, runtime: Runtime, meters: SplitMeters,
         if second is not None:
             second.all_reduce()
             torch.distributed.all_reduce(agreement)
-    metrics = {"split": split, "num_images": num_images, **meters.compute(split)}
+    metrics = {"split": split, "num_images": num_images, "units": "fraction", **meters.compute(split)}
     if second is not None:
         agreed, total = agreement.tolist()
         metrics.update(reference={"split": split, "num_images": num_images, **second.compute(split)},
@@ -177,7 +178,7 @@ def _results(split: str, num_images: int, runtime: Runtime, meters: SplitMeters,
 def evaluate_checkpoint(checkpoint: Path, *, split: str | None = None, data_root: Path | None = None,
                         device: str = "auto", amp: bool = False, eval_overrides: dict | None = None,
                         features: bool = False, save_dir: Path | None = None,
-                        on_batch: Callable[[int, int], None] | None = None) -> dict:
+                        on_batch: Callable[[int, int], None] | None = None, settings: Sequence[str] = ()) -> dict:
     """Rebuild the network from a checkpoint and evaluate it on a prepared split.
 
     Args:
@@ -185,6 +186,8 @@ def evaluate_checkpoint(checkpoint: Path, *, split: str | None = None, data_root
         amp: mixed precision as ``train.precision: auto`` picks it (bfloat16 where the GPU has it
             natively, else float16); off: float32 metrics.
         eval_overrides: ``eval.*`` settings laid over the checkpoint's (scales, flip, mode, ...).
+        settings: ``--set eval.key=value`` overrides, laid over the checkpoint's config before
+            ``eval_overrides``.
         features: measure A and U of the encoder taps (and of the projection heads' embeddings
             when the checkpoint has them).
 
@@ -199,7 +202,7 @@ def evaluate_checkpoint(checkpoint: Path, *, split: str | None = None, data_root
     from contextrast_cli.runtime.device import setup_runtime
 
     payload = load_checkpoint(checkpoint)
-    cfg = with_eval(config_from_checkpoint(payload), eval_overrides or {})
+    cfg = with_eval(config_from_checkpoint(payload), eval_overrides or {}, settings)
     runtime = setup_runtime(device, "auto" if amp else "fp32")
     dataset = locate_dataset(cfg.data, data_root)
     check_classes(dataset, payload["dataset"]["classes"], checkpoint)

@@ -5,7 +5,7 @@ The reading side of the export contract lives here (``read_sidecar``, ``SIDECAR_
 ``contextrast_cli.export`` writes what it reads."""
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -62,19 +62,18 @@ def open_session(path: Path, threads: int | None = None, profile_prefix: str | N
         raise ExportError(f"onnxruntime {ort.__version__} cannot load {path}: {first_line(exc)}") from None
 
 
-def onnx_eval_settings(meta: dict, overrides: dict | None = None):
+def onnx_eval_settings(meta: dict, overrides: dict | None = None, settings: Sequence[str] = ()):
     """The ``EvalConfig`` a graph is evaluated under: the sidecar's (the checkpoint's ``eval``) with
-    ``overrides`` laid over; ``--argmax`` graphs at a single scale without flip, as whole images.
+    ``settings`` (``--set eval.key=value``) and then ``overrides`` laid over; ``--argmax`` graphs at a
+    single scale without flip, as whole images.
 
     Raises:
         ConfigError: an invalid override.
     """
     from contextrast_cli.config import eval_settings
 
-    settings = {**meta["eval"], **(overrides or {})}
-    if meta["argmax"]:
-        settings.update(scales=(1.0,), flip=False, mode="whole")
-    return eval_settings(settings)
+    cfg = eval_settings(meta["eval"], overrides, settings)
+    return cfg.model_copy(update=dict(scales=(1.0,), flip=False, mode="whole")) if meta["argmax"] else cfg
 
 
 def graph_sized(images: torch.Tensor, meta: dict) -> torch.Tensor:
@@ -168,11 +167,12 @@ def graph_dataset(path: Path, meta: dict, data_root: Path | None = None):
 
 def evaluate_onnx(path: Path, *, split: str | None = None, data_root: Path | None = None,
                   on_batch: Callable[[int, int], None] | None = None, threads: int | None = None,
-                  eval_overrides: dict | None = None, save_dir: Path | None = None) -> dict:
+                  eval_overrides: dict | None = None, save_dir: Path | None = None,
+                  settings: Sequence[str] = ()) -> dict:
     """Evaluate an exported graph with onnxruntime on a prepared split, as ``evaluate_checkpoint`` does.
 
     Eval settings (split, batch size, scales, flip, mode) come from the sidecar (the
-    checkpoint's config) with ``eval_overrides`` laid over them; ``--argmax`` graphs are
+    checkpoint's config) with ``settings`` (``--set eval.key=value``) and ``eval_overrides`` laid over them; ``--argmax`` graphs are
     evaluated at a single scale without flip, as one whole image. A static graph sees each image
     resized to its export size; the labels are scored at their own size (``OnnxSegmentor``).
 
@@ -185,7 +185,7 @@ def evaluate_onnx(path: Path, *, split: str | None = None, data_root: Path | Non
     path = Path(path)
     meta = read_sidecar(path)
     dataset = graph_dataset(path, meta, data_root)
-    cfg = onnx_eval_settings(meta, eval_overrides)
+    cfg = onnx_eval_settings(meta, eval_overrides, settings)
     model = OnnxSegmentor(path, meta, threads)
     metrics = evaluate_split(model, dataset, split or cfg.split, cfg, Runtime(torch.device("cpu")),
                              on_batch=on_batch, save_dir=save_dir)

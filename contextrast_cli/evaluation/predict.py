@@ -3,14 +3,16 @@ images and videos, through the evaluation's inference path (``evaluation.inferen
 
 Per image ``<out>/labels/<name>.png`` (train ids), ``<out>/colour/<name>.png`` (the palette) and,
 with ``overlay``, ``<out>/overlay/<name>.png`` (the colours blended over the image); per video
-``<out>/<name>_overlay.mp4``; ``<name>`` mirrors the input's path inside the folder given
+``<out>/<name>_overlay.mp4`` and, unless ``label_frames`` is off, each frame's train ids as
+``<out>/labels/<name>_frames/<frame>.png`` (frames numbered from 0, six digits); ``<name>`` mirrors the input's path inside the folder given
 (``evaluation.predict_inputs``). Images of one size and a video's frames are predicted
 ``batch_size`` at a time. Every file is written through a temporary name. An unreadable input is
 reported and skipped; the others are still predicted.
 """
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +37,8 @@ class Predictor:
     classes: list
     device: torch.device
     source: str
+    amp_dtype: torch.dtype | None = None
+    """Autocast dtype of the forward pass (``--amp`` on a GPU); None: float32."""
 
 
 @dataclass
@@ -47,11 +51,15 @@ class PredictReport:
     notes: list[str] = field(default_factory=list)
     images: int = 0
     frames: int = 0
+    videos: int = 0
+    label_frames: int = 0
 
 
 def load_predictor(checkpoint: Path | None, onnx: Path | None, device: str = "auto",
-                   eval_overrides: dict | None = None) -> Predictor:
-    """The network of a checkpoint (on ``device``) or of an exported graph (onnxruntime, CPU).
+                   eval_overrides: dict | None = None, settings: Sequence[str] = (), amp: bool = False) -> Predictor:
+    """The network of a checkpoint (on ``device``; ``amp``: mixed precision on a GPU) or of an
+    exported graph (onnxruntime, CPU), under its evaluation settings with ``settings`` (``--set
+    eval.key=value``) and then ``eval_overrides`` laid over.
 
     Raises:
         CheckpointError / ExportError: unreadable model files. ConfigError: bad evaluation options.
@@ -61,18 +69,18 @@ def load_predictor(checkpoint: Path | None, onnx: Path | None, device: str = "au
         from contextrast_cli.evaluation.onnx import OnnxSegmentor, onnx_eval_settings, read_sidecar
 
         meta = read_sidecar(onnx)
-        return Predictor(OnnxSegmentor(Path(onnx), meta), onnx_eval_settings(meta, overrides),
+        return Predictor(OnnxSegmentor(Path(onnx), meta), onnx_eval_settings(meta, overrides, settings),
                          meta["dataset"]["palette"], meta["dataset"]["classes"], torch.device("cpu"), str(onnx))
     from contextrast_cli.config import with_eval
     from contextrast_cli.models.checkpoint import config_from_checkpoint, load_checkpoint, model_from_checkpoint
     from contextrast_cli.runtime.device import setup_runtime
 
     payload = load_checkpoint(checkpoint)
-    cfg = with_eval(config_from_checkpoint(payload), overrides)
-    runtime = setup_runtime(device, "fp32")
+    cfg = with_eval(config_from_checkpoint(payload), overrides, settings)
+    runtime = setup_runtime(device, "auto" if amp else "fp32")
     model = model_from_checkpoint(payload).to(runtime.device).eval()
     return Predictor(model, cfg.eval, payload["dataset"]["palette"], payload["dataset"]["classes"],
-                     runtime.device, str(checkpoint))
+                     runtime.device, str(checkpoint), runtime.amp_dtype)
 
 
 @torch.no_grad()
@@ -81,7 +89,10 @@ def predict_batch(predictor: Predictor, images: list[np.ndarray]) -> np.ndarray:
     from contextrast_cli.evaluation.inference import predict_probs
 
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255).to(predictor.device)
-    return predict_probs(predictor.model, x, predictor.eval).argmax(1).to(torch.uint8).cpu().numpy()
+    amp = torch.autocast(predictor.device.type, dtype=predictor.amp_dtype) if predictor.amp_dtype else nullcontext()
+    with amp:
+        probs = predict_probs(predictor.model, x, predictor.eval)
+    return probs.argmax(1).to(torch.uint8).cpu().numpy()
 
 
 def predict_image(predictor: Predictor, rgb: np.ndarray) -> np.ndarray:
@@ -109,7 +120,8 @@ def blend(rgb: np.ndarray, colour: np.ndarray, alpha: float = 0.5) -> np.ndarray
 
 
 def predict_files(predictor: Predictor, inputs: list[Input], out_dir: Path, overlay: bool = False,
-                  batch_size: int = 8, on_item: Callable[[Path], None] | None = None) -> PredictReport:
+                  batch_size: int = 8, on_item: Callable[[Path], None] | None = None,
+                  label_frames: bool = True) -> PredictReport:
     """Predict every input (``collect_inputs``' list); failures are collected, not raised.
 
     Consecutive readable images of one size go through inference ``batch_size`` at a time, as do a
@@ -123,7 +135,8 @@ def predict_files(predictor: Predictor, inputs: list[Input], out_dir: Path, over
         if item.is_video:
             write_images(predictor, pending, out_dir, overlay, report, done)
             try:
-                report.written.append(predict_video(predictor, item, out_dir, report, batch_size))
+                report.written.append(predict_video(predictor, item, out_dir, report, batch_size, label_frames))
+                report.videos += 1
             except ContextrastError as exc:
                 report.failed.append((item.path, str(exc)))
             done(item.path)
@@ -190,9 +203,11 @@ def read_frames(capture, batch_size: int):
 
 
 def predict_video(predictor: Predictor, item: Input, out_dir: Path, report: PredictReport,
-                  batch_size: int = 8) -> Path:
+                  batch_size: int = 8, label_frames: bool = True) -> Path:
     """``<out>/<name>_overlay.mp4``: every frame with its prediction blended over it, at the
-    container's frame rate (``frame_rate``; a note in ``report`` when it is unusable).
+    container's frame rate (``frame_rate``; a note in ``report`` when it is unusable); with
+    ``label_frames``, each frame's train ids as ``<out>/labels/<name>_frames/<frame>.png`` too
+    (counted in ``report``).
 
     Raises:
         DataError: OpenCV cannot open the video or write the result.
@@ -200,9 +215,10 @@ def predict_video(predictor: Predictor, item: Input, out_dir: Path, report: Pred
     import cv2
 
     from contextrast_cli.atomic import atomic_write
-    from contextrast_cli.evaluation.writers import colourize
+    from contextrast_cli.evaluation.writers import colourize, write_png
 
     path, target = item.path, Path(out_dir) / item.output
+    frames_dir = Path(out_dir) / "labels" / item.name.with_name(f"{item.name.name}_frames")
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise DataError(f"{path}: cannot read video (not a video OpenCV can decode)")
@@ -221,6 +237,9 @@ def predict_video(predictor: Predictor, item: Input, out_dir: Path, report: Pred
                         if not video.isOpened():
                             raise DataError(f"{target}: OpenCV cannot write an mp4 video here")
                     video.write(cv2.cvtColor(blend(rgb, colourize(pred, predictor.palette)), cv2.COLOR_RGB2BGR))
+                    if label_frames:
+                        report.written.append(write_png(frames_dir / f"{frames:06d}.png", pred))
+                        report.label_frames += 1
                     frames += 1
         finally:
             capture.release()

@@ -38,7 +38,8 @@ class AblationSpec:
             reference of the paired differences.
         seeds: ``train.seed`` values, each trained with every variant.
         folder: the ablation folder (created; an existing one is resumed).
-        checkpoint: ``last`` (default) or ``best`` (needs ``select_split``).
+        checkpoint: the checkpoint of each run scored (``--score``): ``last`` (default) or ``best``
+            (needs ``select_split``).
         split: the split every run is scored on (default: the config's eval.split).
         select_split: the split ``best.pt`` is chosen on (training's validation, ``eval.split``);
             only with ``checkpoint="best"``, and never the scored split.
@@ -57,19 +58,20 @@ class AblationSpec:
     select_split: str | None = None
     data_root: Path | None = None
     device: str | None = None
-    features: bool = True
+    batch_size: int | None = None
+    features: bool = False
     eval_overrides: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"--seeds: give one or more different seeds, got {self.seeds}")
         if self.checkpoint not in CHECKPOINTS:
-            raise ConfigError(f"--checkpoint {self.checkpoint}: choose last (the end of the schedule) or best")
+            raise ConfigError(f"--score {self.checkpoint}: choose last (the end of the schedule) or best")
         if self.checkpoint == "best" and self.select_split is None:
-            raise ConfigError("--checkpoint best needs --select-split SPLIT, the split best.pt is chosen on; it "
-                              "must differ from the scored --split (or score last.pt: --checkpoint last)")
+            raise ConfigError("--score best needs --select-split SPLIT, the split best.pt is chosen on; it "
+                              "must differ from the scored --split (or score last.pt: --score last)")
         if self.checkpoint == "last" and self.select_split is not None:
-            raise ConfigError("--select-split chooses best.pt; it applies with --checkpoint best only")
+            raise ConfigError("--select-split chooses best.pt; it applies with --score best only")
 
     @property
     def variants(self) -> list[Variant]:
@@ -85,11 +87,9 @@ class AblationSpec:
             ConfigError: an axis value that does not validate, named.
         """
         flags = {"data.root": str(self.data_root.resolve()) if self.data_root else None,
-                 "train.device": self.device, "train.seed": seed, "eval.split": self.select_split}
-        try:
-            return resolve_config(self.preset, self.config_file, [*self.overrides, *variant.overrides], flags)
-        except ConfigError as exc:
-            raise ConfigError(f"--vary {', '.join(variant.overrides)}: {exc}") from None
+                 "train.device": self.device, "train.seed": seed, "eval.split": self.select_split,
+                 "train.batch_size": self.batch_size}
+        return resolve_config(self.preset, self.config_file, list(self.overrides), flags, varied=variant.overrides)
 
     def protocol(self, cfg: Config) -> dict:
         """The evaluation settings recorded with (and compared against) each ``evaluation.json``."""
@@ -101,7 +101,7 @@ class AblationSpec:
         if split == self.select_split:
             raise ConfigError(f"--split {split} is the split best.pt is selected on (--select-split): its score "
                               f"would be the maximum over the run's validations; score another split, or "
-                              f"--checkpoint last")
+                              f"--score last")
         return {**settings, "split": split, "features": self.features, "checkpoint": self.checkpoint,
                 "select_split": self.select_split}
 

@@ -70,7 +70,7 @@ def summarize_ablation(results: dict[str, dict], methods: Sequence[str], seeds: 
     by_method = {m: {s: results[run_name(m, s)] for s in seeds} for m in methods}
     baseline = methods[0]
     first = results[run_name(baseline, seeds[0])]
-    summary = {"reference": baseline, "variants": list(methods), "seeds": list(seeds),
+    summary = {"reference": baseline, "variants": list(methods), "seeds": list(seeds), "units": "fraction",
                "split": first.get("split"), "num_images": first.get("num_images"), "scores": {}, "paired": {},
                "per_class": {}, "features": {}}
     for method in methods:

@@ -16,7 +16,8 @@ BN_STATS = ("running_mean", "running_var")
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """What to export. ``height``/``width`` None: the checkpoint's ``data.crop_size``."""
+    """What to export. ``height``/``width`` None: the checkpoint's ``data.crop_size``; ``settings``:
+    ``--set eval.key=value`` laid over the checkpoint's config (the sidecar records the result)."""
 
     opset: int = MIN_OPSET
     height: int | None = None
@@ -25,6 +26,7 @@ class ExportOptions:
     argmax: bool = False
     preprocessing: bool = False
     verify: bool = True
+    settings: tuple[str, ...] = ()
 
     @property
     def size(self) -> tuple[int, int]:

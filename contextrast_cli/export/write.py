@@ -105,6 +105,7 @@ def export_checkpoint(checkpoint: Path, output: Path | None = None,
         CheckpointError: missing or foreign checkpoint. ExportError: bad opset, unwritable
         output, exporter failure. VerificationError: onnxruntime disagrees with PyTorch.
     """
+    from contextrast_cli.config import with_overrides
     from contextrast_cli.models.checkpoint import config_from_checkpoint, load_checkpoint
 
     check_opset(options.opset)
@@ -113,7 +114,7 @@ def export_checkpoint(checkpoint: Path, output: Path | None = None,
     digest = sha256(checkpoint)  # now, not after the export: a training run may replace the file
     output = Path(output) if output is not None else checkpoint.with_suffix(".onnx")
     check_writable(output)
-    cfg = config_from_checkpoint(payload)
+    cfg = with_overrides(config_from_checkpoint(payload), options.settings)
     options = replace(options, height=options.height or cfg.data.crop_size[0],
                       width=options.width or cfg.data.crop_size[1])
     network, counts = inference_network(payload)

@@ -5,6 +5,11 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
 
+def percent(score: float | None) -> str:
+    """A score (a fraction, as the files hold it) as everything printed shows it: ``28.11`` (percent)."""
+    return "n/a" if score is None else f"{score * 100:.2f}"
+
+
 class Reporter:
     """Silent base: the engine calls these hooks; subclasses display them."""
 

@@ -2,7 +2,8 @@
 
 A run folder holds ``last.pt`` (everything needed to resume), ``best.pt`` (the network of the
 best validation, weights only) and the newest ``train.keep_checkpoints`` interval checkpoints
-``iter_<N>.pt`` (resumable, like ``last.pt``). Wherever a command expects a checkpoint, a run
+``iter_<N>.pt`` (resumable, like ``last.pt``; the newest is a hard link to ``last.pt`` while they
+hold the same iteration, so it takes no second copy on disk). Wherever a command expects a checkpoint, a run
 folder stands for ``best.pt`` (``last.pt`` when there is no ``best.pt`` yet), and for
 ``last.pt`` when resuming.
 """
@@ -110,14 +111,37 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
     return stale
 
 
-def copy_file(source: Path, target: Path) -> None:
-    """Copy ``source`` to ``target`` through a temporary name: an interval checkpoint is a file of
-    its own (a hard link would share any later damage to ``last.pt``)."""
+def link_or_copy(source: Path, target: Path) -> str:
+    """``target`` as the same file as ``source`` (a hard link: no second copy on disk), or a copy
+    where the file system refuses links; through a temporary name either way. ``last.pt`` is
+    always replaced by a rename, never rewritten in place, so a linked ``iter_<N>.pt`` keeps its
+    bytes when ``last.pt`` moves on.
+
+    Returns:
+        ``"link"`` or ``"copy"``.
+    """
     import shutil
 
     tmp = target.with_name(f".{target.name}.{os.getpid()}.copy.tmp")
     try:
-        shutil.copyfile(source, tmp)
+        try:
+            os.link(source, tmp)
+            how = "link"
+        except OSError:  # no hard links here (some network and FAT file systems): a copy of its own
+            shutil.copyfile(source, tmp)
+            how = "copy"
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+    return how
+
+
+def disk_usage(folder: Path) -> int:
+    """Bytes the files under ``folder`` take, a file with several names (hard links) counted once."""
+    seen, total = set(), 0
+    for path in Path(folder).rglob("*"):
+        stat = path.lstat()
+        if path.is_file() and not path.is_symlink() and (stat.st_dev, stat.st_ino) not in seen:
+            seen.add((stat.st_dev, stat.st_ino))
+            total += stat.st_size
+    return total

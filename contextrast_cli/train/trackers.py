@@ -1,6 +1,7 @@
 """Experiment trackers beside ``metrics.jsonl``: TensorBoard, MLflow and Weights & Biases
-(``train.loggers``). Each receives the resolved config as flattened parameters, every logged
-term and validation metric at its iteration, and at the end the run's files as artifacts.
+(``train.loggers``). Each receives the resolved config (MLflow and W&B as flattened parameters,
+TensorBoard as text), every logged term and validation metric at its iteration, and at the end the
+run's files (MLflow and W&B as artifacts, TensorBoard its figures as images and the rest as text).
 
 A tracker is the main process's only; one that fails while the run is training (a server down,
 a full disk) costs a warning line and itself, never the run. A missing package is refused
@@ -29,24 +30,48 @@ def flatten(config: dict, prefix: str = "") -> dict[str, Any]:
 
 
 class TensorBoard:
-    """Event files in ``<run>/tensorboard/``; ``purge_step`` hides what a resumed run logs again."""
+    """Event files in ``<run>/tensorboard/``: the config as text (TEXT tab), every metric as a scalar,
+    and when the run ends its figures as images (IMAGES tab: ``files/curves.png`` ...) and its other
+    files as text. ``purge_step`` hides what a resumed run logs again."""
 
-    def __init__(self, run_dir: Path, purge_step: int | None) -> None:
+    def __init__(self, run_dir: Path, purge_step: int | None, config: dict | None = None) -> None:
+        import yaml
         from torch.utils.tensorboard import SummaryWriter
 
-        self.run_id = None
+        self.run_id, self.step = None, purge_step or 0
         self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=purge_step)
+        if config is not None:
+            self.writer.add_text("config", _code(yaml.safe_dump(config, sort_keys=False), "yaml"), self.step)
+            self.writer.flush()
 
     def metrics(self, values: dict[str, float], step: int) -> None:
         for key, value in values.items():
             self.writer.add_scalar(key, value, step)
+        self.step = max(self.step, step)
         self.writer.flush()
 
     def artifacts(self, paths: list[Path]) -> None:
-        """TensorBoard keeps scalars only."""
+        """PNGs as images, the other files as text, at the run's last step, under ``files/<name>``."""
+        import numpy as np
+        from PIL import Image
+
+        for path in map(Path, paths):
+            if path.suffix.lower() == ".png":
+                with Image.open(path) as image:
+                    pixels = np.asarray(image.convert("RGB"))
+                self.writer.add_image(f"files/{path.name}", pixels, self.step, dataformats="HWC")
+            else:
+                text = path.read_text(encoding="utf-8")
+                self.writer.add_text(f"files/{path.name}", _code(text, path.suffix.lstrip(".")), self.step)
+        self.writer.flush()
 
     def close(self, status: str) -> None:
         self.writer.close()
+
+
+def _code(text: str, language: str) -> str:
+    """Markdown for TensorBoard's text tab: a fenced block, so the lines and indentation stay."""
+    return f"```{language}\n{text.rstrip()}\n```"
 
 
 class MLflow:
@@ -166,7 +191,7 @@ class Trackers:
             _require(kind)
         self.warn, self.active = warn, {}
         ids, tags, params = ids or {}, {"run": Path(run_dir).name, **(tags or {})}, flatten(config)
-        makers = {"tensorboard": lambda: TensorBoard(run_dir, purge_step),
+        makers = {"tensorboard": lambda: TensorBoard(run_dir, purge_step, config),
                   "mlflow": lambda: MLflow(name, f"{name}/{Path(run_dir).name}", params, tags, ids.get("mlflow")),
                   "wandb": lambda: WandB(name, run_dir, params, tags, ids.get("wandb"))}
         for kind in kinds:

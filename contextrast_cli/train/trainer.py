@@ -27,7 +27,7 @@ from contextrast_cli.models.checkpoint import describe, save_checkpoint
 from contextrast_cli.train.resume import best_miou_on_disk, check_same_run, init_from
 from contextrast_cli.runtime.device import rng_state, seed_everything, set_rng_state, setup_runtime, shutdown_runtime
 from contextrast_cli.evaluation.evaluator import evaluate_split
-from contextrast_cli.train.reporting import Reporter
+from contextrast_cli.train.reporting import Reporter, percent
 from contextrast_cli.train.runlog import RunLog
 from contextrast_cli.train.signals import EXIT_CODES, StopSignals, signal_name
 from contextrast_cli.train.objective import Objective
@@ -44,6 +44,8 @@ class TrainResult:
     iterations: int
     best_miou: float | None
     final_metrics: dict | None
+    complete: bool = False
+    """It had trained all its iterations before this call (a finished run resumed): nothing was trained."""
 
 
 class _StopValidation(Exception):
@@ -84,7 +86,7 @@ class Trainer:
             raise ConfigError(f"train.batch_size {cfg.train.batch_size} is the global batch and must divide "
                               f"evenly over the {rt.world_size} processes; use a multiple of {rt.world_size}")
         # --data-root arrives as data.root, so checkpoints record it; rank 0 generates synthetic scenes first
-        self.dataset = ddp.main_first(lambda: locate_dataset(cfg.data), rt)
+        self.dataset = ddp.main_first(lambda: locate_dataset(cfg.data, say=self.reporter.message), rt)
         model = build_model(cfg.model, self.dataset.num_classes, cfg.data.mean, cfg.data.std)
         self.model, note = ddp.sync_batchnorm(model, rt, cfg.train.sync_bn)
         with torch.random.fork_rng(devices=[]):  # the heads draw from their own stream, so runs of one seed
@@ -185,6 +187,9 @@ class Trainer:
             CheckpointError: a checkpoint could not be written (the previous one survives).
         """
         rt, total = self.runtime, self.cfg.train.iterations
+        if self.iteration >= total and not self.pending_validation:  # a finished run, resumed: nothing to train
+            self.log.close("FINISHED")
+            return TrainResult(self.run_dir, self.iteration, self.best_miou, self.last_metrics, complete=True)
         procs = f", {rt.world_size} processes x {self.cfg.train.batch_size // rt.world_size} images" \
             if rt.distributed else ""
         self.reporter.message(f"run folder: {self.run_dir}  (device {rt.device}{procs}, precision {rt.precision}, "
@@ -298,8 +303,8 @@ class Trainer:
             for note in self.log.validation(self.iteration, metrics):
                 self.reporter.message(note)
         miou = metrics["mIoU"]
-        self.reporter.message(f"iteration {self.iteration}: {cfg.eval.split} mIoU {miou:.4f}  "
-                              f"aAcc {metrics['aAcc']:.4f}")
+        self.reporter.message(f"iteration {self.iteration}: {cfg.eval.split} mIoU {percent(miou)}  "
+                              f"aAcc {percent(metrics['aAcc'])}")
         if miou is not None and (self.best_miou is None or miou > self.best_miou):
             self.best_miou = miou
             if self.runtime.is_main:
@@ -320,7 +325,7 @@ class Trainer:
         if interval and keep:
             target = self.run_dir / runs.interval_name(self.iteration)
             try:
-                runs.copy_file(path, target)
+                runs.link_or_copy(path, target)  # the same bytes as last.pt: one copy on disk
             except OSError as exc:
                 raise CheckpointError(f"could not write {target}: {exc.strerror or exc}; last.pt is complete; "
                                       f"free space or set train.keep_checkpoints=0") from None

@@ -2,6 +2,7 @@
 image out (the paper's figure 3). ``viz.bane_view`` computes what BANE selects; ``viz.figures``
 draws it."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,16 +70,18 @@ class Loaded:
 
 
 def load_for_visualize(path: Path, device: torch.device, layers: str | None = None,
-                       ratio: float | None = None) -> Loaded:
-    """Rebuild a checkpoint's network; BANE settings from its config unless overridden.
+                       ratio: float | None = None, settings: Sequence[str] = ()) -> Loaded:
+    """Rebuild a checkpoint's network; BANE settings from its config with ``settings`` (``--set
+    contrast.bane.ratio=...``) laid over, unless ``layers`` or ``ratio`` say otherwise.
 
     Raises:
         CheckpointError: missing or unreadable checkpoint. ConfigError: a layer it does not tap.
     """
+    from contextrast_cli.config import with_overrides
     from contextrast_cli.models.checkpoint import config_from_checkpoint, load_checkpoint, model_from_checkpoint
 
     payload = load_checkpoint(path)
-    cfg, data = config_from_checkpoint(payload), payload["dataset"]
+    cfg, data = with_overrides(config_from_checkpoint(payload), settings), payload["dataset"]
     model = model_from_checkpoint(payload).to(device)
     meta = Meta(f"iteration {payload.get('iteration', '?')}", tuple(data["classes"]),
                 colour_table(data["palette"]),
@@ -88,11 +91,17 @@ def load_for_visualize(path: Path, device: torch.device, layers: str | None = No
                   cfg.data)
 
 
+def visualize_dir(checkpoints: list[Path]) -> Path:
+    """Where the figures go without ``--out``: ``visualize/`` beside the last checkpoint."""
+    return Path(checkpoints[-1]).parent / "visualize"
+
+
 def run_label(path: Path) -> str:
-    """``<preset>/<run folder>`` of a checkpoint inside a run folder (``runs/camvid/20261202-1830``,
-    an ablation's ``camvid-lite/none-seed0``), else the file's own name."""
+    """``<preset>/<run folder>/<file>`` of a checkpoint inside a run folder (``camvid/20261202-1830/best.pt``,
+    an ablation's ``camvid-lite/none-seed0/last.pt``), else the file's own name: rows of two files of one
+    run (``iter_000020.pt`` and ``best.pt``, both of iteration 20) are told apart."""
     path = Path(path).resolve()
-    return f"{path.parent.parent.name}/{path.parent.name}" if path.parent.parent.name else path.name
+    return f"{path.parent.parent.name}/{path.parent.name}/{path.name}" if path.parent.parent.name else path.name
 
 
 def gather_inputs(images: list[Path], label: Path | None, split: str | None, num: int,
@@ -136,8 +145,9 @@ def figure(image: np.ndarray, label: np.ndarray | None, loaded: list[Loaded], de
 def visualize_images(images: list[Path], checkpoints: list[Path], *, label: Path | None = None,
                      split: str | None = None, num: int = 4, data_root: Path | None = None,
                      out_dir: Path | None = None, layers: str | None = None, ratio: float | None = None,
-                     style: str = "grid", device: str = "auto") -> list[tuple[Path, str | None]]:
-    """One PNG per image in ``out_dir`` (default: ``visualize/`` beside the last checkpoint).
+                     style: str = "grid", device: str = "auto",
+                     settings: Sequence[str] = ()) -> list[tuple[Path, str | None]]:
+    """One PNG per image in ``out_dir`` (default: ``visualize_dir``), each replacing an older one.
 
     Returns:
         (written PNG, note or None) per image; the note says when BANE had no ground truth.
@@ -152,12 +162,12 @@ def visualize_images(images: list[Path], checkpoints: list[Path], *, label: Path
     if ratio is not None and not 0 < ratio <= 1:
         raise ConfigError(f"--ratio: BANE's ratio must be in (0, 1], got {ratio}")
     runtime = setup_runtime(device, "fp32")
-    loaded = [load_for_visualize(path, runtime.device, layers, ratio) for path in checkpoints]
+    loaded = [load_for_visualize(path, runtime.device, layers, ratio, settings) for path in checkpoints]
     for item in loaded[1:]:
         if item.meta.classes != loaded[0].meta.classes:
             raise ConfigError(f"{item.path} and {loaded[0].path} were trained on different classes")
     pairs = gather_inputs(images, label, split, num, data_root, loaded[0])
-    out_dir = Path(out_dir) if out_dir else Path(checkpoints[-1]).parent / "visualize"
+    out_dir = Path(out_dir) if out_dir else visualize_dir(checkpoints)
     suffix = ("_checkpoints" if len(loaded) > 1 else "") + ("_overlay" if style == "overlay" else "")
     written = []
     for image_path, label_path in pairs:

@@ -13,6 +13,9 @@ NO_LABEL_NOTE = "BANE needs ground truth to select negatives, so only the predic
 NO_LABEL = f"no ground truth: {NO_LABEL_NOTE}"
 MARKER_KEY = ("dots: BANE picks coloured by the anchor class they are pushed away from (= their wrong "
               "prediction); grey x (or pixel): random top-up, union over anchors; white: error outline")
+OVERLAY_KEY = ("markers: BANE picks, one shape per layer, coloured by the anchor class they are pushed away from; "
+               "lines: error boundaries (class colour inside the error, black outside); random top-up not drawn")
+"""What the overlay panels show (no top-up crosses, no white outlines: those are the grid's)."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,7 @@ def draw_overlay(image, pred, label, layers: list[LayerPicks], meta: Meta, name:
     error = None if label is None else error_mask(pred, label)
     title = f"{name}, {meta.title}: " + ("prediction boundaries" if label is None
                                          else "error boundaries + BANE picks")
-    lines = [meta.title, NO_LABEL] if label is None else meta.settings()
+    lines = [meta.title, NO_LABEL] if label is None else [*meta.settings(), OVERLAY_KEY]
     layer_entries = [] if label is None else _layer_entries(layers)
     return compose([[(title, overlay_panel(image, pred, error, layers, meta.table))]],
                    footer=(lines, layer_entries, _class_entries(meta, _present(meta, pred, label))))
@@ -139,6 +142,6 @@ def draw_rows(image, label, results: list[tuple[Meta, np.ndarray, list[LayerPick
         headers.append(header)
         present |= _present(meta, pred, label)
     meta, _, layers = results[-1]
-    lines = [NO_LABEL] if label is None else [meta.settings()[1], MARKER_KEY]
+    lines = [NO_LABEL] if label is None else [meta.settings()[1], OVERLAY_KEY if style == "overlay" else MARKER_KEY]
     entries = _layer_entries(layers, counts=False) if style == "overlay" and label is not None else []
     return compose(rows, headers, footer=(lines, entries, _class_entries(meta, present)))

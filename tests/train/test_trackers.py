@@ -2,6 +2,7 @@
 client / from their own run files; a resumed run continues the same tracker run; a missing
 package and a failing tracker."""
 
+import io
 import json
 import struct
 import sys
@@ -184,3 +185,30 @@ def test_train_tensorboard_is_still_read_as_a_logger(tmp_path):
     from contextrast_cli.config import Config
 
     assert Config.model_validate(old).train.loggers == ["tensorboard"]
+
+
+def test_tensorboard_gets_the_config_as_text_and_the_figures_as_images(tmp_path):
+    """Issue 37: TensorBoard had scalars only, while the README promises every tracker the config and
+    the run's files. Read back with TensorBoard's own EventAccumulator, from `train` as typed."""
+    import numpy as np
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    args = [a for item in [*tiny_overrides(tmp_path), "train.loggers=[tensorboard]"] for a in ("--set", item)]
+    result = invoke("train", "--preset", "toy", *args)
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs" / "toy").iterdir()
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+    text = {tag: events.Tensors(tag)[-1].tensor_proto.string_val[0].decode() for tag in tags["tensors"]}
+    config = text["config/text_summary"]
+    assert config.startswith("```yaml") and "iterations: 4" in config and "method: contextrast" in config
+    assert yaml.safe_load(config.strip("`").removeprefix("yaml")) == yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert json.loads(text["files/validation.json/text_summary"].strip("`").removeprefix("json"))["iteration"] == 4
+    assert "files/per_class.csv/text_summary" in text and "files/config.yaml/text_summary" in text
+    for name in ("curves.png", "confusion.png"):
+        (image,) = events.Images(f"files/{name}")
+        assert image.step == 4
+        logged = np.asarray(Image.open(io.BytesIO(image.encoded_image_string)).convert("RGB"))
+        np.testing.assert_array_equal(logged, np.asarray(Image.open(run_dir / name).convert("RGB")))

@@ -181,8 +181,68 @@ def test_rows_of_two_runs_at_one_iteration_say_which_run_and_method(trained, tmp
     result = invoke("visualize-boundaries", image_path, "--checkpoints", ce_dir / "last.pt", run_dir / "last.pt",
                     "--out", tmp_path / "rows")
     assert result.exit_code == 0, result.output
-    assert headers[0].startswith(f"toy/{ce_dir.name} (none), iteration 2")
-    assert headers[1].startswith(f"toy/{run_dir.name} (contextrast), iteration 2")
+    assert headers[0].startswith(f"toy/{ce_dir.name}/last.pt (none), iteration 2")
+    assert headers[1].startswith(f"toy/{run_dir.name}/last.pt (contextrast), iteration 2")
+
+
+def capture_compose(monkeypatch) -> list[dict]:
+    """Every ``figures.compose`` call's row headers and legend lines, as the figure is drawn."""
+    from contextrast_cli.viz import figures
+
+    calls, original = [], figures.compose
+    monkeypatch.setattr(figures, "compose", lambda rows, heads=None, **kw: calls.append(
+        {"headers": heads or [], "lines": kw["footer"][0]}) or original(rows, heads, **kw))
+    return calls
+
+
+def test_rows_of_two_files_of_one_run_at_one_iteration_name_the_file(trained, tmp_path, monkeypatch):
+    """Issue 37: `--checkpoints iter_000002.pt RUN` gave two rows both titled "iteration 2"."""
+    run_dir, image_path, _ = trained
+    calls = capture_compose(monkeypatch)
+    result = invoke("visualize-boundaries", image_path, "--checkpoints", run_dir / "iter_000002.pt", run_dir,
+                    "-o", tmp_path / "rows", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    first, second = calls[0]["headers"]
+    assert first.startswith(f"toy/{run_dir.name}/iter_000002.pt (contextrast), iteration 2"), first
+    assert second.startswith(f"toy/{run_dir.name}/best.pt (contextrast), iteration 2"), second
+
+
+def test_the_legend_names_only_what_the_panels_draw(trained, tmp_path, monkeypatch):
+    """Issue 37: overlay rows promised grey crosses and white outlines, which only the grid draws."""
+    run_dir, image_path, _ = trained
+    calls = capture_compose(monkeypatch)
+    for style in ("overlay", "grid"):
+        result = invoke("visualize-boundaries", image_path, "--checkpoints", run_dir / "last.pt", run_dir / "best.pt",
+                        "--style", style, "-o", tmp_path / style, "--device", "cpu")
+        assert result.exit_code == 0, result.output
+    result = invoke("visualize-boundaries", image_path, "--checkpoint", run_dir, "--style", "overlay",
+                    "-o", tmp_path / "one", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    overlay_rows, grid_rows, overlay_one = (" ".join(call["lines"]) for call in calls)
+    for text in (overlay_rows, overlay_one):
+        assert "grey" not in text and "white" not in text and "top-up not drawn" in text, text
+    assert "grey x" in grid_rows and "white: error outline" in grid_rows
+
+
+def test_no_arguments_is_one_usage_line(trained, tmp_path, monkeypatch):
+    """Issue 37: it printed a note about the checkpoint taken, then "nothing to draw"."""
+    run_dir, _, _ = trained
+    monkeypatch.chdir(run_dir.parent.parent.parent)  # runs/ holds a best.pt: the note it used to print
+    result = invoke("visualize-boundaries")
+    assert result.exit_code == 2 and "note:" not in result.output, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: nothing to draw") and "contextrast visualize-boundaries IMAGE.png" in line
+
+
+def test_set_changes_the_bane_settings_drawn_and_nothing_else(trained, tmp_path, monkeypatch):
+    run_dir, image_path, _ = trained
+    calls = capture_compose(monkeypatch)
+    result = invoke("visualize-boundaries", image_path, "--checkpoint", run_dir, "--set", "contrast.bane.ratio=0.25",
+                    "-o", tmp_path / "s", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "BANE ratio 0.25 of each error region" in " ".join(calls[0]["lines"])
+    refused = invoke("visualize-boundaries", image_path, "--checkpoint", run_dir, "--set", "model.name=hrnet")
+    assert refused.exit_code == 2 and "--set applies to contrast.bane" in refused.output, refused.output
 
 
 @pytest.mark.parametrize("case, message", [
