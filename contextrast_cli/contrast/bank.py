@@ -37,7 +37,8 @@ class AnchorBank(nn.Module):
         replacing its oldest entry once full. No host synchronisation."""
         rows = torch.arange(self.num_classes, device=self.entries.device)
         current = self.entries[rows, self.head]
-        self.entries[rows, self.head] = torch.where(chosen[:, None], anchors.detach().to(self.entries.dtype), current)
+        new = torch.where(chosen[:, None], anchors.detach().to(self.entries.dtype), current)
+        self.entries = self.entries.index_put((rows, self.head), new)  # a new tensor: a state_dict taken before stays
         step = chosen.long()
         self.head = (self.head + step) % self.size
         self.filled = (self.filled + step).clamp_max(self.size)
@@ -70,8 +71,8 @@ class AnchorBank(nn.Module):
             raise ValueError(f"the saved memory bank has shape {tuple(state['entries'].shape)}, this loss's {shape} "
                              f"(classes, contrast.aa.bank_size, contrast.embed_dim): resume with the same settings")
         device = self.entries.device
-        self.entries = state["entries"].to(device, self.entries.dtype)
-        self.filled, self.head = state["filled"].to(device), state["head"].to(device)
+        self.entries = state["entries"].to(device, self.entries.dtype, copy=True)  # never the source's tensors
+        self.filled, self.head = state["filled"].to(device, copy=True), state["head"].to(device, copy=True)
 
     def _apply(self, fn, recurse=True):
         """``.to()``, ``.cuda()``, ``.double()`` ... move the queues too."""

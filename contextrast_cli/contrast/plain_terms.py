@@ -58,20 +58,22 @@ def plain_terms(loss, embs: list[torch.Tensor], logits: torch.Tensor, target: to
 
 
 @torch.no_grad()
-def _diagnostics_values(anchors, rows, samples: plain.LayerSamples, bane: list[int]):
-    used = [n for n, pos in enumerate(samples.positives) if pos.numel() or samples.negatives[n].numel()]
-    pos = [anchors[n] @ rows[p].T for n, p in enumerate(samples.positives) if p.numel()]
-    neg = [anchors[n] @ rows[q].T for n, q in enumerate(samples.negatives) if q.numel()]
-    mean = lambda parts: torch.cat(parts).mean() if parts else rows.new_zeros(())  # noqa: E731
-    negatives = sum(q.numel() for q in samples.negatives)
-    classes = len([n for n in used if samples.positives[n].numel()])
-    per = max(classes, 1)
-    return classes, sum(bane) / per, (negatives - sum(bane)) / per, mean(pos), mean(neg)
+def _layer_diagnostics(anchors: torch.Tensor, rows: torch.Tensor, samples: plain.LayerSamples,
+                       bane: list[int]) -> list[float]:
+    """One layer's diagnostics as ``layer_terms`` reports them: the classes with positives; BANE
+    picks and top-up negatives per such class; the mean cosine of the positives and of the
+    negatives with their anchor."""
+    classes = sum(1 for pos in samples.positives if pos.numel())
+    negatives = sum(neg.numel() for neg in samples.negatives)
+    cosines = [[anchors[n] @ rows[index].T for n, index in enumerate(part) if index.numel()]
+               for part in (samples.positives, samples.negatives)]
+    pos_sim, neg_sim = (float(torch.cat(c).mean()) if c else 0.0 for c in cosines)
+    per_class = max(classes, 1)
+    return [classes, sum(bane) / per_class, (negatives - sum(bane)) / per_class, pos_sim, neg_sim]
 
 
 def _diagnostics(loss, losses, anchors, embs, samples, bane) -> list[torch.Tensor]:
     """The columns of ``layer_terms`` for the plain path, (I,) each."""
-    values = [_diagnostics_values(a, plain.rows_of(e), s, b) for a, e, s, b in zip(anchors, embs, samples, bane)]
-    weighted = torch.stack([loss.alpha * w * l for w, l in zip(loss.lambdas, losses)])
-    like = weighted.detach()
-    return [weighted] + [torch.stack([torch.as_tensor(v[i], dtype=like.dtype) for v in values]) for i in range(5)]
+    weighted = torch.stack([loss.alpha * w * layer for w, layer in zip(loss.lambdas, losses)])
+    values = [_layer_diagnostics(a, plain.rows_of(e), s, b) for a, e, s, b in zip(anchors, embs, samples, bane)]
+    return [weighted, *(weighted.new_tensor(column) for column in zip(*values))]

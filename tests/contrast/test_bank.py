@@ -52,3 +52,16 @@ def test_the_bank_is_state_not_a_buffer():
     assert fresh.double().entries.dtype == torch.float64  # .to() / .double() move the queues too
     with pytest.raises(ValueError, match=r"the saved memory bank has shape \(3, 2, 4\), this loss's \(3, 5, 4\)"):
         AnchorBank(3, size=5, dim=4).load_state_dict(bank.state_dict())
+
+
+def test_a_state_dict_is_a_snapshot_and_loading_one_copies_it():
+    """Pushing after ``state_dict()`` leaves the taken state as it was, and a bank loaded from
+    another's state never shares its queues (two losses would otherwise push into one bank)."""
+    bank = AnchorBank(2, size=2, dim=3)
+    bank.push(torch.ones(2, 3), torch.tensor([True, True]))
+    state = bank.state_dict()
+    other = AnchorBank(2, size=2, dim=3)
+    other.load_state_dict(state)
+    bank.push(torch.full((2, 3), 2.0), torch.tensor([True, True]))
+    assert state["_extra_state"]["entries"][:, 1].abs().sum() == 0 and other.entries[:, 1].abs().sum() == 0
+    assert bank.entries[:, 1].tolist() == [[2.0] * 3] * 2

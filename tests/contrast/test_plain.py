@@ -162,3 +162,34 @@ def test_the_fast_loss_equals_the_plain_form(case, static_slots, monkeypatch):
     for got, want in zip(fast_param_grads, plain_param_grads):  # the fusion modules' own gradients
         assert want.abs().sum() > 0
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["contextrast", "contextrast++"])
+def test_the_plain_implementation_gives_the_fast_terms_when_every_pixel_is_sampled(method):
+    """``implementation="plain"`` end to end (its own sampling): with caps above every layer's pixel
+    count, both implementations take every pixel of a class as its positives and every other-class
+    pixel as its negatives, whatever their random draws, so the terms must agree (the bank full:
+    its read takes every entry once)."""
+    torch.manual_seed(0)
+    features, logits, target = inputs()
+    settings = dict(SETTINGS, max_positives=500, max_negatives=500)
+    if method == "contextrast++":
+        settings.update(fusion="adaptive", aa=True, lambdas=(0.1, 0.3, 1.0))
+    fast = ContextrastLoss(6, (5, 5, 5), **settings).double()
+    slow = ContextrastLoss(6, (5, 5, 5), implementation="plain", **settings).double()
+    for criterion in (fast, slow):
+        criterion.heads = nn.ModuleList(nn.Identity() for _ in range(3))
+    slow.load_state_dict(fast.state_dict())
+    if fast.aa:
+        for _ in range(4):  # every queue full
+            anchors = F.normalize(torch.randn(6, 5, dtype=torch.float64), dim=1)
+            for criterion in (fast, slow):
+                criterion.bank.push(anchors, torch.ones(6, dtype=torch.bool))
+    ours = fast([f.clone() for f in features], logits, target)
+    theirs = slow([f.clone() for f in features], logits, target)
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        if key.endswith(("_bane", "_topup")):  # how the negatives split between the two may differ
+            continue
+        assert float(ours[key]) == pytest.approx(float(theirs[key]), rel=1e-9, abs=1e-12), key
+    assert float(ours["loss_ccl_l1"]) > 0 and (method == "contextrast" or float(ours["loss_aa"]) > 0)
