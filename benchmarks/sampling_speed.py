@@ -9,6 +9,7 @@ inside objects, as mid-training). The variants run interleaved, ``--repeats`` ti
 through the same loss object (``build_criterion``) the trainer calls (identity projection heads).
 
     python benchmarks/sampling_speed.py [--device cuda] [--repeats 20]
+    python benchmarks/sampling_speed.py --plus-plus --plain      # Contextrast++, and the plain forms
 
 Also printed: ``aten_ops``, the operators each variant dispatches (on a GPU the loss's
 tensors are small enough that kernel launches, not kernels, set the wall time), and
@@ -58,13 +59,20 @@ def inputs(batch: int, height: int, width: int, classes: int, dim: int, device: 
     return [f.to(device).contiguous(memory_format=memory) for f in feats], labels.to(device), logits.to(device)
 
 
-def variants(max_anchors: int | None = None) -> dict[str, ContrastConfig]:
+def variants(max_anchors: int | None = None, plus_plus: bool = False, plain: bool = False) -> dict[str, ContrastConfig]:
     extra = {} if max_anchors is None else {"max_anchors": max_anchors}  # None: the default (older code: none)
-    return {
+    out = {
         "contextrast_4_layers_bane": ContrastConfig(method="contextrast", **extra),
         "contextrast_4_layers_no_bane": ContrastConfig(method="contextrast", bane={"enabled": False}, **extra),
         "pixel_contrast_1_layer": ContrastConfig(method="pixel-contrast", layers=(1,), lambdas=(1.0,)),
     }
+    if plus_plus:  # adaptive fusion + the AA loss (the bank fills over the calls)
+        out["contextrast_plus_plus"] = ContrastConfig(method="contextrast++", **extra)
+    if plain:  # the plain forms (contrast/plain.py, plain_sampling.py)
+        out["contextrast_plain"] = ContrastConfig(method="contextrast", implementation="plain", **extra)
+        if plus_plus:
+            out["contextrast_plus_plus_plain"] = ContrastConfig(method="contextrast++", implementation="plain", **extra)
+    return out
 
 
 def build(cfg: ContrastConfig, feats, logits) -> nn.Module:
@@ -121,6 +129,8 @@ def main() -> None:
                         help="the embeddings' memory layout (the projection heads make channels last)")
     parser.add_argument("--static-slots", action="store_true",
                         help="time the loss with static slots on the CPU too (the GPU's path; default: the device's)")
+    parser.add_argument("--plus-plus", action="store_true", help="also time Contextrast++ (adaptive fusion, AA loss)")
+    parser.add_argument("--plain", action="store_true", help="also time contrast.implementation: plain")
     parser.add_argument("--profile", action="store_true",
                         help="also print each variant's top operators (torch profiler, one more call)")
     args = parser.parse_args()
@@ -128,7 +138,8 @@ def main() -> None:
     height, width = (int(v) for v in args.size.split("x"))
     feats, labels, logits = inputs(args.batch, height, width, args.classes, args.dim, device,
                                    spread=args.spread_classes, layout=args.layout)
-    configs = {name: build(cfg, feats, logits).to(device) for name, cfg in variants(args.max_anchors).items()}
+    chosen = variants(args.max_anchors, args.plus_plus, args.plain)
+    configs = {name: build(cfg, feats, logits).to(device) for name, cfg in chosen.items()}
     for criterion in configs.values():
         if args.static_slots and hasattr(criterion, "static_slots"):
             criterion.static_slots = True
