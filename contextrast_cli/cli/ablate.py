@@ -5,6 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from contextrast_cli.cli.analyze import invocation
 from contextrast_cli.cli.app import (ConfigOpt, DataRootOpt, DebugOpt, DeviceOpt, PresetOpt, SetOpt, app, err,
                                      guarded, out, parse_list)
 
@@ -62,8 +63,8 @@ def ablate(ctx: typer.Context, preset: PresetOpt = None, config: ConfigOpt = Non
                             seeds=parse_list(seeds, int, "--seeds"), folder=folder or Path("runs") / "ablate" /
                             (preset or config.stem), checkpoint=checkpoint, split=split, select_split=select_split,
                             data_root=data_root, device=device, features=features,
-                            eval_overrides={} if boundary is None else {"boundary": boundary})
+                            eval_overrides={} if boundary is None else {"boundary": boundary}, command=invocation(ctx))
         summary = run_ablation(spec, reporter_factory=lambda: RichReporter(err),
                                say=lambda text: err.print(f"[bold]ablate[/] {text}"))
     out.print(markdown(summary))
-    out.print(f"[bold green]done[/]: {spec.folder / 'ablation.md'}, ablation.json, ablation.png")
+    out.print(f"[bold green]done[/]: {spec.folder / 'report.html'}, ablation.md, ablation.json, ablation.png")

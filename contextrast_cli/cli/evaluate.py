@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from contextrast_cli.cli.analyze import invocation
 from contextrast_cli.cli.app import (CheckpointOpt, DataRootOpt, DebugOpt, DeviceOpt, RunsDirOpt, app, err, guarded,
                                      out, parse_list, parse_size, pick_checkpoint, progress)
 
@@ -83,7 +84,8 @@ JsonOpt = Annotated[Optional[Path], typer.Option("--json", help="Also write the 
                                                  "confusion matrix (pixel counts, rows = ground truth).")]
 ReportOpt = Annotated[Optional[Path], typer.Option("--report", metavar="DIR", help="Also write DIR/per_class.csv "
                                                    "(IoU, Acc, boundary IoU, boundary F, pixel share per class) and "
-                                                   "DIR/confusion.png (the confusion matrix, rows normalised).")]
+                                                   "DIR/confusion.png (the confusion matrix, rows normalised) and "
+                                                   "DIR/report.html (one self-contained page).")]
 FeaturesOpt = Annotated[bool, typer.Option("--features", help="Also measure the feature space: intra-class spread A "
                                            "and inter-class separation U at every tapped layer (and of the "
                                            "projection heads of a contrastive checkpoint).")]
@@ -133,7 +135,7 @@ def evaluate(ctx: typer.Context, checkpoint: CheckpointOpt = None, split: SplitO
                                        features=features, **common))
         if json_out:
             atomic_write_text(json_out, json.dumps(metrics, indent=2))
-        note = _write_report(metrics, report) if report is not None else None
+        note = _write_report(metrics, report, invocation(ctx), data_root) if report is not None else None
     if metrics.get("selected_on") == metrics["split"]:
         err.print(f"[yellow]note:[/] this best.pt was chosen by its {metrics['split']} mIoU during training, and is "
                   f"scored on {metrics['split']} again: the score is the best of the run's validations (biased up); "
@@ -144,7 +146,7 @@ def evaluate(ctx: typer.Context, checkpoint: CheckpointOpt = None, split: SplitO
     if save_predictions:
         out.print(f"predictions: {save_predictions}/labels/ and {save_predictions}/colour/")
     if report is not None:
-        out.print(f"report: {report}/per_class.csv" + ("" if note else f" and {report}/confusion.png"))
+        out.print(f"report: {report}/report.html, per_class.csv" + ("" if note else " and confusion.png"))
         if note:
             err.print(f"[yellow]{note}[/]")
 
@@ -158,13 +160,16 @@ def _check_report_folder(folder: Path | None) -> None:
                           f"confusion.png")
 
 
-def _write_report(metrics: dict, folder: Path) -> str | None:
-    """``viz.report.write_report``; DataError when the folder cannot be written."""
+def _write_report(metrics: dict, folder: Path, command: str, data_root: Path | None) -> str | None:
+    """``viz.report.write_report`` and ``report.html``; DataError when the folder cannot be written."""
     from contextrast_cli.errors import DataError
+    from contextrast_cli.experiments.pages import write_evaluation_page
     from contextrast_cli.viz.report import write_report
 
     try:
-        return write_report(metrics, folder)
+        note = write_report(metrics, folder)
+        write_evaluation_page(metrics, folder, command, data_root)
+        return note
     except OSError as exc:
         raise DataError(f"cannot write {folder}/per_class.csv: {exc.strerror or exc}; pass --report a "
                         f"writable folder") from None

@@ -46,6 +46,16 @@ class AnalysisSettings:
     max_distance: int = 8
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        from contextrast_cli.errors import ConfigError
+
+        if not self.sides or any(s < 1 for s in self.sides) or list(self.sides) != sorted(set(self.sides)):
+            raise ConfigError(f"--size-thresholds: expected increasing whole pixels >= 1 such as 16,32,96, got "
+                              f"{','.join(map(str, self.sides))}")
+        if not self.bands or any(b < 1 for b in self.bands) or len(set(self.bands)) != len(self.bands):
+            raise ConfigError(f"--boundary-thresholds: expected different whole pixels >= 1 such as 3,10,20, got "
+                              f"{','.join(map(str, self.bands))}")
+
     def record(self) -> dict:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
 
@@ -135,7 +145,7 @@ def analyze_checkpoint(checkpoint: Path, *, split: str | None = None, data_root:
                "features": probe.meter.compute(dataset.classes), "settings": settings.record(),
                "overrides": list(overrides)}
     numbers.update(_analyses(dataset, metrics, meters))
-    return Analysis(numbers, _tsne(tsne, settings.seed),
+    return Analysis(numbers, _tsne(tsne, settings.seed) if settings.tsne_pixels else {},
                     _cams(model, dataset, split, settings, runtime.device, cfg.contrast.layers))
 
 
