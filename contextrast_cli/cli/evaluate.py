@@ -146,7 +146,8 @@ def evaluate(ctx: typer.Context, checkpoint: CheckpointOpt = None, split: SplitO
     if save_predictions:
         out.print(f"predictions: {save_predictions}/labels/ and {save_predictions}/colour/")
     if report is not None:
-        out.print(f"report: {report}/report.html, per_class.csv" + ("" if note else " and confusion.png"))
+        out.print(f"report: {report}/per_class.csv" + ("" if note else f" and {report}/confusion.png")
+                  + f"; page: {report}/report.html")
         if note:
             err.print(f"[yellow]{note}[/]")
 

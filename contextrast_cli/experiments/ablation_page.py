@@ -4,6 +4,7 @@ chart, each variant's confusion matrix (summed over seeds) and training curves (
 views of every variant's first-seed run side by side, and the plan and reference config."""
 
 import json
+import tempfile
 from pathlib import Path
 
 from contextrast_cli.experiments.axes import Axis, folder_names, grid
@@ -58,7 +59,8 @@ def score_sections(summary: dict, scores: list[tuple[str, str]], what: str, name
 
 def ablation_sections(summary: dict, folder: Path, out: Path, bane_images: int = 2, data_root: Path | None = None,
                       device: str = "auto") -> list[Section]:
-    """Every section of the ablation's page but the command (figures drawn into ``out``)."""
+    """Every section of the ablation's page but the command (figures drawn into ``out``, a scratch
+    folder: the page embeds them)."""
     from contextrast_cli.viz.charts import confusion_chart
 
     _, labels, seeds, names = ablation_runs(folder)
@@ -92,11 +94,13 @@ def write_ablation_page(folder: Path, summary: dict, command: str = "", out: Pat
                         extra: list[Section] = (), bane_images: int = 2, data_root: Path | None = None,
                         device: str = "auto") -> Path:
     """``<out>/report.html`` of an ablation folder (``out`` defaults to the folder), with ``extra``
-    sections (the analyses) after the ablation's own."""
+    sections (the analyses) after the ablation's own. No other file is left beside it."""
     folder = Path(folder)
     out = Path(out or folder)
+    out.mkdir(parents=True, exist_ok=True)
     plan, labels, seeds, names = ablation_runs(folder)
-    sections = ablation_sections(summary, folder, out, bane_images, data_root, device) + list(extra)
+    with tempfile.TemporaryDirectory(prefix="contextrast-report-") as scratch:  # the page embeds its figures
+        sections = ablation_sections(summary, folder, Path(scratch), bane_images, data_root, device) + list(extra)
     config_file = folder / names[(labels[0], seeds[0])] / "config.yaml"
     config = (f"# {ABLATION_PLAN}\n{json.dumps(plan, indent=2)}\n\n# reference run: {config_file}\n"
               + (config_file.read_text(encoding="utf-8") if config_file.is_file() else ""))
