@@ -91,7 +91,7 @@ class TapRecorder(nn.Module):
         return found if found is not None else self.model(images, with_features=True)["features"]
 
 
-class Observer:
+class AnalysisObserver:
     """Feeds each evaluated batch to the meters (``evaluation.evaluator.Observer``)."""
 
     def __init__(self, recorder: TapRecorder, probe: FeatureProbe, meters: dict, tsne: FeatureSpaceMeter) -> None:
@@ -139,7 +139,7 @@ def analyze_checkpoint(checkpoint: Path, *, split: str | None = None, data_root:
     recorder = TapRecorder(model).eval()  # eval_mode restores the mode it finds
     split = split or cfg.eval.split
     metrics = evaluate_split(recorder, dataset, split, cfg.eval, runtime, on_batch=on_batch,
-                             observer=Observer(recorder, probe, meters, tsne))
+                             observer=AnalysisObserver(recorder, probe, meters, tsne))
     numbers = {"checkpoint": str(checkpoint), "iteration": payload.get("iteration"), "method": cfg.contrast.method,
                "dataset": str(dataset.root), "eval": cfg.eval.model_dump(mode="json"), **metrics,
                "features": probe.meter.compute(dataset.classes), "settings": settings.record(),
