@@ -22,6 +22,7 @@ def summary_rows(metrics: dict) -> list[list]:
     rows += [["boundary IoU (mBIoU)", points(edges.get("mBIoU"))], ["boundary F (mBF)", points(edges.get("mBF"))]]
     protocol = metrics.get("eval") or {}
     how = ", ".join(f"{k} {v}" for k, v in protocol.items() if k in ("scales", "flip", "mode") and v is not None)
+    rows += [["ONNX graph", metrics["onnx"]]] if metrics.get("onnx") else []
     rows += [["split", f"{metrics['split']} ({metrics['num_images']} images)"],
              ["checkpoint", f"{metrics.get('checkpoint', '-')} (iteration {metrics.get('iteration', '?')})"],
              ["method", metrics.get("method", "-")], ["inference", how or "-"]]
@@ -104,7 +105,7 @@ def write_evaluation_page(metrics: dict, folder: Path, command: str = "", data_r
     checkpoint's page adds its training curves, BANE views and config (an ONNX graph's has none).
     ``extra``: more sections (the analyses), placed after the confusion matrix."""
     folder = Path(folder)
-    checkpoint = Path(metrics["checkpoint"]) if metrics.get("checkpoint") else None
+    checkpoint = None if metrics.get("onnx") else Path(metrics["checkpoint"])  # a graph's: maybe on another machine
     sections = evaluation_sections(metrics)
     sections.append(figure_section("Confusion matrix", [(folder / "confusion.png", "rows: ground truth, "
                                                          "normalised to 100%")]))

@@ -89,3 +89,14 @@ def test_analyze_writes_the_groups_and_refuses_bad_thresholds(pages, tmp_path):
     run = json.loads((pages / "analysis" / "analysis.json").read_text())["checkpoint"]
     one_line_error(invoke("analyze", run, "--size-thresholds", "32,16"), 2, "--size-thresholds")
     one_line_error(invoke("analyze", tmp_path / "nothing.pt"), 2, "does not exist")
+
+
+def test_an_onnx_evaluation_page_has_no_checkpoint_parts(pages, tmp_path):
+    """``evaluate --onnx --report``: the graph's checkpoint may be on another machine; the page
+    names the graph and leaves out the curves, BANE views and config it cannot rebuild."""
+    from contextrast_cli.experiments.pages import write_evaluation_page
+
+    metrics = json.loads((pages / "evaluation.json").read_text())
+    metrics.update(onnx=str(tmp_path / "best.onnx"), checkpoint="/elsewhere/best.pt")
+    html = write_evaluation_page(metrics, tmp_path, "contextrast evaluate --onnx best.onnx").read_text()
+    assert "ONNX graph" in html and "BANE views" not in html and "Training curves" not in html
