@@ -3,14 +3,16 @@ the same split, side by side in one run (interleaved: each round runs both, in a
 so a shared machine's load hits both alike).
 
     python benchmarks/analyze_overhead.py --checkpoint RUN/last.pt --data-root data/camvid
-                                          [--split val] [--rounds 1] [--out /tmp/analyze-bench]
+                                          [--split val] [--images N] [--rounds 1] [--out /tmp/analyze-bench]
 
 ``evaluate`` is the command's library call (``evaluate_checkpoint``: the metrics with boundary IoU
 and F-score, no report); ``analyze`` is the whole command (``experiments.analyze.analyze``: the same
 evaluation with every analysis on its pass, t-SNE, Grad-CAM, the files and ``report.html`` with its
 BANE views), with its default settings, into a fresh folder each round. The analysis's time is also
 split into its parts (the evaluation pass with the analyses' meters, t-SNE, Grad-CAM, the files and
-the page), timed by wrapping those functions.
+the page), timed by wrapping those functions. ``--images N`` times both on N images evenly spread over
+the split (a copy of the prepared dataset holding only them: ``dataset.json`` keeps the training
+split's class counts), for a machine too busy for the whole split.
 """
 
 import argparse
@@ -60,14 +62,34 @@ def timed_parts(seconds: dict[str, float]):
             setattr(module, attr, saved[name])
 
 
+def subset(root: Path, split: str, images: int, folder: Path) -> Path:
+    """A prepared dataset at ``folder`` with ``images`` of ``split`` evenly spread (links to the files)."""
+    from contextrast_cli.data.prepared import DATASET_JSON, list_pairs
+    from contextrast_cli.evaluation.evaluator import spread
+
+    shutil.rmtree(folder, ignore_errors=True)
+    pairs = list_pairs(root, split)
+    for index in spread(len(pairs), images):
+        for path, kind in zip(pairs[index], ("images", "labels")):
+            (folder / split / kind).mkdir(parents=True, exist_ok=True)
+            (folder / split / kind / path.name).symlink_to(path.resolve())
+    meta = json.loads((root / DATASET_JSON).read_text())
+    meta["splits"] = {split: images}
+    (folder / DATASET_JSON).write_text(json.dumps(meta))
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--data-root", type=Path, required=True)
     parser.add_argument("--split", default="val")
+    parser.add_argument("--images", type=int, help="only this many images of the split, evenly spread")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("/tmp/analyze-bench"))
     args = parser.parse_args()
+    if args.images:
+        args.data_root = subset(args.data_root, args.split, args.images, args.out.with_name(args.out.name + "-data"))
     times: dict[str, list[float]] = {"evaluate": [], "analyze": []}
     parts: dict[str, float] = {}
     for round_ in range(args.rounds):

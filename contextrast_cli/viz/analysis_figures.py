@@ -71,19 +71,18 @@ def tsne_chart(tsne: dict[int, tuple[np.ndarray, np.ndarray]], classes: Sequence
 
 def gradcam_grid(cams: list[tuple[str, np.ndarray, list[int], dict[int, np.ndarray]]], classes: Sequence[str],
                  path: Path, title: str = "") -> Path | None:
-    """One row per (image, class): the image, then the class's Grad-CAM map over it at each layer
+    """One row per image and layer: the image, then each class's Grad-CAM map over it
     (``pytorch_grad_cam.utils.image.show_cam_on_image``: jet, red = high)."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
     rows = []
     for name, image, chosen, maps in cams:
         base = image.astype(np.float32) / 255
-        for row, c in enumerate(chosen):
-            panels = [(f"{name}: {classes[c]}", image)]
-            panels += [(f"layer {layer}", show_cam_on_image(base, layer_maps[row], use_rgb=True))
-                       for layer, layer_maps in sorted(maps.items())]
-            rows.append(panels)
+        for layer, layer_maps in sorted(maps.items()):
+            rows.append([(f"{name}", image)] + [(f"{classes[c]} (layer {layer})",
+                                                 show_cam_on_image(base, layer_maps[row], use_rgb=True))
+                                                for row, c in enumerate(chosen)])
     if not rows:
         return None
-    lines = [title or "Grad-CAM per class (target: the class's logits summed over its predicted pixels)"]
+    lines = [title or "Grad-CAM per class: the class's logits summed over its predicted pixels, traced to the layer"]
     return write_png(path, compose(rows, footer=(lines,)))

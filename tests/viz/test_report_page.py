@@ -86,6 +86,8 @@ def test_analyze_writes_the_groups_and_refuses_bad_thresholds(pages, tmp_path):
                                                       for c in members}
     assert {r["class"]: int(r["train pixels"]) for r in rows} == numbers["groups"]["train_pixels"]
     assert numbers["groups"]["note"] is None  # the synthetic generator recorded its class pixels
+    metrics = json.loads((pages / "evaluation.json").read_text())  # the same checkpoint, evaluated alone
+    assert numbers["confusion"] == metrics["confusion"] and numbers["boundary"] == metrics["boundary"]
     run = json.loads((pages / "analysis" / "analysis.json").read_text())["checkpoint"]
     one_line_error(invoke("analyze", run, "--size-thresholds", "32,16"), 2, "--size-thresholds")
     one_line_error(invoke("analyze", tmp_path / "nothing.pt"), 2, "does not exist")

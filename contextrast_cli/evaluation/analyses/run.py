@@ -33,7 +33,8 @@ class AnalysisSettings:
         bands: boundary band half-widths (pixels).
         tsne_pixels: pixels per layer in the t-SNE sample (about equal per class, seeded).
         gradcam_images: images (seeded choice) that get Grad-CAM maps.
-        gradcam_classes: classes per image (the largest predicted regions first).
+        gradcam_classes: classes per image (the largest predicted regions first), each mapped at
+            the deepest layer the loss taps.
         max_distance: the first distance (layer cells) of the similarity curve's last, open bin.
         seed: seeds every sample.
     """
@@ -146,7 +147,7 @@ def analyze_checkpoint(checkpoint: Path, *, split: str | None = None, data_root:
                "overrides": list(overrides)}
     numbers.update(_analyses(dataset, metrics, meters))
     return Analysis(numbers, _tsne(tsne, settings.seed) if settings.tsne_pixels else {},
-                    _cams(model, dataset, split, settings, runtime.device, cfg.contrast.layers))
+                    _cams(model, dataset, split, settings, runtime.device, (max(cfg.contrast.layers),)))
 
 
 def _analyses(dataset, metrics: dict, meters: dict) -> dict:
