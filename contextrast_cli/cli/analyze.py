@@ -5,8 +5,8 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
+from typer.core import TyperArgument
 
 from contextrast_cli.cli.app import DataRootOpt, DebugOpt, DeviceOpt, SetOpt, app, err, guarded, out, parse_list, progress
 
@@ -23,7 +23,7 @@ def invocation(ctx: typer.Context) -> str:
         if value is None or value == param.default or param.name == "debug" or value in ((), []):
             continue
         values = list(value) if isinstance(value, (list, tuple)) and getattr(param, "multiple", False) else [value]
-        if isinstance(param, click.Argument):
+        if isinstance(param, TyperArgument):
             parts += [str(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
         elif getattr(param, "is_flag", False) and isinstance(value, bool):
             parts.append(param.opts[0] if value else (param.secondary_opts or [f"--no-{param.name}"])[0])
