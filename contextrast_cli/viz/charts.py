@@ -36,12 +36,12 @@ def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
 
 
 FEW_POINTS = 3
-"""A series of at most this many points has each value written beside its marker."""
+"""A series of at most this many points is drawn with large markers (one point: its value written too)."""
 
 
 def _panel(ax, records: list[dict], keys: Sequence[str], title: str, ylabel: str) -> None:
     """One panel: a line per key over whole iterations, its y label, the legend below the axes (never
-    over a curve); a series of few points (a single validation) has large markers with its values."""
+    over a curve); a series of few points has large markers, a single point (one validation) its value."""
     from matplotlib.ticker import MaxNLocator
 
     for key in keys:
@@ -50,11 +50,11 @@ def _panel(ax, records: list[dict], keys: Sequence[str], title: str, ylabel: str
             continue
         few = len(xs) <= FEW_POINTS
         line, = ax.plot(xs, ys, label=key, marker="o" if len(xs) < 30 else None, markersize=7 if few else 3)
-        for x, y in zip(xs, ys) if few else ():
+        for x, y in zip(xs, ys) if len(xs) == 1 else ():  # a lone point says its value
             ax.annotate(f"{y:.4g}", (x, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8,
                         color=line.get_color())
-    if any(len(_series(records, key)[0]) <= FEW_POINTS for key in keys):
-        ax.margins(y=0.25)  # room for the values written above the markers
+    if any(len(_series(records, key)[0]) == 1 for key in keys):
+        ax.margins(y=0.25)  # room for the value written above the marker
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("iteration")
     ax.set_ylabel(ylabel)
