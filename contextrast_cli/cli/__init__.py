@@ -3,7 +3,7 @@
 ``app`` lives in ``cli.app``; importing this package registers every command on it.
 """
 
-from contextrast_cli.cli import ablate, data, evaluate, export, predict, train, visualize  # noqa: F401  (register commands)
+from contextrast_cli.cli import ablate, analyze, data, evaluate, export, predict, train, visualize  # noqa: F401  (register commands)
 from contextrast_cli.cli.app import app
 
 

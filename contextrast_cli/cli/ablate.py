@@ -5,6 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from contextrast_cli.cli.analyze import invocation
 from contextrast_cli.cli.app import (BatchSizeOpt, ConfigOpt, DataRootOpt, DebugOpt, DeviceOpt, PresetOpt, SetOpt,
                                      SplitOpt, app, err, existing, guarded, note_replaced, out, out_option, parse_list,
                                      renamed)
@@ -61,12 +62,13 @@ def ablate(ctx: typer.Context, preset: PresetOpt = None, config: ConfigOpt = Non
                             folder=folder or Path("runs") / "ablate" / (preset or config.stem),
                             checkpoint=_score(score, checkpoint), split=split, select_split=select_split,
                             data_root=data_root, device=device, batch_size=batch_size, features=features,
-                            eval_overrides={} if boundary is None else {"boundary": boundary})
+                            eval_overrides={} if boundary is None else {"boundary": boundary},
+                            command=invocation(ctx))
         before = existing(*(spec.folder / f"ablation.{suffix}" for suffix in ("json", "md", "png")))
         summary = run_ablation(spec, reporter_factory=lambda: RichReporter(err),
                                say=lambda text: err.print(f"[bold]ablate[/] {text}"))
     out.print(markdown(summary))
-    out.print(f"[bold green]done[/]: {spec.folder / 'ablation.md'}, ablation.json, ablation.png")
+    out.print(f"[bold green]done[/]: {spec.folder / 'report.html'}, ablation.md, ablation.json, ablation.png")
     note_replaced(before)
 
 

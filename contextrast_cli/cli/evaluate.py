@@ -13,6 +13,7 @@ from contextrast_cli.cli.app import (AmpOpt, BatchSizeOpt, CheckpointOpt, DataRo
                                      SetOpt, SplitOpt, app, checked_sets, err, existing, guarded, note_replaced, out,
                                      out_option, parse_list, parse_size, pick_checkpoint, progress)
 from contextrast_cli.cli.options import EVAL_KEYS
+from contextrast_cli.cli.analyze import invocation
 
 ScalesOpt = Annotated[Optional[str], typer.Option(
     "--scales", metavar="S1,S2,...", help="Test scales, e.g. 0.75,1.0,1.25, relative to eval.base_size when set.",
@@ -115,7 +116,8 @@ JsonOpt = Annotated[Optional[Path], typer.Option(
     "truth); scores as fractions.", show_default="OUT/metrics.json with -o")]
 ReportOpt = Annotated[Optional[Path], typer.Option(
     "--report", metavar="DIR", help="DIR/per_class.csv (IoU, Acc, boundary IoU, boundary F, pixel share per class, "
-    "fractions) and DIR/confusion.png (the confusion matrix, rows normalised).", show_default="OUT with -o")]
+    "fractions), DIR/confusion.png (the confusion matrix, rows normalised) and DIR/report.html (one "
+    "self-contained page).", show_default="OUT with -o")]
 FeaturesOpt = Annotated[bool, typer.Option("--features", help="Also measure the feature space: intra-class spread A "
                                            "and inter-class separation U at every tapped layer (and of the "
                                            "projection heads of a contrastive checkpoint).")]
@@ -162,7 +164,7 @@ def evaluate(ctx: typer.Context, checkpoint: CheckpointOpt = None, onnx: OnnxFil
         metrics = (evaluate_onnx(onnx, **common) if onnx is not None else
                    evaluate_checkpoint(pick_checkpoint(checkpoint, runs_dir), device=device or "auto", amp=amp,
                                        features=features, **common))
-        note = _write_outputs(metrics, outputs)
+        note = _write_outputs(metrics, outputs, invocation(ctx), data_root)
     _print_results(metrics, outputs, note)
     note_replaced(before)
 
@@ -177,7 +179,7 @@ class Outputs:
 
     def files(self) -> list[Path]:
         """What may be replaced (every file below the predictions folder, too)."""
-        report = [self.report / "per_class.csv", self.report / "confusion.png"] if self.report else []
+        report = [self.report / name for name in ("per_class.csv", "confusion.png", "report.html")] if self.report else []
         return [p for p in (self.json, *report, self.predictions) if p is not None]
 
 
@@ -196,13 +198,14 @@ def _check_inputs(onnx: Path | None, checkpoint: Path | None, features: bool, am
                   "float32 by onnxruntime on the CPU")
 
 
-def _write_outputs(metrics: dict, outputs: Outputs) -> str | None:
-    """The JSON and the report as asked; the report's note when a figure could not be drawn."""
+def _write_outputs(metrics: dict, outputs: Outputs, command: str, data_root: Path | None) -> str | None:
+    """The JSON and the report (its files and page) as asked; the report's note when a figure could not
+    be drawn."""
     from contextrast_cli.atomic import atomic_write_text
 
     if outputs.json:
         atomic_write_text(outputs.json, json.dumps(metrics, indent=2))
-    return _write_report(metrics, outputs.report) if outputs.report is not None else None
+    return _write_report(metrics, outputs.report, command, data_root) if outputs.report is not None else None
 
 
 def _print_results(metrics: dict, outputs: Outputs, note: str | None) -> None:
@@ -216,7 +219,8 @@ def _print_results(metrics: dict, outputs: Outputs, note: str | None) -> None:
         out.print(features_table(metrics["features"]))
     written = [str(outputs.json)] if outputs.json else []
     if outputs.report is not None:
-        written += [f"{outputs.report}/per_class.csv"] + ([] if note else [f"{outputs.report}/confusion.png"])
+        written += [f"{outputs.report}/per_class.csv"] + ([] if note else [f"{outputs.report}/confusion.png"]) + \
+            [f"{outputs.report}/report.html"]
     if outputs.predictions:
         written += [f"{outputs.predictions}/labels/", f"{outputs.predictions}/colour/"]
     if written:
@@ -234,13 +238,16 @@ def _check_report_folder(folder: Path | None) -> None:
                           f"confusion.png")
 
 
-def _write_report(metrics: dict, folder: Path) -> str | None:
-    """``viz.report.write_report``; DataError when the folder cannot be written."""
+def _write_report(metrics: dict, folder: Path, command: str, data_root: Path | None) -> str | None:
+    """``viz.report.write_report`` and ``report.html``; DataError when the folder cannot be written."""
     from contextrast_cli.errors import DataError
+    from contextrast_cli.experiments.pages import write_evaluation_page
     from contextrast_cli.viz.report import write_report
 
     try:
-        return write_report(metrics, folder)
+        note = write_report(metrics, folder)
+        write_evaluation_page(metrics, folder, command, data_root)
+        return note
     except OSError as exc:
         raise DataError(f"cannot write {folder}/per_class.csv: {exc.strerror or exc}; pass --report a "
                         f"writable folder") from None

@@ -195,9 +195,33 @@ def _describe(name, classes, palette, counts, hist, source) -> dict:
         "ignore_index": IGNORE_INDEX,
         "splits": counts,
         "class_frequencies": {c: round(int(n) / total, 6) for c, n in zip(classes, known)},
+        "class_pixels": {c: int(n) for c, n in zip(classes, known)},
         "ignored_fraction": round(int(hist[IGNORE_INDEX]) / max(int(hist.sum()), 1), 6),
         "source": source,
     }
+
+
+def train_pixel_counts(dataset: PreparedDataset) -> tuple[np.ndarray, str | None]:
+    """(K,) int64 labelled pixels of each class in the training split: ``class_pixels`` of
+    ``dataset.json`` (written by ``prepare-data`` and the synthetic generator), or, for a dataset
+    prepared before they were recorded, the train labels counted once here, with a note.
+
+    Raises:
+        DataError: no record and no train split to count.
+    """
+    stored = dataset.meta.get("class_pixels")
+    if isinstance(stored, dict) and list(stored) == list(dataset.classes):
+        return np.asarray([int(stored[name]) for name in dataset.classes], np.int64), None
+    hist = np.zeros(256, np.int64)
+    pairs = list_pairs(dataset.root, "train")
+    for _, path in pairs:
+        label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if label is None or label.ndim != 2:
+            raise DataError(f"{path}: not a readable single-channel label PNG; re-run prepare-data --force")
+        hist += np.bincount(label.ravel(), minlength=256)
+    return hist[: dataset.num_classes], (f"{dataset.root}/{DATASET_JSON} does not record the training split's "
+                                         f"class pixels (prepared before they were); counted its {len(pairs)} "
+                                         f"train labels instead (re-run prepare-data --force to store them)")
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:

@@ -3,7 +3,8 @@
 ``evaluator`` (a split, a checkpoint), ``onnx`` (an exported graph run and evaluated; the
 sidecar's reader), ``writers`` (prediction PNGs) and ``predict`` (the ``predict`` command's
 engine: checkpoints or graphs on people's own images and videos) with ``predict_inputs`` (the
-files it reads and the names of their outputs).
+files it reads and the names of their outputs), and ``analyses`` (the papers' analyses on the same
+evaluation pass: class groups, object sizes, boundary bands, anchor similarity, Grad-CAM, t-SNE).
 
 May import: contrast, models, data, runtime, config, errors, atomic (never train, viz, export,
 experiments or cli).

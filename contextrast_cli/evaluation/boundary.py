@@ -95,6 +95,27 @@ def _matched(points: torch.Tensor, classes: torch.Tensor, targets: torch.Tensor,
     return hit
 
 
+def band_counts(pred: torch.Tensor, target: torch.Tensor, radius: int,
+                num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Boundary IoU counts of one image: per class, the pixels in both the truth's and the
+    prediction's band of half-width ``radius`` pixels (the module's band pixels, d = ``radius``)
+    and the pixels in either.
+
+    Args:
+        pred, target: (H, W) int64 train ids (``target`` also ``IGNORE_INDEX``).
+
+    Returns:
+        (K,) intersections and (K,) unions, int64.
+    """
+    k = num_classes
+    valid = target != IGNORE_INDEX  # both maps are read only here
+    gt_band = valid & _differs(target, valid, radius, True)  # a pixel is in its own label's band, no other's
+    pr_band = valid & _differs(pred, valid, radius, True)
+    both = gt_band & pr_band & (target == pred)
+    inter = torch.bincount(target[both], minlength=k)[:k]
+    return inter, torch.bincount(target[gt_band], minlength=k)[:k] + torch.bincount(pred[pr_band], minlength=k)[:k] - inter
+
+
 class BoundaryMeter:
     """Per-class boundary IoU and boundary F-score counts over a dataset.
 
@@ -121,13 +142,7 @@ class BoundaryMeter:
         k, counts = self.num_classes, self.counts
         pred, target = pred.long(), target.long()
         valid = target != IGNORE_INDEX  # both maps are read only here
-        d = band_radius(self.width, *target.shape)
-        gt_band = valid & _differs(target, valid, d, True)  # a pixel is in its own label's band, no other's
-        pr_band = valid & _differs(pred, valid, d, True)
-        both = gt_band & pr_band & (target == pred)
-        gt_n = torch.bincount(target[gt_band], minlength=k)[:k]
-        pr_n = torch.bincount(pred[pr_band], minlength=k)[:k]
-        inter = torch.bincount(target[both], minlength=k)[:k]
+        inter, union = band_counts(pred, target, band_radius(self.width, *target.shape), k)
         gt_edge = valid & _differs(target, valid, 1, False)  # contour pixels, all labelled
         pr_edge = valid & _differs(pred, valid, 1, False)
         r = band_radius(self.tolerance, *target.shape)
@@ -135,7 +150,7 @@ class BoundaryMeter:
         pr_hit = _matched(torch.nonzero(pr_edge), pr_cls, torch.where(gt_edge, target, -1), r)
         gt_hit = _matched(torch.nonzero(gt_edge), gt_cls, torch.where(pr_edge, pred, -1), r)
         counts[0] += inter
-        counts[1] += gt_n + pr_n - inter
+        counts[1] += union
         counts[2] += torch.bincount(pr_cls[pr_hit], minlength=k)[:k]
         counts[3] += torch.bincount(pr_cls, minlength=k)[:k]
         counts[4] += torch.bincount(gt_cls[gt_hit], minlength=k)[:k]

@@ -27,6 +27,9 @@ from contextrast_cli.evaluation.metrics import confusion_matrix, confusion_score
 from contextrast_cli.evaluation.writers import PredictionWriter
 from contextrast_cli.errors import DataError
 
+Observer = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
+"""Sees every evaluated batch: (images (B, 3, H, W), labels (B, H, W), prediction (B, H, W))."""
+
 
 class SplitMeters:
     """Everything a split's predictions are counted into: the confusion matrix, the boundary
@@ -103,7 +106,7 @@ def spread(count: int, images: int | None) -> list[int]:
 def evaluate_split(model: Segmenter, dataset: PreparedDataset, split: str, cfg: EvalConfig,
                    runtime: Runtime, workers: int = 0, on_batch: Callable[[int, int], None] | None = None,
                    probe: FeatureProbe | None = None, save_dir: Path | None = None, images: int | None = None,
-                   reference: Segmenter | None = None) -> dict:
+                   reference: Segmenter | None = None, observer: Observer | None = None) -> dict:
     """Metrics of ``model`` (a network, or a callable as in ``predict_probs``) on one split,
     under ``runtime``'s precision (float32 unless it has an autocast dtype). With several
     processes each takes every ``world_size``-th image and the counts are summed: every
@@ -115,6 +118,8 @@ def evaluate_split(model: Segmenter, dataset: PreparedDataset, split: str, cfg: 
         images: evaluate this many images evenly spread over the split (default: all of them).
         reference: a second model scored on the same images in the same pass (an accuracy gate:
             float graph against int8 or float16).
+        observer: called with each batch's images, labels and prediction (B, H, W) after they are
+            counted (the analyses of ``evaluation.analyses`` ride on this pass).
 
     Returns:
         ``confusion_scores`` output (scores as fractions: ``units`` says so) plus ``split``, ``num_images``,
@@ -139,6 +144,8 @@ def evaluate_split(model: Segmenter, dataset: PreparedDataset, split: str, cfg: 
             labels = labels.to(runtime.device, non_blocking=True)
             names = [folder.pairs[indices[seen + i]][0].stem for i in range(len(batch))]
             pred = _count(model, batch, labels, names, cfg, runtime, meters, probe)
+            if observer is not None:
+                observer(batch, labels, pred)
             if second is not None:
                 other = _count(reference, batch, labels, names, cfg, runtime, second)
                 agreement += torch.stack([(pred == other).sum(), torch.tensor(pred.numel(), device=pred.device)])

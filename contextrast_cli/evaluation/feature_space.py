@@ -83,8 +83,21 @@ class FeatureProbe:
 
     @torch.no_grad()
     def update(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        taps = self.model(images, with_features=True)["features"]
-        for layer, feat in enumerate(taps, start=1):
-            self.meter.update(("layers", layer), F.normalize(feat.float(), dim=1), labels)
-        for layer, head in self.heads.items():
-            self.meter.update(("embeddings", layer), head(taps[layer - 1]).float(), labels)
+        self.update_taps(self.model(images, with_features=True)["features"], labels)
+
+    @torch.no_grad()
+    def spaces(self, taps: list[torch.Tensor]) -> dict[str, dict[int, torch.Tensor]]:
+        """The unit embeddings (B, D, h, w) of each space and layer: ``layers`` (the taps
+        L2-normalised) and, with heads, ``embeddings`` (the projection heads' outputs)."""
+        out = {"layers": {layer: F.normalize(feat.float(), dim=1) for layer, feat in enumerate(taps, start=1)}}
+        if self.heads:
+            out["embeddings"] = {layer: head(taps[layer - 1]).float() for layer, head in self.heads.items()}
+        return out
+
+    def update_taps(self, taps: list[torch.Tensor], labels: torch.Tensor) -> dict[str, dict[int, torch.Tensor]]:
+        """Measure already computed taps (one forward shared with other measures); returns ``spaces``."""
+        spaces = self.spaces(taps)
+        for space, layers in spaces.items():
+            for layer, emb in layers.items():
+                self.meter.update((space, layer), emb, labels)
+        return spaces

@@ -8,7 +8,8 @@ same images in the same order with the same augmentation and start from the same
 weights: the per-seed differences are paired. Each finished run is evaluated under one
 protocol (``evaluation.json`` beside it): its ``last.pt`` by default (the end of the schedule,
 as papers report), or its ``best.pt`` when selected on another split than the one scored. Then
-``ablation.json``, ``ablation.md`` and ``ablation.png`` summarise them (``experiments.paired``).
+``ablation.json``, ``ablation.md``, ``ablation.png`` and ``report.html`` summarise them
+(``experiments.paired``, ``experiments.ablation_page``).
 Running the same ablation again resumes: finished runs are skipped, a stopped run continues
 from its ``last.pt``, and an evaluation is redone only when the protocol asked for changed.
 """
@@ -45,6 +46,7 @@ class AblationSpec:
             only with ``checkpoint="best"``, and never the scored split.
         features: also measure the feature-space spread A and separation U.
         eval_overrides: ``eval.*`` settings of the final evaluation (boundary, scales, ...).
+        command: the command line, shown on ``report.html``.
     """
 
     preset: str | None
@@ -61,6 +63,7 @@ class AblationSpec:
     batch_size: int | None = None
     features: bool = False
     eval_overrides: dict = field(default_factory=dict)
+    command: str = ""
 
     def __post_init__(self) -> None:
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
@@ -120,6 +123,7 @@ def run_ablation(spec: AblationSpec, reporter_factory: Callable[[], Reporter] = 
         ConfigError / DataError / CheckpointError: as ``train`` and ``evaluate`` raise them.
     """
     from contextrast_cli.experiments import paired
+    from contextrast_cli.experiments.ablation_page import write_ablation_page
 
     _refuse_several_processes()
     names = spec.names()
@@ -146,6 +150,7 @@ def run_ablation(spec: AblationSpec, reporter_factory: Callable[[], Reporter] = 
     summary.update(axes={axis.key: list(axis.values) for axis in spec.axes}, checkpoint=spec.checkpoint,
                    select_split=spec.select_split)
     paired.write_summary(spec.folder, summary)
+    write_ablation_page(spec.folder, summary, spec.command, data_root=spec.data_root, device=spec.device or "auto")
     return summary
 
 

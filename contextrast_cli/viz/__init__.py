@@ -5,7 +5,9 @@ Owns: ``bane_view`` (BANE's maps and picks for one image, computed with the loss
 ``select_negatives``), ``boundaries`` (the command's library call: checkpoints -> figures),
 and the drawing, which takes plain arrays and imports no torch: ``panels``, ``layout``,
 ``figures`` (the BANE figures), ``charts`` (training curves, ablation bars, confusion matrices),
-and ``report`` (an evaluation's ``per_class.csv`` and ``confusion.png``).
+``analysis_figures`` (``analyze``'s similarity curves, t-SNE maps, Grad-CAM grid), ``report`` (an
+evaluation's ``per_class.csv`` and ``confusion.png``) and ``page`` (``report.html``: one
+self-contained page of tables, sortable per-class tables and embedded figures).
 
 May import: evaluation, contrast, models, data, runtime, config, errors, atomic (never train,
 experiments, export or cli).

@@ -88,8 +88,8 @@ def draw_grid(image, pred, label, layers: list[LayerPicks], meta: Meta, name: st
     panels = []
     for view in layers:
         h, w = view.error.shape
-        heat_title = (f"L{view.layer} {h}x{w}: distance to error boundary (dark = near), "
-                      f"max {max_distance(view):.1f}")
+        heat_title = (f"L{view.layer} {h}x{w}: distance to error boundary; bar 0 (dark, near) to "
+                      f"{max_distance(view):.1f} cells")
         panels += [(heat_title, heat_panel(image, view)),
                    (f"L{view.layer}: {view.bane_counts.sum()} BANE dots, {view.topup_counts.sum()} random top-up "
                     f"(summed over anchors)",

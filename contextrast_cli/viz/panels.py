@@ -97,13 +97,28 @@ def errors_panel(image, pred, error, table) -> np.ndarray:
     return out
 
 
+def viridis(level: np.ndarray) -> np.ndarray:
+    """(...) uint8 levels 0..255 -> (..., 3) uint8 RGB of OpenCV's viridis map."""
+    flat = np.asarray(level, np.uint8).reshape(1, -1)
+    return cv2.cvtColor(cv2.applyColorMap(flat, cv2.COLORMAP_VIRIDIS), cv2.COLOR_BGR2RGB).reshape(*np.shape(level), 3)
+
+
+def colour_bar_height(height: int) -> int:
+    """Rows of the colour bar at the bottom of a heat panel ``height`` rows tall."""
+    return max(2, height // 16)
+
+
 def heat_panel(image, layer: LayerPicks) -> np.ndarray:
-    """The layer's distance-to-boundary inside its error regions (viridis: dark = near)."""
+    """The layer's distance-to-boundary inside its error regions (viridis: dark = near), with a
+    colour bar along the bottom edge: left end distance 0, right end ``max_distance`` (the figure's
+    title gives the number), so a cell's colour sits on the bar at its distance."""
     dist, error, top = layer.distance, layer.error, max_distance(layer) or 1.0
     level = np.clip(np.where(np.isfinite(dist), dist, top) / top, 0, 1) * 255  # inf: a region filling the layer
-    heat = cv2.cvtColor(cv2.applyColorMap(level.astype(np.uint8), cv2.COLORMAP_VIRIDIS), cv2.COLOR_BGR2RGB)
+    heat = viridis(level.astype(np.uint8))
     out, inside = _dim(image), _upsample(error.astype(np.uint8), image.shape[:2]).astype(bool)
     out[inside] = _upsample(heat, image.shape[:2])[inside]
+    width = out.shape[1]
+    out[-colour_bar_height(out.shape[0]):] = viridis(np.linspace(0, 255, width).astype(np.uint8))[None]
     return out
 
 

@@ -14,7 +14,7 @@ def test_a_small_matrix_is_row_normalised_with_a_number_per_visible_cell():
     try:
         ax = fig.axes[0]
         shown = ax.images[0].get_array()
-        np.testing.assert_allclose(shown, [[0.75, 0.25, 0], [0, 0, 0], [0.1, 0.1, 0.8]])
+        np.testing.assert_allclose(shown, [[75, 25, 0], [0, 0, 0], [10, 10, 80]])  # percent, as the cells
         assert sorted(t.get_text() for t in ax.texts) == sorted(["75", "25", "10", "10", "80"])
         assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
         assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b", "c"]
