@@ -180,7 +180,7 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
                      for index, pool, pair_rows, pool_rows in zip(pairs, samples.pool.unbind(), *samples.row_slices())]
             link = RowGrads()  # the rows' gradient goes back to sampled_layers as factors
             sums, rows = sampled_layers(embs, bins, reads, samples.rows, k, link)
-            anchors = self._anchors(means_of(sums, local, group)[0], counts, compact=not static)
+            anchors = self.cross_layer_anchors(means_of(sums, local, group)[0], counts, compact=not static)
             pairs = Pairs(samples.anchor, samples.valid, lay.slot_positive, lay.slot_group, samples.pos_counts,
                           samples.totals)
             out = sampled_loss(anchors.flatten(0, 1), rows, pairs, samples.topup, self.tau, link)
@@ -189,9 +189,10 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
                 terms.update(self.aa_terms(*representatives(anchors, counts, self.aa_selection)))
         return terms
 
-    def _anchors(self, means: torch.Tensor, counts: torch.Tensor, compact: bool) -> torch.Tensor:
-        """The (I, K, D) unit anchors: the static or the adaptive cross-layer update (``compact``:
-        the fusion modules run on the updated classes alone, found by a host read)."""
+    def cross_layer_anchors(self, means: torch.Tensor, counts: torch.Tensor, compact: bool = False) -> torch.Tensor:
+        """This loss's (I, K, D) unit anchors from class means (I, K, D) and counts (I, K): the static
+        or the adaptive cross-layer update, then unit length (what the analyses read too).
+        ``compact``: the fusion modules run on the updated classes alone, found by a host read."""
         if self.fusion == "adaptive":
             return fused_anchors(means, counts, self.fusions, self.anchor_stop_grad, compact)
         return stacked_anchors(means, counts, *self.anchor_weights, stop_grad=self.anchor_stop_grad)

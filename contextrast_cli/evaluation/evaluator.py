@@ -238,7 +238,7 @@ def feature_probe(payload: dict, model: torch.nn.Module, dataset: PreparedDatase
         load_contrast_state(criterion, payload["contrast"])
         criterion.to(next(model.parameters()).device).eval()
         heads = dict(zip(criterion.layers, criterion.heads))
-    return FeatureProbe(model, FeatureSpaceMeter(dataset.num_classes), heads)
+    return FeatureProbe(model, FeatureSpaceMeter(dataset.num_classes), heads, criterion)
 
 
 def check_classes(dataset: PreparedDataset, classes: list[str], source: Path) -> None:

@@ -76,10 +76,12 @@ class FeatureProbe:
     Args:
         model: a ``Segmentor`` (its ``forward(x, with_features=True)`` returns the taps in eval mode).
         heads: layer (1-based) -> projection head, from a contrastive checkpoint; None for CE.
+        criterion: that checkpoint's contrastive loss (its anchors are what the analyses compare with).
     """
 
-    def __init__(self, model: nn.Module, meter: FeatureSpaceMeter, heads: dict[int, nn.Module] | None = None) -> None:
-        self.model, self.meter, self.heads = model, meter, heads or {}
+    def __init__(self, model: nn.Module, meter: FeatureSpaceMeter, heads: dict[int, nn.Module] | None = None,
+                 criterion: nn.Module | None = None) -> None:
+        self.model, self.meter, self.heads, self.criterion = model, meter, heads or {}, criterion
 
     @torch.no_grad()
     def update(self, images: torch.Tensor, labels: torch.Tensor) -> None:

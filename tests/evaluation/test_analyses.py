@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from contextrast_cli.contrast import plain
+from contextrast_cli.contrast.loss import ContextrastLoss
 from contextrast_cli.evaluation.analyses.bands import BandMeter
 from contextrast_cli.evaluation.analyses.groups import class_groups, group_ious
 from contextrast_cli.evaluation.analyses.similarity import SimilarityMeter, analysis_anchors
@@ -151,7 +153,8 @@ def curve_case():
 
 def test_the_similarity_curve_of_embeddings_built_to_follow_one_over_d():
     label, pred, emb = curve_case()
-    meter = SimilarityMeter(3, anchor_weights=(0.7, 0.3), max_distance=8)
+    loss = ContextrastLoss(3, (4,), layers=(1,), lambdas=(1.0,), embed_dim=4)
+    meter = SimilarityMeter(3, update=loss.cross_layer_anchors, max_distance=8)
     meter.update({"embeddings": {1: torch.from_numpy(emb)[None].float()}}, torch.from_numpy(label)[None],
                  torch.from_numpy(pred)[None])
     curve = meter.compute()["embeddings"]["1"]
@@ -178,7 +181,8 @@ def test_analysis_anchors_apply_the_cross_layer_update():
     labels = torch.tensor([[[0, 0, 1, 1]] * 2])  # (1, 2, 4)
     shallow = torch.nn.functional.normalize(torch.randn(1, 3, 2, 4, generator=torch.Generator().manual_seed(0)), dim=1)
     deep = torch.nn.functional.normalize(torch.randn(1, 3, 2, 4, generator=torch.Generator().manual_seed(1)), dim=1)
-    anchors, counts = analysis_anchors({1: shallow, 2: deep}, labels, 3, (0.7, 0.3))
+    loss = ContextrastLoss(3, (3, 3), layers=(1, 2), lambdas=(0.5, 1.0), embed_dim=3)  # anchor_weights 0.7 / 0.3
+    anchors, counts = analysis_anchors({1: shallow, 2: deep}, labels, 3, loss.cross_layer_anchors)
     for c in (0, 1):
         m1 = shallow[0][:, labels[0] == c].mean(1)
         m2 = deep[0][:, labels[0] == c].mean(1)
@@ -186,3 +190,24 @@ def test_analysis_anchors_apply_the_cross_layer_update():
         assert torch.allclose(anchors[1][c], expected / expected.norm(), atol=1e-6)
         assert torch.allclose(anchors[2][c], m2 / m2.norm(), atol=1e-6)
     assert counts[1].tolist() == [4, 4, 0]
+
+
+def test_analysis_anchors_of_contextrast_plus_plus_are_its_fused_anchors():
+    """Issue 34: a ++ checkpoint's analyses compare with the anchors its loss forms (the fusion
+    modules' update), written plainly by ``contrast.plain.contextual_anchors``."""
+    labels = torch.tensor([[[0, 0, 1, 1]] * 2])
+    generator = torch.Generator().manual_seed(2)
+    embs = {i: torch.nn.functional.normalize(torch.randn(1, 4, 2, 4, generator=generator), dim=1) for i in (1, 2)}
+    torch.manual_seed(0)
+    loss = ContextrastLoss.plus_plus(3, (4, 4), layers=(1, 2), lambdas=(0.5, 1.0), embed_dim=4)
+    with torch.no_grad():
+        anchors, counts = analysis_anchors(embs, labels, 3, loss.cross_layer_anchors)
+        rows = {i: plain.rows_of(e) for i, e in embs.items()}
+        stats = [plain.class_means(rows[i], labels.reshape(-1), 3) for i in (1, 2)]
+        expected = plain.contextual_anchors([m for m, _ in stats], [c for _, c in stats], w_low=0.7, w_high=0.3,
+                                            fusions=list(loss.fusions))
+    for layer in (1, 2):
+        assert torch.allclose(anchors[layer][:2], expected[layer - 1][:2], atol=1e-6)
+    static = analysis_anchors(embs, labels, 3, ContextrastLoss(3, (4, 4), layers=(1, 2), lambdas=(0.5, 1.0),
+                                                                embed_dim=4).cross_layer_anchors)[0]
+    assert not torch.allclose(static[1][:2], anchors[1][:2], atol=1e-3)  # the fusion changed the shallow anchors

@@ -132,10 +132,9 @@ def analyze_checkpoint(checkpoint: Path, *, split: str | None = None, data_root:
     check_classes(dataset, payload["dataset"]["classes"], checkpoint)
     model = model_from_checkpoint(payload).to(runtime.device)
     probe, k = feature_probe(payload, model, dataset), dataset.num_classes
-    contrastive = cfg.contrast.method == "contextrast"
+    update = getattr(probe.criterion, "cross_layer_anchors", None)  # Contextrast(++)'s own anchors
     meters = {"sizes": SizeMeter(k, settings.sides), "bands": BandMeter(k, settings.bands, runtime.device),
-              "similarity": SimilarityMeter(k, tuple(cfg.contrast.anchor_weights) if contrastive else None,
-                                            cfg.contrast.bane.ratio, settings.max_distance)}
+              "similarity": SimilarityMeter(k, update, cfg.contrast.bane.ratio, settings.max_distance)}
     tsne = FeatureSpaceMeter(k, per_class=max(1, math.ceil(settings.tsne_pixels / k)), seed=settings.seed)
     recorder = TapRecorder(model).eval()  # eval_mode restores the mode it finds
     split = split or cfg.eval.split

@@ -23,20 +23,19 @@ import torch.nn.functional as F
 
 from contextrast_cli.config.datasets import IGNORE_INDEX
 from contextrast_cli.contrast.bane import bane_maps
-from contextrast_cli.contrast.ccl import class_means, stacked_anchors
+from contextrast_cli.contrast.ccl import class_means
 from contextrast_cli.contrast.grids import resize_labels
 
 TARGETS = ("negative", "own")
 
 
 def analysis_anchors(embs: dict[int, torch.Tensor], labels: torch.Tensor, num_classes: int,
-                     anchor_weights: tuple[float, float] | None) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
+                     update=None) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
     """The class anchors of one batch as the loss forms them, per layer: the class means of the
-    embeddings over the labelled pixels (``contrast.ccl.class_means``), then, with
-    ``anchor_weights`` and layers of one width (Contextrast's projection heads), the cross-layer
-    update and L2 normalisation (``contrast.ccl.stacked_anchors``); otherwise each layer's means
-    L2-normalised. The one place the analyses take anchors from: Contextrast++'s fused anchors
-    replace this function's body.
+    embeddings over the labelled pixels (``contrast.ccl.class_means``), then, with ``update`` (the
+    loss's ``cross_layer_anchors``: Contextrast's weighted sum or Contextrast++'s fusion modules)
+    and layers of one width (the projection heads'), its cross-layer update and L2 normalisation;
+    otherwise each layer's means L2-normalised. The one place the analyses take anchors from.
 
     Args:
         embs: layer -> (B, D, h, w) unit embeddings, shallow to deep.
@@ -50,9 +49,8 @@ def analysis_anchors(embs: dict[int, torch.Tensor], labels: torch.Tensor, num_cl
         small = resize_labels(labels, emb.shape[-2:])
         means[layer], counts[layer] = class_means(emb.flatten(2), small.flatten(1), num_classes)
     layers = list(embs)
-    if anchor_weights is not None and len({m.shape[-1] for m in means.values()}) == 1:
-        anchors = stacked_anchors(torch.stack([means[i] for i in layers]), torch.stack([counts[i] for i in layers]),
-                                  *anchor_weights)
+    if update is not None and len({m.shape[-1] for m in means.values()}) == 1:
+        anchors = update(torch.stack([means[i] for i in layers]), torch.stack([counts[i] for i in layers]))
         return dict(zip(layers, anchors.unbind())), counts
     return {layer: F.normalize(m, dim=-1) for layer, m in means.items()}, counts
 
@@ -82,14 +80,13 @@ class SimilarityMeter:
     """The curves of every space and layer over a split, as sums and counts per distance bin.
 
     Args:
-        anchor_weights: the loss's cross-layer weights (None: per-layer means, no update).
+        update: the loss's ``cross_layer_anchors`` (None: per-layer means, no update).
         ratio: BANE's ratio (does not change the distances; kept as the loss's call).
         max_distance: B, the first distance of the last, open bin.
     """
 
-    def __init__(self, num_classes: int, anchor_weights: tuple[float, float] | None, ratio: float = 0.5,
-                 max_distance: int = 8) -> None:
-        self.num_classes, self.anchor_weights, self.ratio, self.bins = num_classes, anchor_weights, ratio, max_distance
+    def __init__(self, num_classes: int, update=None, ratio: float = 0.5, max_distance: int = 8) -> None:
+        self.num_classes, self.anchor_update, self.ratio, self.bins = num_classes, update, ratio, max_distance
         self.sums: dict[tuple[str, int], torch.Tensor] = {}  # (2 targets, 2 [sum, count], bins) float64
 
     def update(self, spaces: dict[str, dict[int, torch.Tensor]], labels: torch.Tensor, pred: torch.Tensor) -> None:
@@ -99,7 +96,7 @@ class SimilarityMeter:
             for b in range(labels.shape[0]):  # per image: its own anchors
                 one = {layer: emb[b:b + 1].float() for layer, emb in embs.items()}
                 anchors, counts = analysis_anchors(one, labels[b:b + 1], self.num_classes,
-                                                   self.anchor_weights if space == "embeddings" else None)
+                                                   self.anchor_update if space == "embeddings" else None)
                 for layer, emb in one.items():
                     size = emb.shape[-2:]
                     found = error_cosines(emb[0], resize_labels(labels[b:b + 1], size)[0].long(),
