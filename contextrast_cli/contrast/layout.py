@@ -28,7 +28,11 @@ class Layout:
 
     Attributes:
         shapes: each layer's (B, h, w); ``sizes`` its pixels, ``offsets`` where they start in (P,).
-        layer, local: (P,) each pixel's layer and its index within the layer.
+        layer, local: (P,) each pixel's layer and its index within the layer (also: the layer of the
+            p-th position of a layer-major order, and that position within its layer).
+        past_pool, in_tail: (P,) for the p-th position of a layer-major order, its place past its
+            layer's pool (0 inside it) and whether it lies past it; ``tail_start`` (I,) where each
+            layer's positions past the pool begin.
         pos_sizes, bane_sizes, spill_sizes: pair slots per layer for positives (min(P_l, K x
             max_positives)), BANE picks (min(P_l, K x max_negatives, ceil(ratio x P_l) + 2K): the
             picks can number no more, each ceil(ratio |E^n|) being below ratio |E^n| + 1 and the
@@ -61,8 +65,11 @@ class Layout:
         pool_rank = torch.arange(width)[None].expand(len(shapes), width)
         lengths = torch.tensor(self.pool_sizes)[:, None]
         pool_at = torch.tensor(self.offsets)[:, None] + torch.minimum(pool_rank, lengths - 1)
-        tensors = {"layer": layer, "local": torch.arange(layer.numel()) - torch.tensor(self.offsets)[layer],
-                   "pool_at": pool_at, "pool_valid": pool_rank < lengths, "classes": torch.arange(k)[None, :, None]}
+        local = torch.arange(layer.numel()) - torch.tensor(self.offsets)[layer]
+        past = local - torch.tensor(self.pool_sizes)[layer]  # a position's place past its layer's pool
+        tensors = {"layer": layer, "local": local, "pool_at": pool_at, "pool_valid": pool_rank < lengths,
+                   "classes": torch.arange(k)[None, :, None], "past_pool": past.clamp_min(0), "in_tail": past >= 0,
+                   "tail_start": torch.tensor(self.offsets) + torch.tensor(self.pool_sizes)}
         for name, value in tensors.items():
             setattr(self, name, value.to(device))
         self._slots(self.pos_sizes, self.bane_sizes, spill_sizes)

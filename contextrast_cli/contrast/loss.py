@@ -172,7 +172,7 @@ class ContextrastLoss(_SettingsRepr, nn.Module):
         used = anchored & (counts > 0)  # (I, K): the anchors the loss computes
         pred = None if self.bane_ratio is None else stacked_predictions(logits, shapes)  # one argmax
         samples = sample_stacked(shapes, bins, pred, k, self.max_positives, self.max_negatives, self.bane_ratio,
-                                 used, static_slots=self.static_slots)
+                                 used, static_slots=self.static_slots, class_counts=local)
         lay = samples.layout  # with slots of the batch's sizes where they are not static
         with torch.autocast(logits.device.type, enabled=False):  # the loss runs in float32 (float64 stays)
             pairs = samples.index.split([lay.layer_pairs(i) for i in range(len(embs))])

@@ -102,7 +102,8 @@ def sample_layers(labels: list[torch.Tensor], preds: list[torch.Tensor] | None, 
 def sample_stacked(shapes: tuple[tuple[int, int, int], ...], bins: torch.Tensor, pred: torch.Tensor | None,
                    num_classes: int, max_positives: int, max_negatives: int, bane_ratio: float | None,
                    anchored: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                   pool_size: int | None = None, static_slots: bool | None = None) -> Samples:
+                   pool_size: int | None = None, static_slots: bool | None = None,
+                   class_counts: torch.Tensor | None = None) -> Samples:
     """``sample_layers`` of layers already stacked as the loss holds them.
 
     Args:
@@ -113,6 +114,7 @@ def sample_stacked(shapes: tuple[tuple[int, int, int], ...], bins: torch.Tensor,
             synchronisation: what a GPU needs); False: slots of the batch's real counts and pools
             cut after the last pixel any anchor takes (two reads of a count: free on the CPU).
             None (the default): False on the CPU, True elsewhere. The samples are the same.
+        class_counts: (I, K) each layer's pixels per class, when the caller has counted them.
     """
     flat, labelled, k = bins, bins < num_classes, num_classes  # ignored pixels hold K
     static = flat.device.type != "cpu" if static_slots is None else static_slots
@@ -128,8 +130,9 @@ def sample_stacked(shapes: tuple[tuple[int, int, int], ...], bins: torch.Tensor,
         maps, bane_counts = ranked.maps, ranked.keep.clamp_max(max_negatives).mul_(anchored.view(-1))
     room = max_negatives - bane_counts.view_as(anchored)
     pool, topup, order = _pool(flat, labelled, lay, maps, anchored, room, generator)
-    classes = count_ids(lay.layer * (k + 1) + flat, len(shapes) * (k + 1)).view(len(shapes), k + 1)  # (I, K + 1)
-    eligible = classes[:, :k].sum(1, keepdim=True) - classes[:, :k] - bane_counts.view_as(anchored)
+    if class_counts is None:
+        class_counts = count_ids(lay.layer * (k + 1) + flat, len(shapes) * (k + 1)).view(len(shapes), k + 1)[:, :k]
+    eligible = class_counts.sum(1, keepdim=True) - class_counts - bane_counts.view_as(anchored)  # (I, K)
     spill_counts = (torch.minimum(room, eligible) * anchored - topup.sum(2)).clamp_min(0).view(-1)  # (G,)
     totals = torch.stack([counts.view(-1, k).sum(1) for counts in (pos_counts, bane_counts, spill_counts)], 1)
     if not static:  # a host read: free on the CPU
@@ -139,7 +142,7 @@ def sample_stacked(shapes: tuple[tuple[int, int, int], ...], bins: torch.Tensor,
         fill_slots(slots, *positives, lay.pos_start, lay.local)
     if ranked is not None:
         fill_slots(slots, ranked.order, ranked.sorted_anchor, ranked.rank, bane_counts, lay.bane_start, lay.local)
-    if static or lay.pairs > sum(lay.pos_sizes) + sum(lay.bane_sizes):
+    if sum(lay.spill_sizes):  # static: slots where a layer has pixels past its pool; sized: real ones
         _spill(slots, flat, lay, maps, order, spill_counts)
     valid = lay.slot_rank < totals.view(-1)[lay.slot_group]
     if not static:  # every layer's pool up to the last position any anchor takes (a host read)
@@ -193,31 +196,32 @@ def _spill(slots: tuple[torch.Tensor, torch.Tensor], flat: torch.Tensor, lay: La
 
     The j-th eligible pixel of anchor n past the pool lies at tail position j + (the excluded
     pixels of n before it): its own class's pixels and its BANE picks, sorted once by (anchor,
-    position) and counted with ``searchsorted``, never a (classes x pixels) table."""
-    groups, k, device = spill.numel(), lay.num_classes, order.device
-    position = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=device))
-    starts = torch.tensor([o + pool for o, pool in zip(lay.offsets, lay.pool_sizes)], device=device)
-    tail = position - starts[lay.layer]  # (P,) place past the layer's pool (its labelled pixels first)
-    span = max(lay.sizes) + 1
-    anchor = [torch.where((flat < k) & (tail >= 0), lay.layer * k + flat.clamp_max(k - 1), fill(flat, groups))]
+    position) and counted with ``searchsorted``, never a (classes x pixels) table. With
+    ``before`` = key - index (ascending: keys are distinct within an anchor and ``span`` exceeds
+    every position and index), the excluded pixels of anchor g whose (position - rank) is at most
+    j are those with ``before`` <= g x span + j - start_g."""
+    groups, k, total = spill.numel(), lay.num_classes, order.numel()
+    span = 3 * total + 1
+    tail = lay.in_tail  # over positions of the order, not pixels
+    at = flat[order]  # the class at each position (K: ignored)
+    keys = [torch.where(tail & (at < k), lay.layer * k + at, fill(at, groups)) * span + lay.past_pool]
     if maps is not None:  # an anchor's BANE picks are its negatives already
-        picked = maps.selected & maps.error & (tail >= 0)
-        anchor.append(torch.where(picked, lay.layer * k + maps.pred, fill(flat, groups)))
-    anchor = torch.cat(anchor)
-    ranked = torch.sort(anchor * span + tail.clamp_min(0).repeat(len(anchor) // tail.numel())).values
-    counts = count_ids(torch.div(ranked, span, rounding_mode="floor"), groups + 1)
-    seg_start = counts.cumsum(0) - counts
-    before = ranked - (torch.arange(ranked.numel(), device=device) - seg_start[ranked // span])  # ascending
+        picked = (maps.selected & maps.error)[order] & tail
+        keys.append(torch.where(picked, lay.layer * k + maps.pred[order], fill(at, groups)) * span + lay.past_pool)
+    ranked = torch.sort(torch.cat(keys)).values
+    before = ranked - torch.arange(ranked.numel(), device=ranked.device)
     ends = spill.cumsum(0)
+    firsts = ends - spill
     slot_layer, rank = lay.spill_slot_layer, lay.spill_slot_rank  # (S,) each spill slot's layer and rank in it
-    wanted = (ends - spill).view(-1, k)[:, 0][slot_layer] + rank  # the slot's place in the flat order of anchors
+    wanted = firsts.view(-1, k)[:, 0][slot_layer] + rank  # the slot's place in the flat order of anchors
     valid = wanted < ends.view(-1, k)[:, -1][slot_layer]
     group = torch.searchsorted(ends, wanted, right=True).clamp_max(groups - 1)
-    j = wanted - (ends - spill)[group]
-    skipped = torch.searchsorted(before, group * span + j, right=True) - seg_start[group]
-    at = (starts[slot_layer] + j + skipped).clamp_max(order.numel() - 1)
+    j = wanted - firsts[group]
+    start = torch.searchsorted(ranked, group * span)
+    skipped = torch.searchsorted(before, group * span + j - start, right=True) - start
+    position = (lay.tail_start[slot_layer] + j + skipped).clamp_max(total - 1)
     slot = torch.where(valid, lay.spill_start[slot_layer] + rank, fill(rank, slots[0].numel() - 1))
-    slots[0].scatter_(0, slot, lay.local[order[at]])
+    slots[0].scatter_(0, slot, lay.local[order[position]])
     slots[1].scatter_(0, slot, group)
 
 
