@@ -11,11 +11,13 @@
 #                            bf16 and fp16 (GradScaler) runs, a one-GPU torchrun run (two-GPU
 #                            torchrun + SyncBatchNorm where the machine has 2 GPUs), boundary
 #                            metrics and sliding-window inference equal on CPU and GPU
-#   sampling_speed.txt       the loss alone at CamVid size (K = 11), with a profile
+#   sampling_speed.txt       the loss alone at CamVid size (K = 11), with a profile (Contextrast++ too)
 #   sampling_speed_k150.txt  the loss alone at ADE20K size (K = 150, B = 12, 512x512): wall and
 #                            kernel time (issue 26)
 #   overhead_r50.{json,err}  training-step time and peak memory, DeepLabV3-ResNet-50 OS8
 #   overhead_hrnet.{json,err}  the same for HRNetV2-W48 (the camvid preset's network)
+#   plus_plus_hrnet.{json,err}  Contextrast++ over Contextrast on HRNetV2-W48: step time (6
+#                            interleaved pairs) and peak memory (issue 34)
 #   ablation/ablation.md     when CamVid is found (CONTEXTRAST_CAMVID or ../shared/camvid) and
 #                            time remains: camvid-lite none vs contextrast over 3 seeds on the
 #                            GPU (issue 28), the session's last step
@@ -40,14 +42,16 @@ step() {  # step NAME LIMIT_S COMMAND...: run, keep the exit status
   python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), torch.cuda.get_device_name(0))"
 } > "$out/env.txt" 2>&1
 step pytest_gpu 180 python -m pytest -q tests/gpu > "$out/pytest_gpu.txt" 2>&1
-step sampling_speed 90 python benchmarks/sampling_speed.py --device cuda --repeats 30 --profile \
+step sampling_speed 90 python benchmarks/sampling_speed.py --device cuda --repeats 30 --profile --plus-plus \
   > "$out/sampling_speed.txt" 2>&1
 step sampling_speed_k150 90 python benchmarks/sampling_speed.py --device cuda --repeats 20 --batch 12 \
-  --size 512x512 --classes 150 --spread-classes --profile > "$out/sampling_speed_k150.txt" 2>&1
+  --size 512x512 --classes 150 --spread-classes --profile --plus-plus > "$out/sampling_speed_k150.txt" 2>&1
 step overhead_r50 150 python benchmarks/contrast_overhead.py --device cuda --model deeplabv3 --backbone resnet50 \
   --output-stride 8 --rounds 2 --steps 10 > "$out/overhead_r50.json" 2> "$out/overhead_r50.err"
 step overhead_hrnet 150 python benchmarks/contrast_overhead.py --device cuda --preset camvid --rounds 2 --steps 10 \
   > "$out/overhead_hrnet.json" 2> "$out/overhead_hrnet.err"
+step plus_plus_hrnet 120 python benchmarks/contrast_overhead.py --device cuda --preset camvid --method contextrast++ \
+  --baseline contextrast --paired 6 > "$out/plus_plus_hrnet.json" 2> "$out/plus_plus_hrnet.err"
 camvid="${CONTEXTRAST_CAMVID:-../shared/camvid}"
 if [ -d "$camvid" ] && [ "$SECONDS" -lt 420 ]; then  # the rest of a 10-minute call
   python -m contextrast_cli prepare-data camvid --source "$camvid" --out "$out/camvid" --force > "$out/ablation.log" 2>&1
