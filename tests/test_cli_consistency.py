@@ -38,7 +38,11 @@ def test_evaluate_prints_percent_writes_fractions_and_o_writes_the_family(toy, t
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert metrics["units"] == "fraction" and 0 <= metrics["mIoU"] <= 1
     assert f"mIoU {metrics['mIoU'] * 100:.2f} aAcc {metrics['aAcc'] * 100:.2f}" in words(result)
-    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == ["confusion.png", "metrics.json", "per_class.csv"]
+    # -o is --json and --report in one folder: the report's page embeds the curves and BANE views written beside it
+    curves = ["curves.png"] if (toy.checkpoint.parent / "metrics.jsonl").exists() else []  # the run's log, if any
+    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == sorted(["bane", "confusion.png", "metrics.json",
+                                                                         "per_class.csv", "report.html", *curves])
+    assert f"{tmp_path / 'e'}/bane" in words(result) and f"{tmp_path / 'e'}/report.html" in words(result)
     # a specific flag moves one file elsewhere; the rest stay in -o
     moved = invoke("evaluate", "--checkpoint", toy.checkpoint, "--device", "cpu", "-o", tmp_path / "f",
                    "--json", tmp_path / "elsewhere.json", "--no-boundary")

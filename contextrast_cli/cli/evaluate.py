@@ -169,6 +169,10 @@ def evaluate(ctx: typer.Context, checkpoint: CheckpointOpt = None, onnx: OnnxFil
     note_replaced(before)
 
 
+# what --report (or -o) writes: the page's figures (curves, BANE views of a checkpoint) beside it
+REPORT_FILES = ("per_class.csv", "confusion.png", "curves.png", "bane", "report.html")
+
+
 @dataclass(frozen=True)
 class Outputs:
     """Where ``evaluate`` writes: the metrics JSON, the report folder, the predictions folder."""
@@ -178,8 +182,8 @@ class Outputs:
     predictions: Path | None
 
     def files(self) -> list[Path]:
-        """What may be replaced (every file below the predictions folder, too)."""
-        report = [self.report / name for name in ("per_class.csv", "confusion.png", "report.html")] if self.report else []
+        """What may be replaced (every file below the predictions and BANE-view folders, too)."""
+        report = [self.report / name for name in REPORT_FILES] if self.report else []
         return [p for p in (self.json, *report, self.predictions) if p is not None]
 
 
@@ -219,8 +223,7 @@ def _print_results(metrics: dict, outputs: Outputs, note: str | None) -> None:
         out.print(features_table(metrics["features"]))
     written = [str(outputs.json)] if outputs.json else []
     if outputs.report is not None:
-        written += [f"{outputs.report}/per_class.csv"] + ([] if note else [f"{outputs.report}/confusion.png"]) + \
-            [f"{outputs.report}/report.html"]
+        written += [f"{outputs.report}/{name}" for name in REPORT_FILES if (outputs.report / name).exists()]
     if outputs.predictions:
         written += [f"{outputs.predictions}/labels/", f"{outputs.predictions}/colour/"]
     if written:
