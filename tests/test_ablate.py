@@ -220,3 +220,23 @@ def test_an_invalid_axis_value_or_a_biased_selection_is_refused_before_training(
     assert old.output.count("note: --checkpoint last|best is now --score last|best") == 1, old.output
     one_line_error(invoke(*base, "--checkpoint", "runs/toy"), 2, "ablate trains its own runs and takes no checkpoint")
     assert not (tmp_path / "abl").exists() and not (tmp_path / "runs").exists()  # nothing trained
+
+
+def test_more_methods_on_the_same_folder_train_only_the_missing_runs(tmp_path):
+    """Issue 36: an ablation folder is extended, not started over (`--methods none,contextrast,contextrast++`
+    on the folder of a `contextrast,contextrast++` ablation trains the `none` runs alone)."""
+    sets = [a for o in tiny_overrides(tmp_path) for a in ("--set", o)]
+    common = ["ablate", "--preset", "toy", "--seeds", "0", "-o", tmp_path / "abl", *sets]
+    first = invoke(*common, "--methods", "contextrast,contextrast++")
+    assert first.exit_code == 0, first.output
+    folder = tmp_path / "abl"
+    kept = {name: [(folder / name / f).stat().st_mtime_ns for f in ("last.pt", "evaluation.json")]
+            for name in ("contextrast-seed0", "contextrast++-seed0")}
+    second = invoke(*common, "--methods", "none,contextrast,contextrast++")
+    assert second.exit_code == 0, second.output
+    assert "none-seed0: training" in " ".join(second.output.split())
+    assert not any(f"{name}: {step}" in second.output for name in kept for step in ("training", "evaluating"))
+    assert {name: [(folder / name / f).stat().st_mtime_ns for f in ("last.pt", "evaluation.json")]
+            for name in kept} == kept
+    summary = json.loads((folder / "ablation.json").read_text())
+    assert summary["reference"] == "none" and set(summary["paired"]) == {"contextrast", "contextrast++"}
