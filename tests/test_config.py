@@ -175,7 +175,9 @@ def test_dataset_presets_resize_to_their_codebases_base_size():
     """mmsegmentation (2048, 512) / (2048, 1024); HRNet-Semantic-Segmentation base_size 520 (long side)."""
     expected = {"cityscapes": BaseSize(long=2048, short=1024), "ade20k": BaseSize(long=2048, short=512),
                 "pascal-context": BaseSize(long=520), "coco-stuff": BaseSize(long=520),
-                "coco-stuff-164k": BaseSize(long=2048, short=512)}
+                "coco-stuff-164k": BaseSize(long=2048, short=512), "ade20k-segformer-b1": BaseSize(long=2048, short=512),
+                **dict.fromkeys(["cityscapes-segformer-b0", "cityscapes-upernet-swin-t", "cityscapes-mobilenetv2"],
+                                BaseSize(long=2048, short=1024))}
     for name in list_presets():
         cfg = resolve_config(name)
         assert cfg.data.base_size == expected.get(name), name

@@ -31,6 +31,8 @@ class Backbone(nn.Module):
     strides: list[int]
     size_divisor: int = 1
     """Input height and width must be multiples of this; the segmentor pads and crops back."""
+    fixed_size_export: str | None = None
+    """Why the ONNX graph can only have one input size (None: dynamic height and width export)."""
 
 
 class TorchvisionResNet(Backbone):

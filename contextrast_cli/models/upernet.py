@@ -42,6 +42,8 @@ class SwinEncoder(Backbone):
     """
 
     size_divisor = 32
+    fixed_size_export = ("timm's Swin computes its window padding and shifted-window attention mask from the "
+                         "input size in Python, so torch.export specialises the graph to the traced size")
 
     def __init__(self, name: str, pretrained: bool, img_size: Sequence[int], depths: Sequence[int] | None) -> None:
         super().__init__()
