@@ -321,6 +321,6 @@ def test_a_fixed_size_network_refuses_a_dynamic_export_in_one_line(tmp_path):
     cfg = resolve_config(preset="toy").model_copy(update={"model": SMALL_MODELS["upernet"]})
     dataset = SimpleNamespace(name="synthetic", classes=("a", "b"), palette=[(0, 0, 0), (1, 1, 1)], ignore_index=255)
     random_checkpoint(tmp_path / "best.pt", cfg, dataset)
-    result = invoke("export", tmp_path / "best.pt", "--height", 45, "--width", 77)
+    result = invoke("export", "--checkpoint", tmp_path / "best.pt", "--size", "45x77")
     one_line_error(result, 2, "upernet (swin_tiny_patch4_window7_224) exports at one fixed size only")
     assert "pass --static" in result.output and not (tmp_path / "best.onnx").exists()

@@ -124,7 +124,7 @@ def export_checkpoint(checkpoint: Path, output: Path | None = None,
     fixed = getattr(getattr(network, "backbone", None), "fixed_size_export", None)
     if options.dynamic and fixed:
         raise ExportError(f"{cfg.model.name} ({cfg.model.backbone}) exports at one fixed size only: {fixed}; "
-                          f"pass --static (and --height/--width for the size to deploy at)")
+                          f"pass --static (and --size HxW, the size to deploy at)")
     graph = InferenceGraph(network, options.preprocessing, options.argmax).eval()
     program = trace(graph, options)
     tensors = check_graph_tensors(program, network)
