@@ -30,7 +30,14 @@ MIT = {
 
 
 class MiTEncoder(Backbone):
-    """A MiT encoder; taps = the four stage outputs (B, C_i, ceil(H / s_i), ceil(W / s_i))."""
+    """A MiT encoder; taps = the four stage outputs (B, C_i, ceil(H / s_i), ceil(W / s_i)).
+
+    The first stage's attention reduces its keys with an 8x8 convolution of stride 8 on the
+    stride-4 map, so inputs must be at least 32 pixels a side: the segmentor pads to a multiple
+    of 32 (``size_divisor``) and crops back, as for HRNet.
+    """
+
+    size_divisor = 32
 
     def __init__(self, name: str, pretrained: bool, drop_path_rate: float = 0.1) -> None:
         super().__init__()
