@@ -82,3 +82,23 @@ def test_resume_is_bit_exact(key, tmp_path):
     assert different == []
     assert any(not torch.equal(v, load_checkpoint(straight.run_dir / "iter_000002.pt")["model"][k])
                for k, v in reference["model"].items())  # the last two steps changed the network
+
+
+@pytest.mark.parametrize("key", NEW)
+def test_ddp_over_two_processes_trains_like_one(key, tmp_path):
+    """``contextrast train`` under torchrun (2 gloo processes, the global batch split) trains the network
+    with Contextrast: finite terms, a checkpoint from rank 0 (that DDP steps equal one process's is
+    asserted on DeepLabV3+ in tests/train/test_distributed.py; nothing here is network-specific)."""
+    from tests.train.test_torchrun import finish, launch
+
+    model = SMALL_MODELS[key]
+    sets = tiny_overrides(tmp_path, 2) + ["contrast.method=contextrast", "train.batch_size=4",
+                                          f"model={json.dumps(model.model_dump(mode='json'))}"]
+    code, output = finish(launch(tmp_path / "markers", [], ["train", "--preset", "toy",
+                                                            *[a for s in sets for a in ("--set", s)]]))
+    assert code == 0, output[-3000:]
+    (run_dir,) = (tmp_path / "runs" / "toy").iterdir()
+    payload = load_checkpoint(run_dir / "last.pt")
+    assert payload["iteration"] == 2 and payload["initial_weights"] == "scratch"
+    steps = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"loss_ce"' in line]
+    assert len(steps) == 2 and all(math.isfinite(s["loss_ccl_l4"]) and math.isfinite(s["loss_ce"]) for s in steps)
