@@ -64,8 +64,8 @@ def unavailable(weights: str, where: Path, why: str = "") -> ConfigError:
     """The one-line error for ImageNet weights that could not be had."""
     because = f" ({why})" if why else ""
     return ConfigError(f"model.pretrained: the ImageNet weights {weights} are not in the cache {where} and could "
-                       f"not be downloaded{because}; download them on a machine with network access (same "
-                       f"HF_HOME), or set model.weights: PATH to a local state dict, or train from scratch "
+                       f"not be downloaded{because}; fetch them into that cache on a machine with network access, "
+                       f"or set model.weights: PATH to a local state dict, or train from scratch "
                        f"with --set model.pretrained=false")
 
 
@@ -80,7 +80,7 @@ def check_available(backbone: str) -> Path:
     """
     library, weights = imagenet_source(backbone)
     if library == "torchvision":
-        return _torchvision_file(backbone, weights)
+        return _torchvision_file(weights)
     repo = f"timm/{weights}" if library == "timm" else weights
     from huggingface_hub import hf_hub_download
 
@@ -93,7 +93,7 @@ def check_available(backbone: str) -> Path:
     raise unavailable(f"{repo} ({library})", cache, why)
 
 
-def _torchvision_file(backbone: str, weights: str) -> Path:
+def _torchvision_file(weights: str) -> Path:
     from torchvision.models import resnet
 
     enum = getattr(resnet, weights.split(".")[0]).IMAGENET1K_V2
