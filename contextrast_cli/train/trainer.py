@@ -1,4 +1,5 @@
-"""The training loop: SGD or AdamW with a poly / linear schedule, periodic validation, checkpoints that survive any stop.
+"""The training loop: SGD or AdamW (poly / linear schedule), periodic validation, checkpoints that
+survive any stop.
 
 A stop request (Ctrl-C, SIGTERM) is acted on between steps: the step in progress completes,
 ``last.pt`` is written, and ``Interrupted`` is raised. Checkpoints are written to a temporary
