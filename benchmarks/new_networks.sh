@@ -22,3 +22,15 @@ overhead ade20k-segformer-b1 512 512 150
 overhead cityscapes-mobilenetv2 512 1024 19
 overhead cityscapes-segformer-b0 1024 1024 19
 overhead cityscapes-upernet-swin-t 512 1024 19
+# onnxruntime vs PyTorch eager and the int8 graph, batch-1 360x480 (the export table's size); int8
+# calibrated on CamVid train images ($CAMVID: a prepared CamVid, e.g. prepare-data camvid --out
+# /tmp/camvid); random weights, so only the latency means anything (the data settings are CamVid's
+# so that the gate can run on it)
+CAMVID=${CAMVID:-/tmp/camvid}
+latency() {  # preset
+    python benchmarks/onnx_latency.py --preset "$1" --int8 --data-root "$CAMVID" --calibration-images 16 \
+        --verify-images 4 --repeats "${REPEATS:-10}" --set data.dataset=camvid --set data.base_size=null \
+        --set eval.mode=whole > "$OUT/latency-$1.json"
+}
+latency cityscapes-segformer-b0
+latency cityscapes-mobilenetv2
