@@ -1,6 +1,8 @@
 """Shared fixtures: tiny configs that train in seconds on a CPU."""
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -9,6 +11,7 @@ from pathlib import Path
 # cache too; set before anything imports huggingface_hub (it reads them once). A test that needs
 # cached weights writes them in the cache layout under a HF_HOME of its own (tests/models/test_pretrained.py).
 EMPTY_CACHE = tempfile.mkdtemp(prefix="contextrast-empty-cache-")
+atexit.register(shutil.rmtree, EMPTY_CACHE, True)
 os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=EMPTY_CACHE, TORCH_HOME=EMPTY_CACHE)
 os.environ.pop("HF_HUB_CACHE", None)
 

@@ -112,3 +112,14 @@ def test_checkpoints_record_their_initial_weights(hf_home, tmp_path):
     base["train"]["output_dir"] = str(tmp_path / "runs2")
     run = Trainer(resolve_config(base=base)).run()
     assert load_checkpoint(run.run_dir / "last.pt")["initial_weights"] == f"file:{tmp_path / 'mit.pt'}"
+
+
+def test_presets_list_says_which_start_from_imagenet():
+    listing = invoke("presets", "list")
+    assert listing.exit_code == 0, listing.output
+    rows = {cells[0]: cells[1] for line in listing.output.splitlines()
+            if len(cells := [c.strip() for c in line.strip("│ ").split("│")]) == 3 and cells[0]}
+    for name in ("cityscapes-segformer-b0", "ade20k-segformer-b1", "cityscapes-upernet-swin-t",
+                 "cityscapes-mobilenetv2", "folder", "camvid"):
+        assert rows[name] == "yes", (name, listing.output)
+    assert rows["toy"] == rows["camvid-lite"] == "no"
