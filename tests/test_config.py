@@ -211,13 +211,15 @@ def test_optim_fields_default_to_the_papers_sgd_and_validate():
     """Issue 35: AdamW and a linear schedule for the transformer presets; an old config without the new
     fields (a checkpoint's) resolves to SGD + poly as before; bad values fail in one line."""
     old = resolve_config("toy").to_dict()
-    for key in ("name", "betas", "schedule", "head_lr_mult"):
+    for key in ("name", "betas", "schedule", "head_lr_mult", "no_decay_norms"):
         old["optim"].pop(key)
     optim = Config.model_validate(old).optim
-    assert (optim.name, optim.schedule, optim.betas, optim.head_lr_mult) == ("sgd", "poly", (0.9, 0.999), 1.0)
+    assert (optim.name, optim.schedule, optim.betas, optim.head_lr_mult, optim.no_decay_norms) == (
+        "sgd", "poly", (0.9, 0.999), 1.0, False)
     segformer = resolve_config("cityscapes-segformer-b0").optim
     assert (segformer.name, segformer.lr, segformer.betas, segformer.weight_decay) == ("adamw", 6e-5, (0.9, 0.999), 0.01)
     assert (segformer.schedule, segformer.warmup_iters, segformer.head_lr_mult) == ("linear", 1500, 10.0)
+    assert segformer.no_decay_norms and resolve_config("cityscapes-upernet-swin-t").optim.no_decay_norms
     assert resolve_config("cityscapes-mobilenetv2").optim.name == "sgd"
     for value, text in [("optim.name=adam", "optim.name"), ("optim.betas=[0.9, 1.5]", "optim.betas"),
                         ("optim.schedule=cosine", "optim.schedule"), ("optim.head_lr_mult=0", "optim.head_lr_mult")]:

@@ -130,6 +130,9 @@ class OptimConfig(_Section):
     head_lr_mult: PosFloat = 1.0
     """Learning-rate multiplier of the decode head (SegFormer's mmsegmentation configs: 10); the
     encoder and the contrastive heads keep ``lr``."""
+    no_decay_norms: bool = False
+    """No weight decay on normalisation layers and position tables (mmsegmentation's SegFormer and
+    Swin configs: ``decay_mult=0`` for ``norm``, ``relative_position_bias_table``, ...)."""
 
 
 class TrainConfig(_Section):

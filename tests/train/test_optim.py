@@ -42,3 +42,22 @@ def test_sgd_keeps_one_group_and_the_poly_schedule(objective):
         optimizer.step()
         scheduler.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01 * 0.6 ** 0.9)
+
+
+def test_norms_and_position_tables_can_go_without_weight_decay():
+    """mmsegmentation's ``decay_mult=0`` keys: every LayerNorm / BatchNorm parameter and Swin's
+    relative position tables are in the undecayed groups, nothing else is."""
+    model = build_model(ModelConfig(name="upernet", backbone="swin_tiny_patch4_window7_224",
+                                    options={"channels": 16, "depths": [2, 2, 2, 1], "img_size": [64, 64]}), 3)
+    objective = Objective(model)
+    cfg = OptimConfig(name="adamw", lr=1e-4, weight_decay=0.05, head_lr_mult=10.0, no_decay_norms=True)
+    groups = build_optimizer(objective, cfg).param_groups
+    undecayed = {id(p) for g in groups if g["weight_decay"] == 0.0 for p in g["params"]}
+    names = {id(p): n for n, p in objective.named_parameters()}
+    expected = {id(p) for n, p in objective.named_parameters()
+                if ".norm" in n or "norm1" in n or "norm2" in n or "relative_position_bias_table" in n
+                or any(isinstance(m, torch.nn.BatchNorm2d) and p is w for m in model.modules() for w in m.parameters())}
+    assert undecayed == expected, sorted(names[i] for i in undecayed ^ expected)[:5]
+    assert all(g["weight_decay"] == 0.05 for g in groups if not any(id(p) in undecayed for p in g["params"]))
+    assert sorted(g["lr"] for g in groups) == pytest.approx([1e-4, 1e-4, 1e-3, 1e-3])
+    assert sum(len(g["params"]) for g in groups) == len(list(objective.parameters()))
