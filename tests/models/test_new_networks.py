@@ -85,7 +85,7 @@ def test_resume_is_bit_exact(key, tmp_path):
 
 
 @pytest.mark.parametrize("key", NEW)
-def test_ddp_over_two_processes_trains_like_one(key, tmp_path):
+def test_ddp_over_two_processes_trains_it(key, tmp_path):
     """``contextrast train`` under torchrun (2 gloo processes, the global batch split) trains the network
     with Contextrast: finite terms, a checkpoint from rank 0 (that DDP steps equal one process's is
     asserted on DeepLabV3+ in tests/train/test_distributed.py; nothing here is network-specific)."""
