@@ -18,6 +18,9 @@
 #   overhead_hrnet.{json,err}  the same for HRNetV2-W48 (the camvid preset's network)
 #   plus_plus_hrnet.{json,err}  Contextrast++ over Contextrast on HRNetV2-W48: step time (6
 #                            interleaved pairs) and peak memory (issue 34)
+#   bf16_<preset>.{json,err}  one bf16 training step (CE and Contextrast, paired) of each issue-35
+#                            network at its preset's crop: cityscapes-segformer-b0, ade20k-segformer-b1,
+#                            cityscapes-upernet-swin-t, cityscapes-mobilenetv2 (not yet run on a GPU)
 #   ablation/ablation.md     when CamVid is found (CONTEXTRAST_CAMVID or ../shared/camvid) and
 #                            time remains: camvid-lite none vs contextrast over 3 seeds on the
 #                            GPU (issue 28), the session's last step
@@ -52,6 +55,13 @@ step overhead_hrnet 150 python benchmarks/contrast_overhead.py --device cuda --p
   > "$out/overhead_hrnet.json" 2> "$out/overhead_hrnet.err"
 step plus_plus_hrnet 120 python benchmarks/contrast_overhead.py --device cuda --preset camvid --method contextrast++ \
   --baseline contextrast --paired 6 > "$out/plus_plus_hrnet.json" 2> "$out/plus_plus_hrnet.err"
+for preset in cityscapes-segformer-b0 ade20k-segformer-b1 cityscapes-upernet-swin-t cityscapes-mobilenetv2; do
+  # issue 35: one bf16 Contextrast training step (and its CE pair) of each new network at its preset's crop
+  step "bf16_$preset" 60 python benchmarks/contrast_overhead.py --device cuda --precision bf16 --preset "$preset" \
+    --height "$(python -c "from contextrast_cli.config import resolve_config as r; print(r('$preset').data.crop_size[0])")" \
+    --width "$(python -c "from contextrast_cli.config import resolve_config as r; print(r('$preset').data.crop_size[1])")" \
+    --paired 1 > "$out/bf16_$preset.json" 2> "$out/bf16_$preset.err"
+done
 camvid="${CONTEXTRAST_CAMVID:-../shared/camvid}"
 if [ -d "$camvid" ] && [ "$SECONDS" -lt 420 ]; then  # the rest of a 10-minute call
   python -m contextrast_cli prepare-data camvid --source "$camvid" --out "$out/camvid" --force > "$out/ablation.log" 2>&1

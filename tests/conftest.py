@@ -1,14 +1,26 @@
 """Shared fixtures: tiny configs that train in seconds on a CPU."""
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
-import pytest
-import torch
-from typer.testing import CliRunner
+# No test touches the network: the Hugging Face libraries (timm's and transformers' weights) stay
+# offline on an empty cache of this session's own, and torch.hub (torchvision's weights) gets an empty
+# cache too; set before anything imports huggingface_hub (it reads them once). A test that needs
+# cached weights writes them in the cache layout under a HF_HOME of its own (tests/models/test_pretrained.py).
+EMPTY_CACHE = tempfile.mkdtemp(prefix="contextrast-empty-cache-")
+atexit.register(shutil.rmtree, EMPTY_CACHE, True)
+os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=EMPTY_CACHE, TORCH_HOME=EMPTY_CACHE)
+os.environ.pop("HF_HUB_CACHE", None)
 
-from contextrast_cli.cli import app
-from contextrast_cli.config import resolve_config
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from contextrast_cli.cli import app  # noqa: E402
+from contextrast_cli.config import resolve_config  # noqa: E402
 
 runner = CliRunner()
 

@@ -93,7 +93,7 @@ def test_set_with_a_wrong_value_or_shape_is_one_line(value, text):
 
 
 def test_missing_data_names_the_prepare_command(tmp_path):
-    result = invoke("train", "--preset", "camvid", "--data-root", tmp_path / "nowhere")
+    result = invoke("train", "--preset", "camvid", "--data-root", tmp_path / "nowhere", "--set", "model.pretrained=false")
     one_line_error(result, 2, "prepare-data camvid --source")
 
 
@@ -266,7 +266,7 @@ def test_library_errors_are_domain_exceptions(run, tmp_path):
 def test_real_camvid_prepare_train_evaluate(camvid_source, tmp_path):
     data = tmp_path / "camvid"
     assert invoke("prepare-data", "camvid", "--source", camvid_source, "--out", data).exit_code == 0
-    trained = invoke("train", "--preset", "camvid", "--data-root", data,
+    trained = invoke("train", "--preset", "camvid", "--data-root", data, "--set", "model.pretrained=false",
                      "--set", "model.name=deeplabv3", "--set", "model.backbone=resnet18",
                      "--set", "model.output_stride=32", "--set", "data.crop_size=[96, 128]",
                      "--set", "data.workers=0", "--set", "train.device=cpu", "--runs-dir", tmp_path / "runs",

@@ -175,7 +175,9 @@ def test_dataset_presets_resize_to_their_codebases_base_size():
     """mmsegmentation (2048, 512) / (2048, 1024); HRNet-Semantic-Segmentation base_size 520 (long side)."""
     expected = {"cityscapes": BaseSize(long=2048, short=1024), "ade20k": BaseSize(long=2048, short=512),
                 "pascal-context": BaseSize(long=520), "coco-stuff": BaseSize(long=520),
-                "coco-stuff-164k": BaseSize(long=2048, short=512)}
+                "coco-stuff-164k": BaseSize(long=2048, short=512), "ade20k-segformer-b1": BaseSize(long=2048, short=512),
+                **dict.fromkeys(["cityscapes-segformer-b0", "cityscapes-upernet-swin-t", "cityscapes-mobilenetv2"],
+                                BaseSize(long=2048, short=1024))}
     for name in list_presets():
         cfg = resolve_config(name)
         assert cfg.data.base_size == expected.get(name), name
@@ -203,3 +205,31 @@ def test_contextrast_plus_plus_settings_follow_the_method():
         resolve_config("camvid-lite", overrides=["contrast.aa.enabled=true"])
     with pytest.raises(ConfigError, match="contrast.aa.selection"):
         resolve_config("camvid-lite", overrides=["contrast.method=contextrast++", "contrast.aa.selection=latest"])
+
+
+def test_optim_fields_default_to_the_papers_sgd_and_validate():
+    """Issue 35: AdamW and a linear schedule for the transformer presets; an old config without the new
+    fields (a checkpoint's) resolves to SGD + poly as before; bad values fail in one line."""
+    old = resolve_config("toy").to_dict()
+    for key in ("name", "betas", "schedule", "head_lr_mult", "no_decay_norms"):
+        old["optim"].pop(key)
+    optim = Config.model_validate(old).optim
+    assert (optim.name, optim.schedule, optim.betas, optim.head_lr_mult, optim.no_decay_norms) == (
+        "sgd", "poly", (0.9, 0.999), 1.0, False)
+    segformer = resolve_config("cityscapes-segformer-b0").optim
+    assert (segformer.name, segformer.lr, segformer.betas, segformer.weight_decay) == ("adamw", 6e-5, (0.9, 0.999), 0.01)
+    assert (segformer.schedule, segformer.warmup_iters, segformer.head_lr_mult) == ("linear", 1500, 10.0)
+    assert segformer.no_decay_norms and resolve_config("cityscapes-upernet-swin-t").optim.no_decay_norms
+    assert resolve_config("cityscapes-mobilenetv2").optim.name == "sgd"
+    for value, text in [("optim.name=adam", "optim.name"), ("optim.betas=[0.9, 1.5]", "optim.betas"),
+                        ("optim.schedule=cosine", "optim.schedule"), ("optim.head_lr_mult=0", "optim.head_lr_mult")]:
+        with pytest.raises(ConfigError, match=text) as info:
+            resolve_config("toy", overrides=[value])
+        assert "\n" not in str(info.value)
+
+
+def test_paper_presets_start_from_imagenet_and_the_offline_ones_do_not():
+    for name in list_presets():
+        assert resolve_config(name).model.pretrained == (name not in ("toy", "camvid-lite")), name
+    folder = resolve_config("folder").model
+    assert (folder.name, folder.backbone) == ("segformer", "mit-b1")

@@ -22,12 +22,19 @@ DATASET_PRESETS = sorted(name for name in list_presets() if resolve_config(name)
 
 
 def small_network(preset: str) -> list[str]:
-    """--set items keeping the preset's kind of network, at the smallest size."""
+    """--set items keeping the preset's kind of network, at the smallest size, from scratch (the
+    tests never download ImageNet weights)."""
     model = resolve_config(preset).model
+    scratch = ["model.pretrained=false"]
     if model.name in ("hrnet", "ocrnet"):
-        sets = ["model.backbone=hrnet_w18_small_v2"]
+        sets = scratch + ["model.backbone=hrnet_w18_small_v2"]
         return sets + (["model.options={channels: 32, key_channels: 16}"] if model.name == "ocrnet" else [])
-    return ["model.backbone=resnet18", "model.output_stride=32", "model.options={channels: 32}"]
+    if model.name == "segformer":
+        return scratch + ["model.backbone=mit-b0", "model.options={channels: 32}"]
+    if model.name == "upernet":
+        return scratch + ["model.options={channels: 32, depths: [2, 2, 2, 1], img_size: [32, 32]}"]
+    backbone = "mobilenetv2_100" if model.backbone == "mobilenetv2_100" else "resnet18"
+    return scratch + [f"model.backbone={backbone}", "model.output_stride=32", "model.options={channels: 32}"]
 
 
 def small_base(preset: str) -> tuple[list[str], dict | None]:

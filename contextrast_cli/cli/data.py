@@ -39,8 +39,8 @@ def presets_list(ctx: typer.Context, debug: DebugOpt = False) -> None:
             table.add_row(f"[bold]{row['dataset']}[/]", "", "")
         table.add_row(f"  {cfg.name}", row["imagenet"], row["description"])
     out.print(table)
-    out.print("ImageNet: model.pretrained (the backbone's ImageNet weights, fetched by torchvision / timm). "
-              "Show one: contextrast presets show NAME")
+    out.print("ImageNet: model.pretrained (the encoder's ImageNet weights, through timm's / Hugging Face's / "
+              "torchvision's cache, HF_HOME; offline: --set model.pretrained=false). Show one: contextrast presets show NAME")
 
 
 @presets_app.command("show")

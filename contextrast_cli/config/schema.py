@@ -91,15 +91,17 @@ class ModelConfig(_Section):
     """The segmentation network (see ``contextrast presets`` and the README for names)."""
 
     name: str = "deeplabv3"
-    """Registered segmentor: hrnet, ocrnet, deeplabv3, deeplabv3plus."""
+    """Registered segmentor: hrnet, ocrnet, deeplabv3, deeplabv3plus, segformer, upernet."""
     backbone: str = "resnet50"
     """Backbone for the segmentor: hrnet_w48 / hrnet_w18 / hrnet_w18_small_v2 (hrnet, ocrnet);
-    resnet18 / resnet34 / resnet50 / resnet101 (deeplabv3, deeplabv3plus)."""
+    resnet18 / resnet34 / resnet50 / resnet101 / mobilenetv2_100 (deeplabv3, deeplabv3plus);
+    mit-b0 / mit-b1 (segformer); swin_tiny_patch4_window7_224 (upernet)."""
     output_stride: Literal[8, 16, 32] | None = None
     """Backbone output stride of dilated ResNets (the paper: 8); null = the network's default
     (deeplabv3: 8, deeplabv3plus: 16). HRNet and OCRNet have fixed strides and take none."""
     pretrained: bool = False
-    """Load ImageNet weights through torchvision / timm (needs network access)."""
+    """Start from ImageNet weights, through timm's / Hugging Face's / torchvision's own download and
+    cache (HF_HOME, HF_HUB_OFFLINE); without network access they must be in the cache."""
     weights: Path | None = None
     """Local backbone weights file (a state dict), loaded with weights_only=True."""
     options: dict[str, Any] = {}
@@ -107,17 +109,30 @@ class ModelConfig(_Section):
 
 
 class OptimConfig(_Section):
-    """SGD with a poly learning-rate schedule (paper: momentum 0.9, wd 5e-4, power 0.9)."""
+    """SGD with a poly learning-rate schedule (paper: momentum 0.9, wd 5e-4, power 0.9), or AdamW
+    with a linear / poly schedule (SegFormer, Swin: lr 6e-5, betas 0.9/0.999, wd 0.01)."""
 
-    name: Literal["sgd"] = "sgd"
+    name: Literal["sgd", "adamw"] = "sgd"
+    """sgd (torch.optim.SGD with ``momentum``) or adamw (torch.optim.AdamW with ``betas``)."""
     lr: PosFloat = 0.01
     """Base learning rate."""
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    """SGD's momentum (unused by adamw)."""
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)
+    """AdamW's (beta1, beta2) (unused by sgd)."""
     weight_decay: Annotated[float, Field(ge=0)] = 5e-4
+    schedule: Literal["poly", "linear"] = "poly"
+    """poly: lr = base_lr * (1 - it / iterations) ** poly_power; linear: the same with power 1."""
     poly_power: Annotated[float, Field(ge=0)] = 0.9
-    """lr = base_lr * (1 - it / iterations) ** poly_power."""
+    """The poly schedule's power (unused by linear)."""
     warmup_iters: Annotated[int, Field(ge=0)] = 0
     """Linear warm-up iterations (default, not in paper)."""
+    head_lr_mult: PosFloat = 1.0
+    """Learning-rate multiplier of the decode head (SegFormer's mmsegmentation configs: 10); the
+    encoder and the contrastive heads keep ``lr``."""
+    no_decay_norms: bool = False
+    """No weight decay on normalisation layers and position tables (mmsegmentation's SegFormer and
+    Swin configs: ``decay_mult=0`` for ``norm``, ``relative_position_bias_table``, ...)."""
 
 
 class TrainConfig(_Section):

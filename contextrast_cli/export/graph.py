@@ -114,7 +114,7 @@ def expected_tensors(network: nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 def traced_size(options: ExportOptions) -> tuple[int, int]:
-    """The sample size traced: the export size, rounded up to a multiple of 32 when dynamic.
+    """The sample size traced: the export size, rounded up to a multiple of 32 (at least 64) when dynamic.
 
     torch.export cannot solve the shape constraints of HRNet's padding to a multiple
     of 32 when the sample itself needs padding (it fails on 45 x 77); traced at a
@@ -122,4 +122,6 @@ def traced_size(options: ExportOptions) -> tuple[int, int]:
     """
     if not options.dynamic:
         return options.size
-    return tuple(-(-side // TRACE_MULTIPLE) * TRACE_MULTIPLE for side in options.size)
+    # at least two multiples: at one, the stride-32 maps have size 1, which torch.export specialises
+    # (SegFormer's 8x8 key reduction on the stride-4 map makes such a 1, then refuses the dynamic dims)
+    return tuple(max(2, -(-side // TRACE_MULTIPLE)) * TRACE_MULTIPLE for side in options.size)

@@ -75,9 +75,12 @@ def trace(graph: InferenceGraph, options: ExportOptions):
 
 def check_graph_tensors(program, network: nn.Module) -> dict[str, tuple[int, ...]]:
     """The network tensors among the traced graph's initializers; ExportError unless exactly the network's."""
-    found = {name[len(NETWORK):]: tuple(value.shape) for name, value in program.model.graph.initializers.items()
-             if name.startswith(NETWORK)}
     expected = expected_tensors(network)
+    constants = {k for k, _ in network.named_buffers()} - set(expected)  # non-persistent buffers (Swin's
+    # relative position index) and tensors made in forward (torch.export's lifted_tensor_N) are constants
+    found = {key: tuple(value.shape) for name, value in program.model.graph.initializers.items()
+             if name.startswith(NETWORK) and (key := name[len(NETWORK):]) not in constants
+             and not key.rpartition(".")[2].startswith("lifted_tensor_")}
     if found != expected:
         missing = sorted(set(expected) - set(found))[:3]
         extra = sorted(k for k in found if expected.get(k) != found[k])[:3]
@@ -118,6 +121,10 @@ def export_checkpoint(checkpoint: Path, output: Path | None = None,
     options = replace(options, height=options.height or cfg.data.crop_size[0],
                       width=options.width or cfg.data.crop_size[1])
     network, counts = inference_network(payload)
+    fixed = getattr(getattr(network, "backbone", None), "fixed_size_export", None)
+    if options.dynamic and fixed:
+        raise ExportError(f"{cfg.model.name} ({cfg.model.backbone}) exports at one fixed size only: {fixed}; "
+                          f"pass --static (and --size HxW, the size to deploy at)")
     graph = InferenceGraph(network, options.preprocessing, options.argmax).eval()
     program = trace(graph, options)
     tensors = check_graph_tensors(program, network)

@@ -7,4 +7,4 @@ never imports its members back).
 May import: config, errors, atomic (never contrast, data, runtime or anything above).
 """
 
-from contextrast_cli.models import deeplab, hrnet, ocrnet  # noqa: F401  (they register themselves)
+from contextrast_cli.models import deeplab, hrnet, ocrnet, segformer, upernet  # noqa: F401  (they register themselves)

@@ -6,18 +6,20 @@ and the contrastive projection heads are built from.
 
 from pathlib import Path
 
-import timm
 import torch
 from torch import nn
 from torchvision.models import resnet
 
 from contextrast_cli.errors import ConfigError
+from contextrast_cli.models.pretrained import timm_encoder, torchvision_weights
 
 TORCHVISION_RESNETS = {
     "resnet50": (resnet.resnet50, resnet.ResNet50_Weights.IMAGENET1K_V2),
     "resnet101": (resnet.resnet101, resnet.ResNet101_Weights.IMAGENET1K_V2),
 }
-TIMM_RESNETS = ("resnet18", "resnet34")
+TIMM_RESNETS = ("resnet18", "resnet34", "mobilenetv2_100")
+"""timm encoders with four taps at strides 4-32 that dilate to an output stride (MobileNetV2's taps:
+24, 32, 96, 320 channels, as mmsegmentation's DeepLabV3+ on MobileNetV2 uses)."""
 TIMM_HRNETS = ("hrnet_w18_small_v2", "hrnet_w18", "hrnet_w48")
 DILATION = {8: [False, True, True], 16: [False, False, True], 32: [False, False, False]}
 
@@ -29,6 +31,8 @@ class Backbone(nn.Module):
     strides: list[int]
     size_divisor: int = 1
     """Input height and width must be multiples of this; the segmentor pads and crops back."""
+    fixed_size_export: str | None = None
+    """Why the ONNX graph can only have one input size (None: dynamic height and width export)."""
 
 
 class TorchvisionResNet(Backbone):
@@ -37,7 +41,7 @@ class TorchvisionResNet(Backbone):
     def __init__(self, name: str, output_stride: int, pretrained: bool) -> None:
         super().__init__()
         builder, weights = TORCHVISION_RESNETS[name]
-        net = builder(weights=weights if pretrained else None,
+        net = builder(weights=torchvision_weights(weights, pretrained),
                       replace_stride_with_dilation=DILATION[output_stride])
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layers = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
@@ -59,8 +63,7 @@ class TimmBackbone(Backbone):
     def __init__(self, name: str, output_stride: int, pretrained: bool) -> None:
         super().__init__()
         kwargs = {"output_stride": output_stride} if output_stride != 32 else {}
-        self.body = timm.create_model(name, features_only=True, out_indices=(1, 2, 3, 4),
-                                      pretrained=pretrained, **kwargs)
+        self.body = timm_encoder(name, pretrained, features_only=True, out_indices=(1, 2, 3, 4), **kwargs)
         self.channels = list(self.body.feature_info.channels())
         self.strides = list(self.body.feature_info.reduction())
 
@@ -81,8 +84,8 @@ class TimmHRNet(Backbone):
 
     def __init__(self, name: str, output_stride: int, pretrained: bool) -> None:
         super().__init__()
-        self.body = timm.create_model(name, features_only=True, feature_location="", out_indices=(1, 2, 3, 4),
-                                      pretrained=pretrained)
+        self.body = timm_encoder(name, pretrained, features_only=True, feature_location="",
+                                 out_indices=(1, 2, 3, 4))
         self.channels = list(self.body.feature_info.channels())
         self.strides = list(self.body.feature_info.reduction())
 
@@ -120,12 +123,7 @@ def build_hrnet_backbone(name: str, pretrained: bool = False, weights: Path | No
 
 def _instantiate(factory: type[Backbone], name: str, output_stride: int, pretrained: bool,
                  weights: Path | None) -> Backbone:
-    try:
-        backbone = factory(name, output_stride, pretrained)
-    except OSError as exc:  # urllib/hub failures are OSErrors
-        raise ConfigError(f"model.pretrained: could not download ImageNet weights for {name} "
-                          f"({type(exc).__name__}); this machine may be offline: download them "
-                          f"elsewhere and pass model.weights=PATH, or set model.pretrained=false") from None
+    backbone = factory(name, output_stride, pretrained)  # a failed ImageNet fetch: ConfigError (pretrained.py)
     if weights is not None:
         load_backbone_weights(backbone, Path(weights))
     return backbone

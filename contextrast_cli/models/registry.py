@@ -71,8 +71,9 @@ def builder_kwargs(cfg: ModelConfig, num_classes: int) -> dict:
         ConfigError: unknown name, or a setting the builder does not take.
     """
     builder = MODELS.get(cfg.name)
-    kwargs = dict(num_classes=num_classes, backbone=cfg.backbone, pretrained=cfg.pretrained,
-                  weights=cfg.weights, **cfg.options)
+    kwargs = dict(num_classes=num_classes, backbone=cfg.backbone, weights=cfg.weights,
+                  pretrained=cfg.pretrained and cfg.weights is None,  # a local file wins over ImageNet
+                  **cfg.options)
     accepted = inspect.signature(builder).parameters
     if cfg.output_stride is not None:
         if "output_stride" not in accepted:

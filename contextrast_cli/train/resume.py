@@ -8,10 +8,11 @@ from pathlib import Path
 
 from torch import nn
 
-from contextrast_cli.config import Config
+from contextrast_cli.config import Config, ModelConfig
 from contextrast_cli.contrast.criterion import transferable_state
 from contextrast_cli.errors import CheckpointError, ConfigError
 from contextrast_cli.models.checkpoint import NETWORK_FIELDS, NORMALIZATION_KEYS, load_checkpoint
+from contextrast_cli.models.pretrained import check_available, initial_weights
 from contextrast_cli.train.runs import checkpoint_path, interval_checkpoints
 
 
@@ -151,7 +152,8 @@ def plan_start(preset: str | None, config_file: Path | None, overrides: list[str
     (laid under the overrides), ``--init-from`` without a preset takes the checkpoint's.
 
     Raises:
-        ConfigError: both ``resume`` and ``init_from``, or a bad config. CheckpointError: an unusable
+        ConfigError: both ``resume`` and ``init_from``, a bad config, or ImageNet weights that are
+            neither cached nor downloadable. CheckpointError: an unusable
             checkpoint. DataError: an explicit ``data_root`` without a prepared dataset.
     """
     from contextrast_cli.config import resolve_config
@@ -168,6 +170,24 @@ def plan_start(preset: str | None, config_file: Path | None, overrides: list[str
     if init and preset is None and config_file is None:
         base = init[0]["config"]
     cfg = resolve_config(preset, config_file, overrides, flags, base=base)
+    start_weights(cfg.model, payload, init)  # missing ImageNet weights stop the run here, before the data
     if data_root is not None:  # an explicit --data-root must hold a prepared dataset
         locate_dataset(cfg.data, data_root)
     return Start(cfg, payload, run_dir, init)
+
+
+def start_weights(model: ModelConfig, resume: dict | None, init: tuple[dict, Path] | None) -> str:
+    """Where the run's network starts from (``pretrained.initial_weights``; a resumed run keeps
+    its checkpoint's record, ``--init-from`` names its file); ImageNet weights are fetched or found
+    in the cache now.
+
+    Raises:
+        ConfigError: ImageNet weights neither cached nor downloadable.
+    """
+    if resume is not None:
+        return resume.get("initial_weights", "unrecorded")
+    if init is not None:
+        return f"checkpoint:{Path(init[1]).resolve()}"
+    if model.pretrained and model.weights is None:
+        check_available(model.backbone)
+    return initial_weights(model.backbone, model.pretrained, model.weights)

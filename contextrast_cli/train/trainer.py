@@ -1,4 +1,5 @@
-"""The training loop: SGD + poly schedule, periodic validation, checkpoints that survive any stop.
+"""The training loop: SGD or AdamW (poly / linear schedule), periodic validation, checkpoints that
+survive any stop.
 
 A stop request (Ctrl-C, SIGTERM) is acted on between steps: the step in progress completes,
 ``last.pt`` is written, and ``Interrupted`` is raised. Checkpoints are written to a temporary
@@ -24,16 +25,18 @@ from contextrast_cli.data.transforms import train_transform
 from contextrast_cli.runtime import collectives as ddp
 from contextrast_cli.train import runs
 from contextrast_cli.models.checkpoint import describe, save_checkpoint
-from contextrast_cli.train.resume import best_miou_on_disk, check_same_run, init_from
+from contextrast_cli.train.resume import best_miou_on_disk, check_same_run, init_from, start_weights
 from contextrast_cli.runtime.device import rng_state, seed_everything, set_rng_state, setup_runtime, shutdown_runtime
 from contextrast_cli.evaluation.evaluator import evaluate_split
 from contextrast_cli.train.reporting import Reporter, percent
 from contextrast_cli.train.runlog import RunLog
 from contextrast_cli.train.signals import EXIT_CODES, StopSignals, signal_name
 from contextrast_cli.train.objective import Objective
-from contextrast_cli.train.step import LossWindow, poly_factor, training_step
+from contextrast_cli.train.optim import build_optimizer, build_scheduler
+from contextrast_cli.train.step import LossWindow, training_step
 from contextrast_cli.errors import CheckpointError, ConfigError, ContextrastError, Diverged, Interrupted
 from contextrast_cli.models.registry import build_model
+
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ class Trainer:
         self.cfg, self.tags = cfg, tags
         if resume is not None:
             check_same_run(resume, cfg)
+        self.initial_weights = start_weights(cfg.model, resume, init)  # before anything else: a missing
+        # ImageNet file stops the run here, with one line
         self.runtime = rt = setup_runtime(cfg.train.device, cfg.train.precision, cfg.train.seed,
                                           fixed_shapes=True, distributed=True)
         try:
@@ -87,16 +92,16 @@ class Trainer:
                               f"evenly over the {rt.world_size} processes; use a multiple of {rt.world_size}")
         # --data-root arrives as data.root, so checkpoints record it; rank 0 generates synthetic scenes first
         self.dataset = ddp.main_first(lambda: locate_dataset(cfg.data, say=self.reporter.message), rt)
-        model = build_model(cfg.model, self.dataset.num_classes, cfg.data.mean, cfg.data.std)
+        fresh = resume is None and init is None  # otherwise the weights come from a checkpoint
+        model_cfg = cfg.model if fresh else cfg.model.model_copy(update={"pretrained": False, "weights": None})
+        model = build_model(model_cfg, self.dataset.num_classes, cfg.data.mean, cfg.data.std)
         self.model, note = ddp.sync_batchnorm(model, rt, cfg.train.sync_bn)
         with torch.random.fork_rng(devices=[]):  # the heads draw from their own stream, so runs of one seed
             torch.manual_seed(cfg.train.seed + 1)  # continue on the same RNG whatever the method (paired ablations)
             self.criterion = build_criterion(cfg.contrast, self.model.feature_channels, self.model.num_classes)
         objective = Objective(self.model, self.criterion).to(rt.device)
-        self.optimizer = torch.optim.SGD(objective.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                         weight_decay=cfg.optim.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, poly_factor(
-            cfg.train.iterations, cfg.optim.poly_power, cfg.optim.warmup_iters))
+        self.optimizer = build_optimizer(objective, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.iterations)
         self.scaler = torch.amp.GradScaler(rt.device.type) if rt.grad_scaling else None
         self.iteration, self.best_miou, self.last_metrics = 0, None, None
         self.pending_validation, self.saved_at = False, None
@@ -112,7 +117,7 @@ class Trainer:
         self.run_dir = Path(folder)
         self.log = RunLog(self.run_dir, f"{cfg.name}: {cfg.contrast.method}", **(self._resumed_at(resume) if
                           rt.is_main else {}), trackers=self._trackers(resume) if rt.is_main else None)
-        self.meta = describe(cfg, self.dataset)
+        self.meta = describe(cfg, self.dataset) | {"initial_weights": self.initial_weights}
         if note:
             self.reporter.message(note)
 
