@@ -38,7 +38,6 @@ from contextrast_cli.errors import CheckpointError, ConfigError, ContextrastErro
 from contextrast_cli.models.registry import build_model
 
 
-
 @dataclass(frozen=True)
 class TrainResult:
     """What a finished run produced."""
